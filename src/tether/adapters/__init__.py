@@ -1,0 +1,1 @@
+"""Built-in adapters, each registered through the ``tether`` entry-point group."""

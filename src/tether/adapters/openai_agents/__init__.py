@@ -1,0 +1,25 @@
+"""Tether adapter for the OpenAI Agents SDK (plugin entry point; imports cheaply)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tether.errors import AdapterUnavailable
+from tether.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from tether.core.contract import Adapter
+
+
+@hookimpl
+def tether_adapter() -> Adapter:
+    """The OpenAI Agents SDK adapter, when ``openai-agents`` is installed."""
+    try:
+        import agents  # noqa: F401
+    except ImportError:
+        raise AdapterUnavailable(
+            "openai-agents is not installed. Fix: pip install 'tether[openai-agents]'"
+        ) from None
+    from tether.adapters.openai_agents._adapter import OpenAIAgentsAdapter
+
+    return OpenAIAgentsAdapter()

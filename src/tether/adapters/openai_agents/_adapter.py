@@ -1,0 +1,153 @@
+"""The OpenAI Agents SDK adapter: the SDK's loop in a Tether run, calls as steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import agents
+from agents import Agent, FunctionTool, RunConfig, Runner
+from agents.run import set_default_agent_runner
+from temporalio import workflow
+
+from tether.adapters.openai_agents import _worker_side
+from tether.adapters.openai_agents._graph import index_agents
+from tether.adapters.openai_agents._workflow_side import (
+    MODEL_STEP,
+    TOOL_STEP,
+    RunProxy,
+    TetherAgentRunner,
+    enter_run,
+    leave_run,
+)
+from tether.core.contract import (
+    JSON,
+    MODEL_POLICY,
+    TOOL_POLICY,
+    Adapter,
+    Capability,
+    RunRequest,
+    RunSession,
+    StepDefinition,
+)
+from tether.core.values import pack, unpack
+from tether.errors import ConfigurationError
+
+DEFAULT_MAX_TURNS = 10
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What ``durable.run`` returns for an OpenAI Agents SDK agent."""
+
+    final_output: Any
+    last_agent: str
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class OpenAIAgentsAdapter(Adapter):
+    name = "openai_agents"
+    framework = "openai-agents"
+    verified_versions = ">=0.24,<0.25 (tested: 0.24.0)"
+    capabilities = frozenset(
+        {
+            Capability.HANDOFFS,
+            Capability.AGENT_AS_TOOL,
+            Capability.PARALLEL_TOOLS,
+            Capability.STRUCTURED_OUTPUT,
+            Capability.SYNC_TOOLS,
+            Capability.MAX_TURNS,
+        }
+    )
+
+    def __init__(self) -> None:
+        set_default_agent_runner(TetherAgentRunner())
+
+    def claims(self, obj: object) -> bool:
+        return isinstance(obj, Agent)
+
+    def agent_name(self, agent: object) -> str:
+        assert isinstance(agent, Agent)
+        return agent.name
+
+    def prepare(self, agent: object) -> None:
+        assert isinstance(agent, Agent)
+        problems = []
+        for sub in index_agents(agent).values():
+            for tool in sub.tools:
+                if not isinstance(tool, FunctionTool) and not _hosted(tool):
+                    problems.append(
+                        f"agent {sub.name!r}: tool {getattr(tool, 'name', tool)!r} of type "
+                        f"{type(tool).__name__} cannot run durably yet (function tools and "
+                        "provider-hosted tools can)"
+                    )
+            if sub.mcp_servers:
+                problems.append(
+                    f"agent {sub.name!r}: MCP servers are not durable yet; expose their tools "
+                    "as function tools"
+                )
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+    def steps(self) -> Sequence[StepDefinition]:
+        return (
+            StepDefinition(
+                name=MODEL_STEP, kind="model", handler=_worker_side.model_step, policy=MODEL_POLICY
+            ),
+            StepDefinition(
+                name=TOOL_STEP, kind="tool", handler=_worker_side.tool_step, policy=TOOL_POLICY
+            ),
+        )
+
+    def passthrough_modules(self) -> Sequence[str]:
+        return ("agents", "openai", "httpx", "httpx2", "mcp", "griffe", "griffelib")
+
+    def encode_input(self, value: object) -> JSON:
+        if isinstance(value, str):
+            return value
+        from pydantic_core import to_jsonable_python
+
+        return to_jsonable_python(value)
+
+    async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
+        assert isinstance(agent, Agent)
+        proxy = RunProxy(session)
+        context = None
+        if request.context is not None:
+            with workflow.unsafe.imports_passed_through():
+                context = unpack(request.context)
+        max_turns = int(request.options.get("max_turns", DEFAULT_MAX_TURNS))
+        token = enter_run(proxy)
+        try:
+            result = await Runner.run(
+                proxy.agent(agent),
+                request.input,
+                context=context,
+                max_turns=max_turns,
+                run_config=RunConfig(tracing_disabled=True),
+            )
+        finally:
+            leave_run(token)
+        return {
+            "final_output": pack(result.final_output, what="the agent's final output"),
+            "last_agent": result.last_agent.name,
+        }
+
+    def decode_output(self, agent: object, value: JSON) -> object:
+        return AgentResult(final_output=unpack(value["final_output"]), last_agent=value["last_agent"])
+
+
+def _hosted(tool: object) -> bool:
+    hosted = tuple(
+        getattr(agents, n)
+        for n in (
+            "WebSearchTool",
+            "FileSearchTool",
+            "CodeInterpreterTool",
+            "ImageGenerationTool",
+            "HostedMCPTool",
+        )
+        if hasattr(agents, n)
+    )
+    return isinstance(tool, hosted)

@@ -1,0 +1,244 @@
+"""Step side: the agent's real model and real tools, called on a worker."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from agents import (
+    Agent,
+    AgentOutputSchema,
+    FunctionTool,
+    Handoff,
+    Model,
+    ModelProvider,
+    ModelSettings,
+    ModelTracing,
+    Tool,
+    Usage,
+)
+from agents.agent_output import AgentOutputSchemaBase
+from agents.exceptions import ModelBehaviorError, UserError
+from agents.models.multi_provider import MultiProvider
+from agents.tool import (
+    maybe_invoke_function_tool_failure_error_function,
+    set_function_tool_failure_error_function,
+)
+from agents.tool_context import ToolContext
+from pydantic import TypeAdapter
+from pydantic_core import to_jsonable_python
+from temporalio.exceptions import ApplicationError
+
+from tether.adapters.openai_agents._graph import index_agents
+from tether.core import registry
+from tether.core.contract import JSON, StepContext, StepError, StepOutcome
+from tether.core.values import pack
+from tether.errors import NonRetryableError, RetryableError, StepInputError
+
+_provider: ModelProvider | None = None
+_settings = TypeAdapter(ModelSettings)
+_usage: TypeAdapter[Usage] = TypeAdapter(Usage)
+
+
+def set_model_provider(provider: ModelProvider | None) -> None:
+    """The provider that resolves agents' model *names* on workers (default: the SDK's)."""
+    global _provider
+    _provider = provider
+
+
+def _resolve_agent(ctx: StepContext, name: str) -> Agent[Any]:
+    root = ctx.agent
+    assert isinstance(root, Agent)
+    found = index_agents(root).get(name)
+    if found is None:
+        other = registry.registered().get(name)
+        if other is not None and isinstance(other.agent, Agent):
+            return other.agent
+        raise NonRetryableError(
+            f"agent {name!r} was reached at run time but is not reachable from {root.name!r} "
+            "(handoffs, agents used as tools) nor registered on this worker. Fix: add it to "
+            "the agent graph, or wrap it with tether.durable() in the worker's module.",
+            error_type="AgentNotFound",
+        )
+    return found
+
+
+def _model_for(agent: Agent[Any]) -> Model:
+    if isinstance(agent.model, Model):
+        return agent.model
+    global _provider
+    if _provider is None:
+        _provider = MultiProvider()
+    return _provider.get_model(agent.model)
+
+
+def _output_schema(agent: Agent[Any]) -> AgentOutputSchemaBase | None:
+    if agent.output_type is None or agent.output_type is str:
+        return None
+    if isinstance(agent.output_type, AgentOutputSchemaBase):
+        return agent.output_type
+    return AgentOutputSchema(agent.output_type)
+
+
+async def _no_invoke(ctx: Any, args: str) -> Any:
+    raise RuntimeError("schema-only tool: invoked on the run side, not here")
+
+
+def _tools(spec: dict[str, Any], agent: Agent[Any]) -> tuple[list[Tool], list[Handoff[Any, Any]]]:
+    by_name = {getattr(t, "name", None): t for t in agent.tools}
+    tools: list[Tool] = []
+    for t in spec["tools"]:
+        if t["kind"] == "function":
+            tools.append(
+                FunctionTool(
+                    name=t["name"],
+                    description=t["description"],
+                    params_json_schema=t["params"],
+                    on_invoke_tool=_no_invoke,
+                    strict_json_schema=t["strict"],
+                )
+            )
+        elif t["name"] in by_name:
+            tools.append(by_name[t["name"]])  # hosted tools are configuration, not code
+    handoffs: list[Handoff[Any, Any]] = [
+        Handoff(
+            tool_name=h["tool_name"],
+            tool_description=h["tool_description"],
+            input_json_schema=h["input_json_schema"],
+            on_invoke_handoff=_no_invoke,
+            agent_name=h["agent_name"],
+            strict_json_schema=h["strict"],
+        )
+        for h in spec["handoffs"]
+    ]
+    return tools, handoffs
+
+
+def _classify_provider_error(exc: Exception) -> Exception:
+    """Provider 429/5xx/timeouts retry (honouring Retry-After); other 4xx fail at once."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in (408, 409, 429) or status >= 500:
+            retry_after: float | None = None
+            header = exc.response.headers.get("retry-after") if exc.response else None
+            if header:
+                try:
+                    retry_after = float(header)
+                except ValueError:
+                    retry_after = None
+            return RetryableError(
+                f"provider answered {status}: {exc.message}",
+                retry_after=retry_after,
+                error_type=f"ProviderHTTP{status}",
+            )
+        return NonRetryableError(
+            f"provider refused the request ({status}): {exc.message}",
+            error_type=f"ProviderHTTP{status}",
+        )
+    if isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError):
+        return RetryableError(f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+    if isinstance(exc, UserError):
+        return NonRetryableError(f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+    return exc
+
+
+async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
+    agent = _resolve_agent(ctx, payload["agent"])
+    tools, handoffs = _tools(ctx.shared(payload["spec_ref"]), agent)
+    items = ctx.transcript()
+    model_input: Any = payload["input_text"] if payload.get("input_text") is not None else items
+    try:
+        response = await _model_for(agent).get_response(
+            payload["system"],
+            model_input,
+            _settings.validate_python(payload["settings"]),
+            tools,
+            _output_schema(agent),
+            handoffs,
+            ModelTracing.DISABLED,
+            previous_response_id=payload.get("previous_response_id"),
+            conversation_id=payload.get("conversation_id"),
+            prompt=None,
+        )
+    except Exception as exc:
+        raise _classify_provider_error(exc) from exc
+    return StepOutcome(
+        value={
+            "output": [item.model_dump(mode="json", exclude_unset=True) for item in response.output],
+            "usage": _usage.dump_python(response.usage, mode="json"),
+            "response_id": response.response_id,
+            "request_id": response.request_id,
+        }
+    )
+
+
+def _non_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, NonRetryableError | ModelBehaviorError | UserError | StepInputError):
+        return True
+    return isinstance(exc, ApplicationError) and exc.non_retryable
+
+
+async def tool_step(ctx: StepContext, payload: JSON) -> StepOutcome:
+    agent = _resolve_agent(ctx, payload["agent"])
+    name = payload["tool"]
+    tool = next(
+        (t for t in agent.tools if isinstance(t, FunctionTool) and t.name == name), None
+    )
+    if tool is None:
+        return StepOutcome(
+            error=StepError(
+                type="ToolNotFound",
+                message=(
+                    f"agent {agent.name!r} on this worker has no function tool {name!r}. "
+                    "Fix: deploy the same agent code to every worker."
+                ),
+                attempts=ctx.attempt,
+                fatal=True,
+            )
+        )
+    raising = dataclasses.replace(tool)
+    set_function_tool_failure_error_function(raising, None)
+    tctx = ToolContext(
+        context=ctx.run_context(),
+        tool_name=name,
+        tool_call_id=payload.get("call_id") or "",
+        tool_arguments=payload["args"],
+        agent=agent,
+    )
+    try:
+        output = await raising.on_invoke_tool(tctx, payload["args"])
+    except Exception as exc:
+        if not _non_retryable(exc) and not ctx.final_attempt:
+            raise RetryableError(
+                f"tool {name!r} raised {type(exc).__name__}: {exc}", error_type=type(exc).__name__
+            ) from exc
+        text = await maybe_invoke_function_tool_failure_error_function(
+            function_tool=tool, context=tctx, error=exc
+        )
+        return StepOutcome(
+            error=StepError(
+                type=type(exc).__name__,
+                message=f"tool {name!r}: {exc}",
+                attempts=ctx.attempt,
+                model_text=text,
+                fatal=text is None,
+            )
+        )
+    try:
+        return StepOutcome(value=pack(output, what=f"the output of tool {name!r}"))
+    except StepInputError as exc:
+        return StepOutcome(
+            error=StepError(
+                type="StepInputError", message=str(exc), attempts=ctx.attempt, fatal=True
+            )
+        )
+
+
+def encode_final_output(value: Any) -> JSON:
+    return pack(value, what="the agent's final output")
+
+
+def jsonable(value: Any) -> JSON:
+    return to_jsonable_python(value)

@@ -1,0 +1,261 @@
+"""Run side: the SDK's own loop, with every model and function-tool call made a step.
+
+A per-run proxy of the agent graph replaces each agent's model with :class:`StepModel`
+and each function tool's invoker with a tool step. Agents reached at run time (handoff
+targets, agents used as tools, whose nested ``Runner.run`` goes through the SDK's default
+runner) are proxied on the way, so nothing in the run talks to a provider directly.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agents import (
+    Agent,
+    FunctionTool,
+    Handoff,
+    Model,
+    ModelResponse,
+    ModelSettings,
+    ModelTracing,
+    RunConfig,
+    Tool,
+    Usage,
+)
+from agents.agent_output import AgentOutputSchemaBase
+from agents.items import TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
+from agents.run import AgentRunner
+from agents.tool_context import ToolContext
+from pydantic import TypeAdapter
+from pydantic_core import to_jsonable_python
+
+from tether.adapters.openai_agents._graph import agent_tool_target, handoff_target
+from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession
+
+MODEL_STEP = "openai_agents.model"
+TOOL_STEP = "openai_agents.tool"
+
+_output_items: TypeAdapter[list[TResponseOutputItem]] = TypeAdapter(list[TResponseOutputItem])
+_current: contextvars.ContextVar[RunProxy | None] = contextvars.ContextVar(
+    "tether_openai_run", default=None
+)
+
+
+def tool_spec(tools: list[Tool], handoffs: list[Handoff[Any, Any]]) -> dict[str, Any]:
+    """What the model needs to see of the tools and handoffs (schemas, not code)."""
+    out_tools = []
+    for t in tools:
+        if isinstance(t, FunctionTool):
+            out_tools.append(
+                {
+                    "kind": "function",
+                    "name": t.name,
+                    "description": t.description,
+                    "params": t.params_json_schema,
+                    "strict": t.strict_json_schema,
+                }
+            )
+        else:
+            out_tools.append({"kind": "builtin", "name": getattr(t, "name", type(t).__name__)})
+    out_handoffs = [
+        {
+            "tool_name": h.tool_name,
+            "tool_description": h.tool_description,
+            "input_json_schema": h.input_json_schema,
+            "agent_name": h.agent_name,
+            "strict": h.strict_json_schema,
+        }
+        for h in handoffs
+    ]
+    return {"tools": out_tools, "handoffs": out_handoffs}
+
+
+_usage: TypeAdapter[Usage] = TypeAdapter(Usage)
+
+
+def usage_totals(usage: Usage) -> dict[str, int]:
+    """The ledger's view of one model call's usage."""
+    return {
+        "requests": 1,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "cached_tokens": usage.input_tokens_details.cached_tokens,
+        "reasoning_tokens": usage.output_tokens_details.reasoning_tokens,
+    }
+
+
+class StepModel(Model):
+    """A model whose every call is a durable step, made on a worker by the agent's real model."""
+
+    def __init__(self, run: RunProxy, agent_name: str) -> None:
+        self._run = run
+        self._agent = agent_name
+
+    async def get_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff[Any, Any]],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: Any | None,
+    ) -> ModelResponse:
+        spec = tool_spec(tools, handoffs)
+        payload = {
+            "agent": self._agent,
+            "system": system_instructions,
+            "settings": to_jsonable_python(model_settings.to_json_dict()),
+            "spec_ref": self._run.share(spec),
+            "previous_response_id": previous_response_id,
+            "conversation_id": conversation_id,
+            "input_text": input if isinstance(input, str) else None,
+        }
+        items = None if isinstance(input, str) else to_jsonable_python(input)
+        outcome = await self._run.session.step(
+            MODEL_STEP,
+            payload,
+            kind="model",
+            summary=f"model: {self._agent}",
+            policy=MODEL_POLICY,
+            transcript=items if items is not None else [],
+        )
+        value = outcome.value
+        usage = _usage.validate_python(value["usage"])
+        self._run.session.add_usage(usage_totals(usage))
+        return ModelResponse(
+            output=_output_items.validate_python(value["output"]),
+            usage=usage,
+            response_id=value.get("response_id"),
+            request_id=value.get("request_id"),
+        )
+
+    def stream_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff[Any, Any]],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: Any | None,
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        raise NotImplementedError(
+            "streamed runs are not durable yet: use durable.run(...) (Runner.run), "
+            "not Runner.run_streamed, inside a Tether run"
+        )
+
+
+class RunProxy:
+    """Per-run state on the run side: the proxied agents and what was shared with steps."""
+
+    def __init__(self, session: RunSession) -> None:
+        self.session = session
+        self._proxies: dict[int, Agent[Any]] = {}
+
+    def share(self, value: Any) -> str:
+        return self.session.share(value)
+
+    def agent(self, agent: Agent[Any]) -> Agent[Any]:
+        """The step-backed copy of ``agent`` (memoized: one copy per agent per run)."""
+        if any(p is agent for p in self._proxies.values()):
+            return agent
+        key = id(agent)
+        proxy = self._proxies.get(key)
+        if proxy is None:
+            proxy = agent.clone(model=StepModel(self, agent.name))
+            self._proxies[key] = proxy
+            proxy.tools = [self._tool(agent, t) for t in agent.tools]
+            proxy.handoffs = [self._handoff(h) for h in agent.handoffs]
+        return proxy
+
+    def _handoff(self, h: Agent[Any] | Handoff[Any, Any]) -> Agent[Any] | Handoff[Any, Any]:
+        if isinstance(h, Agent):
+            return self.agent(h)
+        original = h.on_invoke_handoff
+
+        async def invoke(ctx: Any, args: str) -> Agent[Any]:
+            target = await original(ctx, args)
+            return self.agent(target) if isinstance(target, Agent) else target
+
+        copy = dataclasses.replace(h, on_invoke_handoff=invoke)
+        target = handoff_target(h)
+        if target is not None:
+            copy._agent_ref = h._agent_ref
+        return copy
+
+    def _tool(self, owner: Agent[Any], tool: Tool) -> Tool:
+        if not isinstance(tool, FunctionTool) or agent_tool_target(tool) is not None:
+            # Hosted tools run at the provider; agents used as tools run their nested loop
+            # here, and its model and tools are steps through the proxied sub-agent.
+            return tool
+        run = self
+        name = tool.name
+
+        async def invoke(ctx: ToolContext[Any], args: str) -> Any:
+            outcome = await run.session.step(
+                TOOL_STEP,
+                {
+                    "agent": owner.name,
+                    "tool": name,
+                    "args": args,
+                    "call_id": getattr(ctx, "tool_call_id", None),
+                },
+                kind="tool",
+                summary=f"tool: {name}",
+                policy=TOOL_POLICY,
+            )
+            if outcome.error is not None:
+                if outcome.error.fatal:
+                    raise ToolStepError(name, outcome.error.type, outcome.error.message)
+                return outcome.error.model_text
+            from tether.core.values import unpack
+
+            return unpack(outcome.value)
+
+        return dataclasses.replace(tool, on_invoke_tool=invoke)
+
+
+class ToolStepError(Exception):
+    """A tool failed in a way its failure policy hands to the run, not the model."""
+
+    def __init__(self, tool: str, error_type: str, message: str) -> None:
+        super().__init__(f"tool {tool!r} failed ({error_type}): {message}")
+
+
+class TetherAgentRunner(AgentRunner):
+    """The SDK's default runner, made to proxy agents when called inside a Tether run.
+
+    Agents used as tools start nested runs through ``Runner.run``; inside a Tether run
+    (a context variable tells) their starting agent is swapped for its step-backed copy.
+    Outside one it behaves exactly like the SDK's runner.
+    """
+
+    async def run(self, starting_agent: Agent[Any], input: Any, **kwargs: Any) -> Any:
+        run = _current.get()
+        if run is not None:
+            starting_agent = run.agent(starting_agent)
+            config = kwargs.get("run_config") or RunConfig()
+            if isinstance(config, RunConfig) and not config.tracing_disabled:
+                kwargs["run_config"] = dataclasses.replace(config, tracing_disabled=True)
+        return await super().run(starting_agent, input, **kwargs)
+
+
+def enter_run(proxy: RunProxy) -> contextvars.Token[RunProxy | None]:
+    return _current.set(proxy)
+
+
+def leave_run(token: contextvars.Token[RunProxy | None]) -> None:
+    _current.reset(token)

@@ -1,0 +1,29 @@
+"""Tether adapter for Pydantic AI (plugin entry point; imports cheaply)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tether.errors import AdapterUnavailable
+from tether.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from tether.core.contract import Adapter
+
+
+@hookimpl
+def tether_adapter() -> Adapter | None:
+    """The Pydantic AI adapter, when ``pydantic-ai`` is installed."""
+    try:
+        import pydantic_ai  # noqa: F401
+    except ImportError:
+        raise AdapterUnavailable(
+            "pydantic-ai is not installed. Fix: pip install 'tether[pydantic-ai]'"
+        ) from None
+    try:
+        from tether.adapters.pydantic_ai._adapter import PydanticAIAdapter
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("tether.adapters.pydantic_ai"):
+            raise AdapterUnavailable("the Pydantic AI adapter is not built yet") from None
+        raise
+    return PydanticAIAdapter()

@@ -1,0 +1,254 @@
+"""The framework-neutral contract: Step, Run and the Adapter that maps a loop onto them.
+
+Nothing here knows a framework or Temporal. A *step* is one durable unit of work with a
+side effect (a model call, a tool call); a *run* is the deterministic orchestration hosting
+an adapter's loop, which calls steps through a :class:`RunSession`.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from tether.core.conversation import Transcript
+
+JSON = Any
+"""A JSON-compatible value (dict, list, str, number, bool, None)."""
+
+StepKind = Literal["model", "tool", "mcp", "other"]
+
+
+class Capability(enum.StrEnum):
+    """Optional behaviour an adapter may support (the conformance suite skips the rest)."""
+
+    HANDOFFS = "handoffs"
+    AGENT_AS_TOOL = "agent_as_tool"
+    PARALLEL_TOOLS = "parallel_tools"
+    STRUCTURED_OUTPUT = "structured_output"
+    APPROVALS = "approvals"
+    STREAMING = "streaming"
+    MCP = "mcp"
+    SYNC_TOOLS = "sync_tools"
+    MAX_TURNS = "max_turns"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepPolicy:
+    """How a step is timed and retried.
+
+    ``heartbeat`` is what makes a crashed worker's step resume in seconds: the step beats
+    while it runs, and the engine reschedules it once beats stop for that long.
+    ``max_attempts=0`` is refused: infinite silent retry is a defect.
+    """
+
+    start_to_close: timedelta = timedelta(minutes=10)
+    heartbeat: timedelta = timedelta(seconds=4)
+    max_attempts: int = 5
+    initial_interval: timedelta = timedelta(seconds=1)
+    backoff: float = 2.0
+    max_interval: timedelta = timedelta(seconds=30)
+    non_retryable_errors: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_attempts < 1:
+            problems.append("max_attempts must be >= 1 (unlimited retries hide failures)")
+        if self.heartbeat <= timedelta(0):
+            problems.append("heartbeat must be positive")
+        if self.start_to_close <= timedelta(0):
+            problems.append("start_to_close must be positive")
+        if self.backoff < 1:
+            problems.append("backoff must be >= 1")
+        if problems:
+            raise ValueError("invalid StepPolicy: " + "; ".join(problems))
+
+
+MODEL_POLICY = StepPolicy(max_attempts=8, max_interval=timedelta(seconds=60))
+TOOL_POLICY = StepPolicy(max_attempts=3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepRequest:
+    """What crosses into a step: small and bounded.
+
+    ``payload`` is the adapter's own JSON; ``transcript`` is a reference to the conversation
+    so far plus the items the store has not seen (never the whole conversation).
+    """
+
+    run_id: str
+    agent: str
+    payload: JSON
+    transcript: TranscriptRef | None = None
+    context_ref: str | None = None
+    attachments: dict[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscriptRef:
+    """A conversation as ``base`` (a stored chain head, or None) plus ``delta`` items."""
+
+    base: str | None
+    delta: list[JSON]
+    head: str
+    length: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepOutcome:
+    """What a step returns. Control flow crosses as data: ``error`` is an outcome, not a crash."""
+
+    value: JSON = None
+    error: StepError | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepError:
+    """A failure the run should see as a value (e.g. a tool error handed back to the model)."""
+
+    type: str
+    message: str
+    attempts: int
+    model_text: str | None = None
+    fatal: bool = False
+
+
+class StepContext(Protocol):
+    """What a step handler sees on the worker."""
+
+    @property
+    def agent(self) -> object: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+    @property
+    def final_attempt(self) -> bool: ...
+
+    def run_context(self) -> object: ...
+
+    def shared(self, ref: str) -> JSON: ...
+
+    def transcript(self) -> list[JSON]: ...
+
+    def heartbeat(self, *details: object) -> None: ...
+
+
+StepHandler = Callable[[StepContext, JSON], Awaitable[StepOutcome]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepDefinition:
+    """A step type an adapter provides. ``name`` is persisted: renaming it strands runs."""
+
+    name: str
+    kind: StepKind
+    handler: StepHandler
+    policy: StepPolicy
+
+
+class RunSession(Protocol):
+    """The run-side API an adapter's loop uses (deterministic; realized on a Temporal workflow)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def agent_name(self) -> str: ...
+
+    def transcript(self) -> Transcript: ...
+
+    async def step(
+        self,
+        name: str,
+        payload: JSON,
+        *,
+        kind: StepKind,
+        summary: str,
+        policy: StepPolicy,
+        transcript: Sequence[JSON] | None = None,
+    ) -> StepOutcome: ...
+
+    def share(self, value: JSON) -> str:
+        """A content reference to ``value``; the value reaches steps once per run, not per step."""
+        ...
+
+    def record_failure(self, step: str, error: StepError) -> None: ...
+
+    def add_usage(self, usage: Mapping[str, int]) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequest:
+    """The input of one durable run, as the run receives it."""
+
+    agent: str
+    adapter: str
+    input: JSON
+    options: dict[str, JSON] = field(default_factory=dict)
+    context: dict[str, JSON] | None = None
+    """The run context / deps, packed once for the whole run (steps get it by reference)."""
+
+
+class Adapter(abc.ABC):
+    """Maps one framework's agent loop onto Tether's steps and run.
+
+    An adapter is stateless: agents are looked up by name in the worker's registry and
+    reach :meth:`run` and the step handlers as objects, never serialized.
+    """
+
+    name: str
+    """Stable identifier (persisted in run inputs), e.g. ``"openai_agents"``."""
+    framework: str
+    """The framework's distribution name, e.g. ``"openai-agents"``."""
+    verified_versions: str
+    """The framework versions this adapter is tested against, e.g. ``">=0.24,<0.25"``."""
+    capabilities: frozenset[Capability] = frozenset()
+
+    @abc.abstractmethod
+    def claims(self, obj: object) -> bool:
+        """Whether ``obj`` is an agent of this adapter's framework."""
+
+    @abc.abstractmethod
+    def agent_name(self, agent: object) -> str:
+        """The name the agent is registered and started under."""
+
+    def prepare(self, agent: object) -> None:  # noqa: B027 - optional hook
+        """Validate an agent at wrap time; raise a clear error for what cannot work durably."""
+
+    @abc.abstractmethod
+    def steps(self) -> Sequence[StepDefinition]:
+        """The step types this adapter runs (registered on every worker)."""
+
+    @abc.abstractmethod
+    async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
+        """Run the agent's loop inside a run; return the adapter-encoded final output."""
+
+    def encode_input(self, value: object) -> JSON:
+        """Turn the user's run input into JSON for the run's input."""
+        return value
+
+    def decode_output(self, agent: object, value: JSON) -> object:
+        """Turn the run's JSON output back into what the framework's run would return."""
+        return value
+
+    def decode_context(self, agent: object, value: JSON) -> object:
+        """Rebuild the run context / deps from JSON on the worker."""
+        return value
+
+    def passthrough_modules(self) -> Sequence[str]:
+        """Modules the run's sandbox must share with the worker (the framework's own)."""
+        return ()
+
+    def framework_version(self) -> str | None:
+        """The installed framework's version."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(self.framework)
+        except PackageNotFoundError:
+            return None

@@ -1,0 +1,103 @@
+"""Steps realized as Temporal activities: heartbeats, error classification, context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from tether.core import registry
+from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest
+from tether.core.conversation import materialize
+from tether.core.store import BlobStore
+from tether.core.values import unpack
+from tether.errors import AgentNotRegisteredError, BlobMissingError, NonRetryableError, RetryableError
+
+BLOB_MISSING = "TetherBlobMissing"
+
+
+class _ActivityStepContext:
+    def __init__(self, store: BlobStore, request: StepRequest) -> None:
+        self._store = store
+        self._request = request
+        self._agent = registry.lookup(request.agent)
+        info = activity.info()
+        self._attempt = info.attempt
+        limit = info.retry_policy.maximum_attempts if info.retry_policy else 0
+        self._final = limit > 0 and info.attempt >= limit
+        for value in request.attachments.values():
+            store.put_json(value)
+
+    @property
+    def agent(self) -> object:
+        return self._agent.agent
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    @property
+    def final_attempt(self) -> bool:
+        return self._final
+
+    def shared(self, ref: str) -> JSON:
+        return self._request.attachments.get(ref) or self._store.get_json(ref)
+
+    def run_context(self) -> object:
+        ref = self._request.context_ref
+        if ref is None:
+            return None
+        return self._agent.adapter.decode_context(self._agent.agent, unpack(self.shared(ref)))
+
+    def transcript(self) -> list[JSON]:
+        ref = self._request.transcript
+        if ref is None:
+            return []
+        return materialize(self._store, ref)
+
+    def heartbeat(self, *details: object) -> None:
+        activity.heartbeat(*details)
+
+
+async def _beat(every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        activity.heartbeat()
+
+
+def build_activity(
+    definition: StepDefinition, store: BlobStore
+) -> Callable[[StepRequest], Awaitable[StepOutcome]]:
+    """A Temporal activity named ``definition.name`` that runs the step's handler."""
+    every = max(definition.policy.heartbeat.total_seconds() / 3, 0.2)
+
+    async def run_step(request: StepRequest) -> StepOutcome:
+        beat = asyncio.create_task(_beat(every))
+        try:
+            ctx = _ActivityStepContext(store, request)
+            return await definition.handler(ctx, request.payload)
+        except BlobMissingError as exc:
+            raise ApplicationError(str(exc), exc.ref, type=BLOB_MISSING, non_retryable=True) from exc
+        except AgentNotRegisteredError as exc:
+            raise ApplicationError(str(exc), type="AgentNotRegistered", non_retryable=True) from exc
+        except NonRetryableError as exc:
+            raise ApplicationError(str(exc), type=exc.error_type, non_retryable=True) from exc
+        except RetryableError as exc:
+            delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
+            raise ApplicationError(str(exc), type=exc.error_type, next_retry_delay=delay) from exc
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    run_step.__name__ = run_step.__qualname__ = definition.name.replace(".", "_")
+    return activity.defn(name=definition.name)(run_step)
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": str(exc)}

@@ -1,0 +1,103 @@
+"""Tether's exception types. Every message names the cause and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class TetherError(Exception):
+    """Base class of every error Tether raises on purpose."""
+
+
+class ConfigurationError(TetherError):
+    """Tether was set up in a way that cannot work (bad option, missing piece)."""
+
+
+class NoAdapterError(TetherError):
+    """No installed adapter claims the object given to :func:`tether.durable`."""
+
+    def __init__(self, obj: object, installed: Sequence[str], unavailable: Sequence[str]) -> None:
+        kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        have = ", ".join(installed) or "none"
+        msg = (
+            f"no installed Tether adapter claims an object of type {kind}. "
+            f"Installed adapters: {have}."
+        )
+        if unavailable:
+            msg += f" Unavailable (framework not installed): {', '.join(unavailable)}."
+        msg += (
+            " Fix: pass an agent of a supported framework, or install its adapter "
+            "(e.g. `pip install 'tether[openai-agents]'`); `tether plugins` lists what is installed."
+        )
+        super().__init__(msg)
+        self.installed = list(installed)
+
+
+class AgentNotRegisteredError(TetherError):
+    """A run names an agent that this worker does not host."""
+
+    def __init__(self, name: str, hosted: Sequence[str]) -> None:
+        have = ", ".join(sorted(hosted)) or "none"
+        super().__init__(
+            f"agent {name!r} is not registered on this worker (it hosts: {have}). "
+            f"Fix: start a worker that hosts it, e.g. `tether worker mymodule:{name}`, "
+            "or run it on the task queue of a worker that does."
+        )
+        self.name = name
+
+
+class DuplicateAgentError(TetherError):
+    """Two different agents were registered under one name."""
+
+
+class EngineUnavailableError(TetherError):
+    """The Temporal engine could not be reached or started."""
+
+
+class StepInputError(TetherError):
+    """A value crossing a step boundary cannot be serialized."""
+
+
+class RunFailedError(TetherError):
+    """A durable run ended in failure; ``cause`` carries the run's own error text."""
+
+    def __init__(self, run_id: str, message: str, *, error_type: str | None = None) -> None:
+        self.run_id = run_id
+        self.error_type = error_type
+        self.reason = message
+        kind = f" ({error_type})" if error_type else ""
+        super().__init__(f"run {run_id!r} failed{kind}: {message}")
+
+
+class BlobMissingError(TetherError):
+    """A referenced blob is not in this worker's store (workers do not share one)."""
+
+    def __init__(self, ref: str, root: str) -> None:
+        self.ref = ref
+        super().__init__(
+            f"blob {ref} is not in the store at {root}. Workers of one namespace should share a "
+            "store (set TETHER_STORE to a shared path); Tether re-sends the data inline meanwhile."
+        )
+
+
+class AdapterUnavailable(TetherError):  # noqa: N818 - reads as a state, not a failure
+    """An adapter's framework is not installed; the message names the install command."""
+
+
+class RetryableError(TetherError):
+    """Raise in a step (or a tool) to ask for another attempt, optionally after a delay."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, error_type: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.error_type = error_type or type(self).__name__
+
+
+class NonRetryableError(TetherError):
+    """Raise in a step (or a tool) when another attempt cannot succeed."""
+
+    def __init__(self, message: str, *, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type or type(self).__name__
