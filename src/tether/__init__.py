@@ -1,8 +1,8 @@
 """Tether: durable execution for AI agents, whatever framework they are written in.
 
-    import tether
-    durable = tether.durable(agent)      # any installed adapter's agent
-    result = await durable.run("...")   # a durable run on Temporal
+import tether
+durable = tether.durable(agent)      # any installed adapter's agent
+result = await durable.run("...")   # a durable run on Temporal
 """
 
 from tether.core.contract import Adapter, Capability, StepPolicy

@@ -26,8 +26,8 @@ class NoAdapterError(TetherError):
         if unavailable:
             msg += f" Unavailable (framework not installed): {', '.join(unavailable)}."
         msg += (
-            " Fix: pass an agent of a supported framework, or install its adapter "
-            "(e.g. `pip install 'tether[openai-agents]'`); `tether plugins` lists what is installed."
+            " Fix: pass an agent of a supported framework, or install its adapter (e.g. "
+            "`pip install 'tether[openai-agents]'`); `tether plugins` lists what is installed."
         )
         super().__init__(msg)
         self.installed = list(installed)
@@ -80,7 +80,7 @@ class BlobMissingError(TetherError):
         )
 
 
-class AdapterUnavailable(TetherError):  # noqa: N818 - reads as a state, not a failure
+class AdapterUnavailable(TetherError):
     """An adapter's framework is not installed; the message names the install command."""
 
 

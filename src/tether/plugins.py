@@ -37,9 +37,7 @@ def make_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManage
             try:
                 pm.register(ep.load(), name=ep.name)
             except Exception as exc:  # a broken third-party plugin must not kill the worker
-                warnings.warn(
-                    f"tether plugin {ep.name!r} failed to import: {exc}", stacklevel=2
-                )
+                warnings.warn(f"tether plugin {ep.name!r} failed to import: {exc}", stacklevel=2)
     pm.check_pending()
     return pm
 

@@ -41,9 +41,7 @@ class TetherPayloadConverter(CompositePayloadConverter):
 
     def __init__(self) -> None:
         converters = [
-            PydanticJSONPlainPayloadConverter()
-            if isinstance(c, JSONPlainPayloadConverter)
-            else c
+            PydanticJSONPlainPayloadConverter() if isinstance(c, JSONPlainPayloadConverter) else c
             for c in DefaultPayloadConverter.default_encoding_payload_converters
         ]
         super().__init__(*_extra, *converters)

@@ -49,8 +49,10 @@ class RunHandle:
             return await self._handle.result()
         except WorkflowFailureError as exc:
             cause = exc.cause
-            while isinstance(cause, FailureError) and cause.cause is not None and not (
-                isinstance(cause, ApplicationError)
+            while (
+                isinstance(cause, FailureError)
+                and cause.cause is not None
+                and not (isinstance(cause, ApplicationError))
             ):
                 cause = cause.cause
             message = cause.message if isinstance(cause, FailureError) else str(cause)

@@ -27,8 +27,8 @@ with workflow.unsafe.imports_passed_through():
         StepRequest,
     )
     from tether.core.conversation import Transcript
-    from tether.core.store import canonical_json, digest
     from tether.core.steps import BLOB_MISSING
+    from tether.core.store import canonical_json, digest
     from tether.errors import AgentNotRegisteredError
 
 WORKFLOW_NAME = "tether.AgentRun"
@@ -80,7 +80,9 @@ class AgentRun:
         try:
             entry = registry.lookup(request.agent)
         except AgentNotRegisteredError as exc:
-            raise ApplicationError(str(exc), type="AgentNotRegistered", non_retryable=True) from None
+            raise ApplicationError(
+                str(exc), type="AgentNotRegistered", non_retryable=True
+            ) from None
         self._phase = "running"
         try:
             output = await entry.adapter.run(self, entry.agent, request)
@@ -188,7 +190,7 @@ class AgentRun:
     async def _execute(
         self, name: str, request: StepRequest, summary: str, policy: StepPolicy
     ) -> StepOutcome:
-        return await workflow.execute_activity(
+        outcome: StepOutcome = await workflow.execute_activity(
             name,
             request,
             result_type=StepOutcome,
@@ -203,6 +205,7 @@ class AgentRun:
             ),
             summary=summary[:200],
         )
+        return outcome
 
     def share(self, value: JSON) -> str:
         ref = digest(canonical_json(value))

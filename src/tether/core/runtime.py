@@ -18,8 +18,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
-from temporalio.worker import Worker
-from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from tether.core import registry
 from tether.core.contract import Adapter
@@ -53,7 +52,7 @@ class Runtime:
         namespace: str | None = None,
         embedded: bool | None = None,
         state_dir: Path | str | None = None,
-        task_queue: str = DEFAULT_TASK_QUEUE,
+        task_queue: str | None = None,
         store: BlobStore | None = None,
         profile: str | None = None,
     ) -> Runtime:
@@ -61,9 +60,10 @@ class Runtime:
         home = Path(state_dir) if state_dir is not None else default_home()
         store = store or BlobStore(os.environ.get("TETHER_STORE") or home / "store")
         connect: dict[str, Any] = {}
-        if address is None and embedded is not True:
+        if embedded is not True:
             connect = dict(ClientConfig.load_client_connect_config(profile=profile))
-            address = connect.pop("target_host", None)
+            configured = connect.pop("target_host", None)
+            address = address or configured
         engine: EmbeddedEngine | None = None
         if address is None:
             if port_open("127.0.0.1", DEFAULT_EMBEDDED_PORT):
@@ -75,9 +75,7 @@ class Runtime:
         if namespace is not None:
             connect["namespace"] = namespace
         try:
-            client = await Client.connect(
-                address, data_converter=data_converter(store), **connect
-            )
+            client = await Client.connect(address, data_converter=data_converter(store), **connect)
         except Exception as exc:
             if engine is not None:
                 engine.stop()
@@ -86,7 +84,8 @@ class Runtime:
                 "(TEMPORAL_ADDRESS / --address), that the server is up, and its TLS/API key "
                 "settings; or unset TEMPORAL_ADDRESS to use the embedded engine."
             ) from exc
-        return cls(client=client, store=store, task_queue=task_queue, engine=engine)
+        queue = task_queue or os.environ.get("TETHER_TASK_QUEUE") or DEFAULT_TASK_QUEUE
+        return cls(client=client, store=store, task_queue=queue, engine=engine)
 
     @classmethod
     async def connect(cls, address: str | None = None, **kwargs: Any) -> Runtime:

@@ -16,7 +16,12 @@ from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest
 from tether.core.conversation import materialize
 from tether.core.store import BlobStore
 from tether.core.values import unpack
-from tether.errors import AgentNotRegisteredError, BlobMissingError, NonRetryableError, RetryableError
+from tether.errors import (
+    AgentNotRegisteredError,
+    BlobMissingError,
+    NonRetryableError,
+    RetryableError,
+)
 
 BLOB_MISSING = "TetherBlobMissing"
 
@@ -82,7 +87,9 @@ def build_activity(
             ctx = _ActivityStepContext(store, request)
             return await definition.handler(ctx, request.payload)
         except BlobMissingError as exc:
-            raise ApplicationError(str(exc), exc.ref, type=BLOB_MISSING, non_retryable=True) from exc
+            raise ApplicationError(
+                str(exc), exc.ref, type=BLOB_MISSING, non_retryable=True
+            ) from exc
         except AgentNotRegisteredError as exc:
             raise ApplicationError(str(exc), type="AgentNotRegistered", non_retryable=True) from exc
         except NonRetryableError as exc:

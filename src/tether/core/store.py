@@ -57,7 +57,9 @@ class BlobStore:
 
     def __init__(self, root: Path | str | None = None, *, cache_size: int = 256) -> None:
         env = os.environ.get("TETHER_STORE")
-        self.root = Path(root) if root is not None else Path(env) if env else default_home() / "store"
+        self.root = (
+            Path(root) if root is not None else Path(env) if env else default_home() / "store"
+        )
         self._cache: OrderedDict[str, list[Any]] = OrderedDict()
         self._cache_size = cache_size
 

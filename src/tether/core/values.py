@@ -23,7 +23,11 @@ def pack(value: object, *, what: str) -> dict[str, Any]:
             "Fix: use a pydantic model, a dataclass or plain JSON values "
             "(objects such as clients or connections belong in the worker, not the input)."
         ) from None
-    kind = None if isinstance(value, _PLAIN) else f"{type(value).__module__}:{type(value).__qualname__}"
+    kind = (
+        None
+        if isinstance(value, _PLAIN)
+        else f"{type(value).__module__}:{type(value).__qualname__}"
+    )
     return {"type": kind, "data": data}
 
 

@@ -135,7 +135,9 @@ class OpenAIAgentsAdapter(Adapter):
         }
 
     def decode_output(self, agent: object, value: JSON) -> object:
-        return AgentResult(final_output=unpack(value["final_output"]), last_agent=value["last_agent"])
+        return AgentResult(
+            final_output=unpack(value["final_output"]), last_agent=value["last_agent"]
+        )
 
 
 def _hosted(tool: object) -> bool:

@@ -166,7 +166,9 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
         raise _classify_provider_error(exc) from exc
     return StepOutcome(
         value={
-            "output": [item.model_dump(mode="json", exclude_unset=True) for item in response.output],
+            "output": [
+                item.model_dump(mode="json", exclude_unset=True) for item in response.output
+            ],
             "usage": _usage.dump_python(response.usage, mode="json"),
             "response_id": response.response_id,
             "request_id": response.request_id,
@@ -183,9 +185,7 @@ def _non_retryable(exc: BaseException) -> bool:
 async def tool_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     agent = _resolve_agent(ctx, payload["agent"])
     name = payload["tool"]
-    tool = next(
-        (t for t in agent.tools if isinstance(t, FunctionTool) and t.name == name), None
-    )
+    tool = next((t for t in agent.tools if isinstance(t, FunctionTool) and t.name == name), None)
     if tool is None:
         return StepOutcome(
             error=StepError(

@@ -1,0 +1,301 @@
+"""`tether`: run the engine, host agents, start runs, list plugins, show the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tether.errors import TetherError
+
+
+def load_object(spec: str) -> object:
+    """Import ``module:attribute`` (dots in the attribute walk into it)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise TetherError(
+            f"{spec!r} is not of the form MODULE:OBJECT (e.g. myapp.agents:weather_agent)"
+        )
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TetherError(f"cannot import module {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise TetherError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return target
+
+
+def as_durable(obj: object, **kwargs: Any) -> Any:
+    from tether.core.handle import DurableAgent, durable
+
+    if isinstance(obj, DurableAgent):
+        return obj
+    return durable(obj, **kwargs)
+
+
+async def _runtime(args: argparse.Namespace) -> Any:
+    from tether.core.runtime import Runtime
+
+    return await Runtime.start(
+        address=args.address, namespace=args.namespace, task_queue=args.task_queue
+    )
+
+
+# -- tether dev -----------------------------------------------------------------------------
+
+
+async def cmd_dev(args: argparse.Namespace) -> int:
+    from tether.core.devserver import EmbeddedEngine
+
+    engine = EmbeddedEngine(
+        port=args.port, ui_port=args.ui_port, state_dir=args.state_dir, persist=not args.memory
+    )
+    await engine.start()
+    print(f"Temporal engine on {engine.address} (namespace {engine.namespace})")
+    if engine.ui_url:
+        print(f"Web UI: {engine.ui_url}")
+    print(f"State: {engine.db_path or 'in memory'}   Stop with Ctrl-C.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        while not stop.is_set():
+            if engine.process is not None and engine.process.poll() is not None:
+                print(f"engine exited:\n{engine.log_tail()}", file=sys.stderr)
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    finally:
+        engine.stop()
+    return 0
+
+
+# -- tether worker --------------------------------------------------------------------------
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    durables = [as_durable(load_object(spec), local_worker=False) for spec in args.agents]
+    runtime = await _runtime(args)
+    worker = runtime.worker(max_cached_runs=args.max_cached_runs)
+    names = ", ".join(f"{d.name} ({d.adapter.name})" for d in durables)
+    print(
+        f"worker on {runtime.client.service_client.config.target_host} "
+        f"task queue {runtime.task_queue!r}: {names}",
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.shutdown()))
+    try:
+        await worker.run()
+    finally:
+        await runtime.close()
+    return 0
+
+
+# -- tether run -----------------------------------------------------------------------------
+
+
+async def _has_pollers(runtime: Any) -> bool:
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    resp = await runtime.client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=runtime.client.namespace,
+            task_queue=TaskQueue(name=runtime.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return len(resp.pollers) > 0
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    durable = as_durable(load_object(args.agent), local_worker=False)
+    runtime = await _runtime(args)
+    durable._runtime = runtime
+    try:
+        if args.local_worker or not await _has_pollers(runtime):
+            if not args.local_worker:
+                print(
+                    f"no worker polls task queue {runtime.task_queue!r}: hosting the agent in "
+                    "this process (start `tether worker` to run it elsewhere)",
+                    file=sys.stderr,
+                )
+            await runtime.ensure_local_worker()
+        options: dict[str, Any] = {}
+        if args.max_turns is not None:
+            options["max_turns"] = args.max_turns
+        context = json.loads(args.context) if args.context else None
+        handle = await durable.start(args.prompt, id=args.id, context=context, **options)
+        print(f"run {handle.id} started", file=sys.stderr, flush=True)
+        if args.no_wait:
+            print(handle.id)
+            return 0
+        result = await _follow(handle, quiet=args.quiet)
+        output = getattr(result, "final_output", getattr(result, "output", result))
+        print(output if isinstance(output, str) else json.dumps(_jsonable(output), indent=2))
+        return 0
+    finally:
+        await runtime.close()
+
+
+async def _follow(handle: Any, *, quiet: bool = False) -> Any:
+    """Await the result, printing each step as the run reports it."""
+    task = asyncio.ensure_future(handle.result())
+    last = (-1, None)
+    start = time.monotonic()
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.5)
+        if quiet or task.done():
+            continue
+        try:
+            desc = await handle.describe()
+        except Exception:
+            continue
+        now = (desc.steps, desc.current_step)
+        if now != last:
+            last = now
+            current = f", now {desc.current_step}" if desc.current_step else ""
+            print(
+                f"  [{time.monotonic() - start:5.1f}s] {desc.steps} steps done{current}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return task.result()
+
+
+def _jsonable(value: Any) -> Any:
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value)
+
+
+# -- tether plugins -------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from tether.plugins import installed
+
+    report = installed()
+    rows: list[dict[str, Any]] = []
+    for adapter in report.adapters.values():
+        rows.append(
+            {
+                "name": adapter.name,
+                "status": "available",
+                "framework": adapter.framework,
+                "framework_version": adapter.framework_version(),
+                "verified_versions": adapter.verified_versions,
+                "capabilities": sorted(c.value for c in adapter.capabilities),
+                "steps": [s.name for s in adapter.steps()],
+            }
+        )
+    for name, why in report.unavailable.items():
+        rows.append({"name": name, "status": "unavailable", "reason": why})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        if row["status"] == "available":
+            print(
+                f"{row['name']}: {row['framework']} {row['framework_version']} "
+                f"(verified {row['verified_versions']})"
+            )
+            print(f"  capabilities: {', '.join(row['capabilities'])}")
+            print(f"  steps: {', '.join(row['steps'])}")
+        else:
+            print(f"{row['name']}: unavailable: {row['reason']}")
+    return 0
+
+
+# -- tether demo ----------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tether._demo import run_demo
+
+    return asyncio.run(run_demo(kill_after=args.kill_after, state_dir=args.state_dir))
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+
+def _add_connection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Temporal host:port (default: env config, else embedded)")
+    p.add_argument("--namespace", help="Temporal namespace (default: env config or 'default')")
+    p.add_argument("--task-queue", help="task queue (default: $TETHER_TASK_QUEUE or 'tether')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tether", description="Durable execution for AI agents, on Temporal."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("dev", help="run the embedded Temporal engine in the foreground")
+    p.add_argument("--port", type=int, default=7233)
+    p.add_argument("--ui-port", type=int, default=8233)
+    p.add_argument("--state-dir", type=Path, default=None, help="default: $TETHER_HOME")
+    p.add_argument("--memory", action="store_true", help="keep runs in memory only")
+    p.set_defaults(func=cmd_dev, is_async=True)
+
+    p = sub.add_parser("worker", help="host agents: tether worker MODULE:OBJECT ...")
+    p.add_argument("agents", nargs="+", metavar="MODULE:OBJECT")
+    p.add_argument("--max-cached-runs", type=int, default=1000)
+    _add_connection(p)
+    p.set_defaults(func=cmd_worker, is_async=True)
+
+    p = sub.add_parser("run", help='start a run: tether run MODULE:OBJECT "prompt"')
+    p.add_argument("agent", metavar="MODULE:OBJECT")
+    p.add_argument("prompt")
+    p.add_argument("--id", help="run id (idempotent: the same id never runs twice)")
+    p.add_argument("--context", help="run context / deps as JSON")
+    p.add_argument("--max-turns", type=int)
+    p.add_argument("--no-wait", action="store_true", help="print the run id and return")
+    p.add_argument("--local-worker", action="store_true", help="host the agent in this process")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_connection(p)
+    p.set_defaults(func=cmd_run, is_async=True)
+
+    p = sub.add_parser("plugins", help="list installed adapters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins, is_async=False)
+
+    p = sub.add_parser("demo", help="kill a worker mid-run and watch the run resume")
+    p.add_argument("--kill-after", type=int, default=3, help="kill after this many steps")
+    p.add_argument("--state-dir", type=Path, default=None, help="default: a temporary dir")
+    p.set_defaults(func=cmd_demo, is_async=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.is_async:
+            return int(asyncio.run(args.func(args)))
+        return int(args.func(args))
+    except TetherError as exc:
+        print(f"tether: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

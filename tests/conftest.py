@@ -1,0 +1,70 @@
+"""Shared fixtures: a real Temporal dev server, a runtime per session, unique task queues."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
+os.environ.setdefault("OPENAI_API_KEY", "test-key-not-used")
+
+from tether.core.devserver import EmbeddedEngine  # noqa: E402
+from tether.core.runtime import Runtime  # noqa: E402
+from tether.core.store import BlobStore  # noqa: E402
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tether-state")
+
+
+@pytest.fixture(scope="session")
+async def engine(state_dir: Path) -> AsyncIterator[EmbeddedEngine]:
+    """One dev server for the session (the same code path as `tether dev`)."""
+    eng = EmbeddedEngine(state_dir=state_dir, persist=False, ui=False)
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        eng.stop()
+
+
+@pytest.fixture(scope="session")
+def store(state_dir: Path) -> BlobStore:
+    return BlobStore(state_dir / "store")
+
+
+@pytest.fixture(scope="session")
+async def runtime(engine: EmbeddedEngine, store: BlobStore) -> AsyncIterator[Runtime]:
+    rt = await Runtime.start(address=engine.address, store=store)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A task queue of this test's own, so workers of other tests never take its runs."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def worker_env(engine: EmbeddedEngine, store: BlobStore, task_queue: str) -> Iterator[dict[str, str]]:
+    """Environment for `tether worker` subprocesses of this test."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "TEMPORAL_ADDRESS": engine.address,
+            "TETHER_STORE": str(store.root),
+            "TETHER_TASK_QUEUE": task_queue,
+            "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
+        }
+    )
+    yield env

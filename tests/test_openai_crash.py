@@ -1,0 +1,162 @@
+"""Crash and resume with real worker subprocesses killed by SIGKILL."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agents import Runner
+from openai import AsyncOpenAI
+
+import tether
+from tether.core import registry
+from tether.core.runtime import Runtime
+from tether.testing import ScriptedModelServer, ToolCall, Turn
+from tether.testing._history import history_stats
+
+from .workers import WorkerProcess, wait_for_completed_steps, worker_processes
+
+DELAY = 0.25  # each model reply and tool takes this long, so a kill lands between steps
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    registry.clear()
+    yield
+    registry.clear()
+
+
+def weather_script() -> list[Turn]:
+    return [
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"}), delay=DELAY),
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "NY"}), delay=DELAY),
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "TX"}), delay=DELAY),
+        Turn.text("CA has a heat advisory.", delay=DELAY),
+    ]
+
+
+async def plain_output(agent: Any, server: ScriptedModelServer, prompt: str) -> Any:
+    """The same agent run without Tether, against the same script."""
+    from agents import set_default_openai_client
+
+    set_default_openai_client(AsyncOpenAI(base_url=server.base_url, api_key="t"), False)
+    try:
+        return (await Runner.run(agent, prompt)).final_output
+    finally:
+        server.reset()
+
+
+def executed(calls_file: Path) -> Counter[str]:
+    if not calls_file.exists():
+        return Counter()
+    return Counter(calls_file.read_text().split())
+
+
+async def crash_and_resume(
+    runtime: Runtime,
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    server: ScriptedModelServer,
+    spec: str,
+    agent: Any,
+    prompt: str,
+    kill_after: int,
+) -> tuple[Any, str, list[Any], Counter[str]]:
+    """Run ``agent``; SIGKILL its worker once ``kill_after`` steps completed; resume."""
+    calls = tmp_path / f"calls-{kill_after}.txt"
+    env = dict(worker_env, OPENAI_BASE_URL=server.base_url, TETHER_TEST_CALLS=str(calls))
+    env["TETHER_TEST_TOOL_DELAY"] = str(DELAY)
+    durable = tether.durable(
+        agent, runtime=runtime, task_queue=env["TETHER_TASK_QUEUE"], local_worker=False
+    )
+    with worker_processes() as procs:
+        first = WorkerProcess([spec], env, tmp_path / f"w1-{kill_after}.log")
+        procs.append(first)
+        handle = await durable.start(prompt, id=f"crash-{kill_after}-{uuid.uuid4().hex[:6]}")
+        done = await wait_for_completed_steps(runtime.client, handle.id, kill_after, first)
+        first.kill()
+        procs.append(WorkerProcess([spec], env, tmp_path / f"w2-{kill_after}.log"))
+        result = await handle.result()
+    return result, handle.id, done, executed(calls)
+
+
+@pytest.mark.parametrize("kill_after", range(1, 8))
+async def test_weather_run_survives_sigkill_after_every_step(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path, kill_after: int
+) -> None:
+    from apps.openai_apps import weather
+
+    with ScriptedModelServer(weather_script()) as server:
+        expected = await plain_output(weather, server, "alerts?")
+        result, run_id, done_at_kill, tools = await crash_and_resume(
+            runtime, worker_env, tmp_path, server, "apps.openai_apps:weather", weather,
+            "alerts?", kill_after,
+        )
+        assert result.final_output == expected
+        seen = server.steps_seen()
+    stats = await history_stats(runtime.client, run_id)
+    assert len(stats.completed()) == 7
+    # Model calls: every one completed before the kill was made exactly once; only a call in
+    # flight at the kill may have been made twice.
+    completed_models = sum(1 for s in done_at_kill if s.name == "openai_agents.model")
+    for turn in range(completed_models):
+        assert seen[("gpt-weather", turn)] == 1, (turn, seen)
+    assert sum(seen.values()) <= 4 + 1
+    # Tools: the same, counted inside the tool.
+    completed_tools = sum(1 for s in done_at_kill if s.name == "openai_agents.tool")
+    for state in ["CA", "NY", "TX"][:completed_tools]:
+        assert tools[f"get_weather_alerts:{state}"] == 1, tools
+    assert sum(tools.values()) <= 3 + 1
+
+
+
+async def test_handoff_survives_a_worker_kill(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    from apps.openai_apps import triage
+
+    script = {
+        "gpt-triage": [Turn.tool_calls(ToolCall("transfer_to_specialist", {}), delay=DELAY)],
+        "gpt-specialist": [
+            Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"}), delay=DELAY),
+            Turn.text("specialist: CA heat advisory", delay=DELAY),
+        ],
+    }
+    with ScriptedModelServer(script) as server:
+        expected = await plain_output(triage, server, "alerts?")
+        result, _, _, tools = await crash_and_resume(
+            runtime, worker_env, tmp_path, server, "apps.openai_apps:triage", triage,
+            "alerts?", 2,
+        )
+        assert result.final_output == expected == "specialist: CA heat advisory"
+        assert result.last_agent == "specialist"
+        assert server.count("gpt-triage", 0) == 1
+        assert tools["get_weather_alerts:CA"] == 1
+
+
+async def test_agent_as_tool_survives_a_worker_kill(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    from apps.openai_apps import orchestrator
+
+    script = {
+        "gpt-orchestrator": [
+            Turn.tool_calls(ToolCall("translate", {"input": "heat advisory"}), delay=DELAY),
+            Turn.text("en francais: alerte canicule", delay=DELAY),
+        ],
+        "gpt-translator": [Turn.text("alerte canicule", delay=DELAY)],
+    }
+    with ScriptedModelServer(script) as server:
+        expected = await plain_output(orchestrator, server, "translate")
+        # Kill after the sub-agent's model call completed, inside the agent-as-tool.
+        result, _, done, _ = await crash_and_resume(
+            runtime, worker_env, tmp_path, server, "apps.openai_apps:orchestrator",
+            orchestrator, "translate", 2,
+        )
+        assert result.final_output == expected
+        assert server.count("gpt-orchestrator", 0) == 1
+        assert server.count("gpt-translator", 0) == 1
