@@ -61,6 +61,16 @@ def wrap(agent: Agent[Any], runtime: Runtime, task_queue: str) -> tether.Durable
     return tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
 
 
+class Answer(BaseModel):
+    city: str
+    alerts: int
+
+
+@dataclass
+class Ctx:
+    user: str
+
+
 def alerts_script() -> list[Turn]:
     return [
         Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})),
@@ -104,14 +114,6 @@ async def test_three_tool_run_matches_plain_run(
 async def test_structured_output_and_run_context(
     runtime: Runtime, task_queue: str, worker: Worker
 ) -> None:
-    class Answer(BaseModel):
-        city: str
-        alerts: int
-
-    @dataclass
-    class Ctx:
-        user: str
-
     seen: list[str] = []
 
     @function_tool
@@ -174,9 +176,9 @@ async def test_exhausted_retries_hand_the_error_to_the_model_and_record_it(
         result = await handle.result()
         assert result.final_output == "sorry"
         assert attempts == [1, 1, 1]  # the default tool policy: 3 attempts
+        # What the SDK does outside Temporal: its default failure text, without the details.
         followup = server.requests[-1].body_text
         assert "An error occurred while running the tool" in followup
-        assert "database is on fire" in followup
         desc = await handle.describe()
         assert any(
             "broken" in f["step"] and "database is on fire" in f["message"]
@@ -201,7 +203,7 @@ async def test_non_retryable_tool_error_goes_to_the_model_at_once(
         result = await wrap(agent, runtime, task_queue).run("go")
         assert result.final_output == "cannot"
         assert attempts == [7]
-        assert "account is closed" in server.requests[-1].body_text
+        assert "An error occurred while running the tool" in server.requests[-1].body_text
 
 
 async def test_exceeding_max_turns_fails_the_run_cleanly(
@@ -249,7 +251,7 @@ async def test_handoff_and_agent_as_tool_in_one_run(
             Turn.tool_calls(ToolCall("transfer_to_closer", {})),
         ],
         "gpt-sub": [Turn.text("bonjour")],
-        "gpt-closer": [Turn.text("closing: bonjour")],
+        "gpt-closer": {2: Turn.text("closing: bonjour")},  # joins after the orchestrator's 2
     }
     with ScriptedModelServer(script) as server:
         translator = Agent(name="translator", model=responses_model(server, "gpt-sub"))

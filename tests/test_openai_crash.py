@@ -121,10 +121,10 @@ async def test_handoff_survives_a_worker_kill(
 
     script = {
         "gpt-triage": [Turn.tool_calls(ToolCall("transfer_to_specialist", {}), delay=DELAY)],
-        "gpt-specialist": [
-            Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"}), delay=DELAY),
-            Turn.text("specialist: CA heat advisory", delay=DELAY),
-        ],
+        "gpt-specialist": {
+            1: Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"}), delay=DELAY),
+            2: Turn.text("specialist: CA heat advisory", delay=DELAY),
+        },
     }
     with ScriptedModelServer(script) as server:
         expected = await plain_output(triage, server, "alerts?")

@@ -181,6 +181,10 @@ class RunSession(Protocol):
 
     def add_usage(self, usage: Mapping[str, int]) -> None: ...
 
+    def usage(self) -> dict[str, int]:
+        """Tokens and requests of this run so far (each completed model step counted once)."""
+        ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunRequest:

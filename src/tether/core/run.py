@@ -228,5 +228,5 @@ class AgentRun:
         for key, value in usage.items():
             self._usage[key] = self._usage.get(key, 0) + int(value)
 
-    def now_seconds(self) -> float:
-        return workflow.time()
+    def usage(self) -> dict[str, int]:
+        return dict(self._usage)

@@ -60,6 +60,6 @@ async def history_stats(client: Client, run_id: str) -> HistoryStats:
             )
     return HistoryStats(
         steps=[scheduled[i] for i in order],
-        total_bytes=history.to_proto().ByteSize(),
+        total_bytes=sum(e.ByteSize() for e in history.events),
         events=len(history.events),
     )

@@ -132,11 +132,14 @@ class OpenAIAgentsAdapter(Adapter):
         return {
             "final_output": pack(result.final_output, what="the agent's final output"),
             "last_agent": result.last_agent.name,
+            "usage": session.usage(),
         }
 
     def decode_output(self, agent: object, value: JSON) -> object:
         return AgentResult(
-            final_output=unpack(value["final_output"]), last_agent=value["last_agent"]
+            final_output=unpack(value["final_output"]),
+            last_agent=value["last_agent"],
+            usage=dict(value.get("usage", {})),
         )
 
 
