@@ -18,7 +18,7 @@ from tether.core.runtime import Runtime
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from tether.testing._history import history_stats
 
-from .workers import WorkerProcess, wait_for_completed_steps, worker_processes
+from workers import WorkerProcess, wait_for_completed_steps, worker_processes
 
 DELAY = 0.25  # each model reply and tool takes this long, so a kill lands between steps
 
@@ -134,8 +134,11 @@ async def test_handoff_survives_a_worker_kill(
         )
         assert result.final_output == expected == "specialist: CA heat advisory"
         assert result.last_agent == "specialist"
+        # Both model calls completed before the kill: made once. The tool was in flight at
+        # the kill, so it may have started twice; it completed once.
         assert server.count("gpt-triage", 0) == 1
-        assert tools["get_weather_alerts:CA"] == 1
+        assert server.count("gpt-specialist", 1) == 1
+        assert tools["get_weather_alerts:CA"] in (1, 2)
 
 
 async def test_agent_as_tool_survives_a_worker_kill(
