@@ -12,9 +12,9 @@ import pytest
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 os.environ.setdefault("OPENAI_API_KEY", "test-key-not-used")
 
-from tether.core.devserver import EmbeddedEngine  # noqa: E402
-from tether.core.runtime import Runtime  # noqa: E402
-from tether.core.store import BlobStore  # noqa: E402
+from tether.core.devserver import EmbeddedEngine
+from tether.core.runtime import Runtime
+from tether.core.store import BlobStore
 
 HERE = Path(__file__).parent
 
@@ -56,7 +56,9 @@ def task_queue() -> str:
 
 
 @pytest.fixture
-def worker_env(engine: EmbeddedEngine, store: BlobStore, task_queue: str) -> Iterator[dict[str, str]]:
+def worker_env(
+    engine: EmbeddedEngine, store: BlobStore, task_queue: str
+) -> Iterator[dict[str, str]]:
     """Environment for `tether worker` subprocesses of this test."""
     env = dict(os.environ)
     env.update(

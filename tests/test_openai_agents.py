@@ -181,8 +181,7 @@ async def test_exhausted_retries_hand_the_error_to_the_model_and_record_it(
         assert "An error occurred while running the tool" in followup
         desc = await handle.describe()
         assert any(
-            "broken" in f["step"] and "database is on fire" in f["message"]
-            for f in desc.failures
+            "broken" in f["step"] and "database is on fire" in f["message"] for f in desc.failures
         ), desc.failures
 
 
@@ -233,9 +232,7 @@ async def test_input_guardrail_trips_and_fails_the_run(
         return GuardrailFunctionOutput(output_info=None, tripwire_triggered="password" in text)
 
     with ScriptedModelServer([Turn.text("fine")]) as server:
-        agent = Agent(
-            name="guarded", input_guardrails=[no_secrets], model=responses_model(server)
-        )
+        agent = Agent(name="guarded", input_guardrails=[no_secrets], model=responses_model(server))
         durable = wrap(agent, runtime, task_queue)
         assert (await durable.run("hello")).final_output == "fine"
         with pytest.raises(tether.RunFailedError, match="Guardrail"):

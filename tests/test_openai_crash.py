@@ -17,7 +17,6 @@ from tether.core import registry
 from tether.core.runtime import Runtime
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from tether.testing._history import history_stats
-
 from workers import WorkerProcess, wait_for_completed_steps, worker_processes
 
 DELAY = 0.25  # each model reply and tool takes this long, so a kill lands between steps
@@ -93,8 +92,14 @@ async def test_weather_run_survives_sigkill_after_every_step(
     with ScriptedModelServer(weather_script()) as server:
         expected = await plain_output(weather, server, "alerts?")
         result, run_id, done_at_kill, tools = await crash_and_resume(
-            runtime, worker_env, tmp_path, server, "apps.openai_apps:weather", weather,
-            "alerts?", kill_after,
+            runtime,
+            worker_env,
+            tmp_path,
+            server,
+            "apps.openai_apps:weather",
+            weather,
+            "alerts?",
+            kill_after,
         )
         assert result.final_output == expected
         seen = server.steps_seen()
@@ -113,7 +118,6 @@ async def test_weather_run_survives_sigkill_after_every_step(
     assert sum(tools.values()) <= 3 + 1
 
 
-
 async def test_handoff_survives_a_worker_kill(
     runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -129,8 +133,14 @@ async def test_handoff_survives_a_worker_kill(
     with ScriptedModelServer(script) as server:
         expected = await plain_output(triage, server, "alerts?")
         result, _, _, tools = await crash_and_resume(
-            runtime, worker_env, tmp_path, server, "apps.openai_apps:triage", triage,
-            "alerts?", 2,
+            runtime,
+            worker_env,
+            tmp_path,
+            server,
+            "apps.openai_apps:triage",
+            triage,
+            "alerts?",
+            2,
         )
         assert result.final_output == expected == "specialist: CA heat advisory"
         assert result.last_agent == "specialist"
@@ -156,9 +166,15 @@ async def test_agent_as_tool_survives_a_worker_kill(
     with ScriptedModelServer(script) as server:
         expected = await plain_output(orchestrator, server, "translate")
         # Kill after the sub-agent's model call completed, inside the agent-as-tool.
-        result, _, done, _ = await crash_and_resume(
-            runtime, worker_env, tmp_path, server, "apps.openai_apps:orchestrator",
-            orchestrator, "translate", 2,
+        result, _, _, _ = await crash_and_resume(
+            runtime,
+            worker_env,
+            tmp_path,
+            server,
+            "apps.openai_apps:orchestrator",
+            orchestrator,
+            "translate",
+            2,
         )
         assert result.final_output == expected
         assert server.count("gpt-orchestrator", 0) == 1

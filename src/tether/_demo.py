@@ -33,12 +33,14 @@ _FORECASTS = {
 @function_tool
 def get_weather_alerts(state: str) -> str:
     """Active weather alerts for a US state (two-letter code)."""
+    time.sleep(0.3)  # a sync tool, as slow as a real API call
     return _ALERTS.get(state.upper(), "No active alerts.")
 
 
 @function_tool
 async def get_forecast(city: str) -> str:
     """Today's forecast for a city."""
+    await asyncio.sleep(0.3)
     return _FORECASTS.get(city, "No forecast available.")
 
 
@@ -171,6 +173,12 @@ async def run_demo(*, kill_after: int = 3, state_dir: Path | None = None) -> int
             made = server.count()
             say(f"  model calls made at the provider: {made} (needed {model_steps})")
         say(f"  history: {stats.events} events, {stats.total_bytes / 1024:.1f} KiB")
+        if os.environ.get("TETHER_DEMO_TIMELINE"):
+            hist = await runtime.client.get_workflow_handle(handle.id).fetch_history()
+            t0 = hist.events[0].event_time.ToDatetime()
+            for e in hist.events:
+                dt = (e.event_time.ToDatetime() - t0).total_seconds()
+                say(f"    {dt:6.2f}s {e.event_type}")
         return 0
     finally:
         for proc in workers:

@@ -48,9 +48,7 @@ triage = Agent(
     model="gpt-triage",
 )
 
-translator = Agent(
-    name="translator", instructions="Translate to French.", model="gpt-translator"
-)
+translator = Agent(name="translator", instructions="Translate to French.", model="gpt-translator")
 orchestrator = Agent(
     name="orchestrator",
     instructions="Use the translator tool.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -17,6 +18,9 @@ from tether.core.run import STATUS_QUERY, WORKFLOW_NAME, RunResult
 from tether.core.runtime import Runtime, default_runtime
 from tether.core.values import pack
 from tether.errors import RunFailedError
+
+
+RUN_TASK_TIMEOUT = timedelta(seconds=4)
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,9 @@ class DurableAgent:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 static_summary=f"{self.adapter.name}: {self.name}",
+                # A task lost with a killed worker is retried after this long (Temporal's
+                # default is 10 s); a run's task is milliseconds of loop code.
+                task_timeout=RUN_TASK_TIMEOUT,
             )
         except Exception as exc:
             # An earlier run with this id already finished: the id is the idempotency key.

@@ -130,9 +130,7 @@ class Script:
         self.lanes: dict[str, dict[int, Turn]] = {}
         items = lanes.items() if isinstance(lanes, Mapping) else [("*", lanes)]
         for lane, turns in items:
-            self.lanes[lane] = (
-                dict(turns) if isinstance(turns, Mapping) else dict(enumerate(turns))
-            )
+            self.lanes[lane] = dict(turns) if isinstance(turns, Mapping) else dict(enumerate(turns))
 
     def lane_for(self, model: str) -> str:
         return model if model in self.lanes else "*"
