@@ -74,3 +74,25 @@ async def wait_for_completed_steps(
         if loop.time() > deadline:
             raise AssertionError(f"only {len(done)} of {n} steps completed in {timeout}s")
         await asyncio.sleep(0.02)
+
+
+async def wait_until_polling(client: Client, task_queue: str, timeout: float = 30) -> None:
+    """Wait until some worker polls ``task_queue`` (a started worker takes a moment)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        resp = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        if resp.pollers:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no worker polled {task_queue!r} within {timeout}s")
