@@ -391,3 +391,31 @@ def test_plain_json_roundtrip_of_context() -> None:
 
     assert unpack(pack({"a": 1}, what="x")) == {"a": 1}
     assert json.dumps(pack([1, 2], what="x"))
+
+
+async def test_recorded_history_replays_deterministically(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+
+    from tether.core.run import AgentRun
+
+    @function_tool
+    def get_weather_alerts(state: str) -> str:
+        """Alerts."""
+        return f"alerts for {state}"
+
+    with ScriptedModelServer(alerts_script()) as server:
+        agent = Agent(name="replayed", tools=[get_weather_alerts], model=responses_model(server))
+        handle = await wrap(agent, runtime, task_queue).start("alerts?")
+        await handle.result()
+        requests_before = server.count()
+        history = await runtime.client.get_workflow_handle(handle.id).fetch_history()
+        replayer = Replayer(
+            workflows=[AgentRun],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            data_converter=runtime.client.data_converter,
+        )
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, result.replay_failure
+        assert server.count() == requests_before  # replay made no model call

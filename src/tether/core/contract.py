@@ -236,6 +236,15 @@ class Adapter(abc.ABC):
         """Turn the user's run input into JSON for the run's input."""
         return value
 
+    def encode_options(self, agent: object, options: dict[str, Any]) -> dict[str, JSON]:
+        """Turn ``durable.run(..., **options)`` into the run's JSON options."""
+        from pydantic_core import to_jsonable_python
+
+        return {k: to_jsonable_python(v) for k, v in options.items()}
+
+    def check_context(self, agent: object, context: object) -> None:  # noqa: B027 - optional
+        """Refuse a run context / deps the agent cannot use, before the run starts."""
+
     def decode_output(self, agent: object, value: JSON) -> object:
         """Turn the run's JSON output back into what the framework's run would return."""
         return value

@@ -19,7 +19,6 @@ from tether.core.runtime import Runtime, default_runtime
 from tether.core.values import pack
 from tether.errors import RunFailedError
 
-
 RUN_TASK_TIMEOUT = timedelta(seconds=4)
 
 
@@ -124,9 +123,26 @@ class DurableAgent:
         return self._runtime
 
     async def start(
-        self, input: Any, *, id: str | None = None, context: Any = None, **options: Any
+        self,
+        input: Any,
+        *,
+        id: str | None = None,
+        context: Any = None,
+        deps: Any = None,
+        **options: Any,
     ) -> RunHandle:
-        """Start a run and return at once. Starting again with the same ``id`` is a no-op."""
+        """Start a run and return at once. Starting again with the same ``id`` is a no-op.
+
+        ``context`` (OpenAI Agents SDK) and ``deps`` (Pydantic AI) are the same thing: the
+        value handed to tools, sent to workers once per run.
+        """
+        if deps is not None:
+            if context is not None:
+                raise TypeError("pass context= or deps=, not both")
+            context = deps
+        self.adapter.check_context(self.agent, context)
+        packed = pack(context, what="run context") if context is not None else None
+        encoded = self.adapter.encode_options(self.agent, options)
         runtime = await self.runtime()
         if self.local_worker:
             await runtime.ensure_local_worker()
@@ -135,8 +151,8 @@ class DurableAgent:
             agent=self.name,
             adapter=self.adapter.name,
             input=self.adapter.encode_input(input),
-            options=options,
-            context=pack(context, what="run context") if context is not None else None,
+            options=encoded,
+            context=packed,
         )
         try:
             await runtime.client.start_workflow(
@@ -158,10 +174,16 @@ class DurableAgent:
         return RunHandle(runtime, run_id, self)
 
     async def run(
-        self, input: Any, *, id: str | None = None, context: Any = None, **options: Any
+        self,
+        input: Any,
+        *,
+        id: str | None = None,
+        context: Any = None,
+        deps: Any = None,
+        **options: Any,
     ) -> Any:
         """Run to the end and return the framework's result."""
-        handle = await self.start(input, id=id, context=context, **options)
+        handle = await self.start(input, id=id, context=context, deps=deps, **options)
         return await handle.result()
 
     def handle(self, run_id: str, runtime: Runtime) -> RunHandle:

@@ -20,10 +20,6 @@ def tether_adapter() -> Adapter | None:
         raise AdapterUnavailable(
             "pydantic-ai is not installed. Fix: pip install 'tether[pydantic-ai]'"
         ) from None
-    try:
-        from tether.adapters.pydantic_ai._adapter import PydanticAIAdapter
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("tether.adapters.pydantic_ai"):
-            raise AdapterUnavailable("the Pydantic AI adapter is not built yet") from None
-        raise
+    from tether.adapters.pydantic_ai._adapter import PydanticAIAdapter
+
     return PydanticAIAdapter()

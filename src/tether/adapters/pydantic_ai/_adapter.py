@@ -1,0 +1,155 @@
+"""The Pydantic AI adapter: Pydantic AI's graph in a Tether run, calls as steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_ai import Agent, DeferredToolResults
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
+from pydantic_ai.usage import UsageLimits
+from pydantic_core import to_jsonable_python
+
+from tether.adapters.pydantic_ai import _worker_side
+from tether.adapters.pydantic_ai._workflow_side import (
+    MODEL_STEP,
+    TOOL_STEP,
+    TetherCapability,
+)
+from tether.core.contract import (
+    JSON,
+    MODEL_POLICY,
+    TOOL_POLICY,
+    Adapter,
+    Capability,
+    RunRequest,
+    RunSession,
+    StepDefinition,
+)
+from tether.core.values import pack, unpack
+from tether.errors import ConfigurationError, StepInputError
+
+_deferred: TypeAdapter[DeferredToolResults] = TypeAdapter(DeferredToolResults)
+_limits: TypeAdapter[UsageLimits] = TypeAdapter(UsageLimits)
+
+
+@dataclass(frozen=True)
+class AgentRunResult:
+    """What ``durable.run`` returns for a Pydantic AI agent (like its ``AgentRunResult``)."""
+
+    output: Any
+    usage: dict[str, int] = field(default_factory=dict)
+    messages: list[ModelMessage] = field(default_factory=list)
+
+    def all_messages(self) -> list[ModelMessage]:
+        """The whole conversation, to pass as ``message_history`` to the next run."""
+        return list(self.messages)
+
+
+class PydanticAIAdapter(Adapter):
+    name = "pydantic_ai"
+    framework = "pydantic-ai-slim"
+    verified_versions = ">=2.68,<2.69 (tested: 2.68.0)"
+    capabilities = frozenset(
+        {
+            Capability.PARALLEL_TOOLS,
+            Capability.STRUCTURED_OUTPUT,
+            Capability.APPROVALS,
+            Capability.SYNC_TOOLS,
+        }
+    )
+
+    def claims(self, obj: object) -> bool:
+        return isinstance(obj, Agent)
+
+    def agent_name(self, agent: object) -> str:
+        assert isinstance(agent, Agent)
+        if not agent.name:
+            raise ConfigurationError(
+                "a Pydantic AI agent needs a name to run durably (runs and steps find it by "
+                "name). Fix: Agent(..., name='support'), or tether.durable(agent, name='support')"
+            )
+        return agent.name
+
+    def prepare(self, agent: object) -> None:
+        assert isinstance(agent, Agent)
+
+    def steps(self) -> Sequence[StepDefinition]:
+        return (
+            StepDefinition(
+                name=MODEL_STEP, kind="model", handler=_worker_side.model_step, policy=MODEL_POLICY
+            ),
+            StepDefinition(
+                name=TOOL_STEP, kind="tool", handler=_worker_side.tool_step, policy=TOOL_POLICY
+            ),
+        )
+
+    def encode_options(self, agent: object, options: dict[str, Any]) -> dict[str, JSON]:
+        out: dict[str, JSON] = {}
+        for key, value in options.items():
+            if key == "message_history":
+                out[key] = ModelMessagesTypeAdapter.dump_python(list(value), mode="json")
+            elif key == "deferred_tool_results":
+                out[key] = _deferred.dump_python(value, mode="json")
+            elif key == "usage_limits":
+                out[key] = _limits.dump_python(value, mode="json")
+            elif key == "model":
+                if not isinstance(value, str):
+                    raise ConfigurationError(
+                        "model= must be a model name (e.g. 'openai:gpt-4o') in a durable run: "
+                        "model objects cannot cross to workers; set it on the Agent instead"
+                    )
+                out[key] = value
+            else:
+                out[key] = to_jsonable_python(value)
+        return out
+
+    def check_context(self, agent: object, context: object) -> None:
+        assert isinstance(agent, Agent)
+        deps_type = getattr(agent, "deps_type", None)
+        if deps_type in (None, type(None)) or context is None:
+            return
+        try:
+            TypeAdapter(deps_type).validate_python(context)
+        except ValidationError as exc:
+            raise StepInputError(
+                f"deps of type {type(context).__qualname__} do not match the agent's deps_type "
+                f"{getattr(deps_type, '__qualname__', deps_type)}: {exc}"
+            ) from None
+
+    async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
+        assert isinstance(agent, Agent)
+        opts = request.options
+        deps = unpack(request.context) if request.context is not None else None
+        history = (
+            ModelMessagesTypeAdapter.validate_python(opts["message_history"])
+            if "message_history" in opts
+            else None
+        )
+        result = await agent.run(
+            request.input,
+            deps=deps,
+            message_history=history,
+            deferred_tool_results=_deferred.validate_python(opts["deferred_tool_results"])
+            if "deferred_tool_results" in opts
+            else None,
+            usage_limits=_limits.validate_python(opts["usage_limits"])
+            if "usage_limits" in opts
+            else None,
+            model=opts.get("model"),
+            capabilities=[TetherCapability(session, self.agent_name(agent), opts.get("model"))],
+        )
+        return {
+            "output": pack(result.output, what="the agent's output"),
+            "usage": session.usage(),
+            "messages": ModelMessagesTypeAdapter.dump_python(result.all_messages(), mode="json"),
+        }
+
+    def decode_output(self, agent: object, value: JSON) -> object:
+        return AgentRunResult(
+            output=unpack(value["output"]),
+            usage=dict(value.get("usage", {})),
+            messages=ModelMessagesTypeAdapter.validate_python(value.get("messages", [])),
+        )

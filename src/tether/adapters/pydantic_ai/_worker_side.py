@@ -1,0 +1,177 @@
+"""Step side: the agent's real model and real tools, called on a worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.exceptions import (
+    ApprovalRequired,
+    CallDeferred,
+    ModelHTTPError,
+    ModelRetry,
+    UserError,
+)
+from pydantic_ai.messages import ModelMessagesTypeAdapter
+from pydantic_ai.models import Model, ModelRequestParameters, infer_model
+from pydantic_ai.usage import RunUsage
+
+from tether.core.contract import JSON, StepContext, StepError, StepOutcome
+from tether.core.values import pack
+from tether.errors import NonRetryableError, RetryableError, StepInputError
+
+_params: TypeAdapter[ModelRequestParameters] = TypeAdapter(ModelRequestParameters)
+
+
+def resolve_model(agent: Agent[Any, Any], override: str | None = None) -> Model:
+    """The agent's model on this worker: a registered instance, or one built from its name."""
+    chosen = override or agent.model
+    if isinstance(chosen, Model):
+        return chosen
+    if chosen is None:
+        raise NonRetryableError(
+            f"agent {agent.name!r} has no model. Fix: Agent('openai:gpt-4o', ...) or pass "
+            "model=... to durable.run",
+            error_type="NoModel",
+        )
+    try:
+        return infer_model(chosen)
+    except UserError as exc:
+        raise NonRetryableError(
+            f"unknown model {chosen!r}: {exc}", error_type="UnknownModel"
+        ) from exc
+
+
+def _agent(ctx: StepContext) -> Agent[Any, Any]:
+    agent = ctx.agent
+    assert isinstance(agent, Agent)
+    return agent
+
+
+def _classify(exc: Exception) -> Exception:
+    if isinstance(exc, ModelHTTPError):
+        if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
+            return RetryableError(
+                f"provider answered {exc.status_code}: {exc.body}",
+                error_type=f"ProviderHTTP{exc.status_code}",
+                retry_after=_retry_after(exc),
+            )
+        return NonRetryableError(
+            f"provider refused the request ({exc.status_code}): {exc.body}",
+            error_type=f"ProviderHTTP{exc.status_code}",
+        )
+    if isinstance(exc, UserError):
+        return NonRetryableError(f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - the openai extra is optional
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in (408, 409, 429) or status >= 500:
+            header = exc.response.headers.get("retry-after") if exc.response else None
+            return RetryableError(
+                f"provider answered {status}: {exc.message}",
+                error_type=f"ProviderHTTP{status}",
+                retry_after=float(header) if header else None,
+            )
+        return NonRetryableError(
+            f"provider refused the request ({status}): {exc.message}",
+            error_type=f"ProviderHTTP{status}",
+        )
+    if isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError):
+        return RetryableError(f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+    return exc
+
+
+def _retry_after(exc: Exception) -> float | None:
+    cause = exc.__cause__
+    response = getattr(cause, "response", None)
+    header = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(header) if header else None
+    except ValueError:
+        return None
+
+
+async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
+    agent = _agent(ctx)
+    model = resolve_model(agent, payload.get("model_override"))
+    messages = ModelMessagesTypeAdapter.validate_python(ctx.transcript())
+    params = _params.validate_python(ctx.shared(payload["params_ref"]))
+    try:
+        response = await model.request(messages, payload.get("settings"), params)
+    except Exception as exc:
+        raise _classify(exc) from exc
+    [dumped] = ModelMessagesTypeAdapter.dump_python([response], mode="json")
+    return StepOutcome(value={"response": dumped})
+
+
+async def tool_step(ctx: StepContext, payload: JSON) -> StepOutcome:
+    agent = _agent(ctx)
+    name = payload["tool"]
+    info = payload.get("ctx", {})
+    run_ctx: RunContext[Any] = RunContext(
+        deps=ctx.run_context(),
+        model=resolve_model(agent),
+        usage=RunUsage(),
+        tool_call_id=info.get("tool_call_id"),
+        tool_name=name,
+        retry=int(info.get("retry", 0)),
+        run_step=int(info.get("run_step", 0)),
+        tool_call_approved=bool(info.get("tool_call_approved", False)),
+    )
+    for toolset in agent.toolsets:
+        tools = await toolset.get_tools(run_ctx)
+        if name in tools:
+            tool = tools[name]
+            break
+    else:
+        return StepOutcome(
+            error=StepError(
+                type="ToolNotFound",
+                message=(
+                    f"agent {agent.name!r} on this worker has no tool {name!r}. "
+                    "Fix: deploy the same agent code to every worker."
+                ),
+                attempts=ctx.attempt,
+                fatal=True,
+            )
+        )
+    try:
+        args = tool.args_validator.validate_python(payload["args"])
+        result = await toolset.call_tool(name, args, run_ctx, tool)
+    except ModelRetry as exc:
+        return _control("ModelRetry", str(exc), ctx)
+    except ApprovalRequired as exc:
+        return _control("ApprovalRequired", str(exc), ctx)
+    except CallDeferred as exc:
+        return _control("CallDeferred", str(exc), ctx)
+    except Exception as exc:
+        fatal = isinstance(exc, NonRetryableError | UserError | StepInputError)
+        if not fatal and not ctx.final_attempt:
+            raise RetryableError(
+                f"tool {name!r} raised {type(exc).__name__}: {exc}", error_type=type(exc).__name__
+            ) from exc
+        return StepOutcome(
+            error=StepError(
+                type=type(exc).__name__,
+                message=f"tool {name!r}: {exc}",
+                attempts=ctx.attempt,
+                fatal=True,
+            )
+        )
+    try:
+        return StepOutcome(value=pack(result, what=f"the output of tool {name!r}"))
+    except StepInputError as exc:
+        return StepOutcome(
+            error=StepError(
+                type="StepInputError", message=str(exc), attempts=ctx.attempt, fatal=True
+            )
+        )
+
+
+def _control(kind: str, message: str, ctx: StepContext) -> StepOutcome:
+    """Control flow, not failure: returned as data and raised again in the run."""
+    return StepOutcome(error=StepError(type=kind, message=message, attempts=ctx.attempt))

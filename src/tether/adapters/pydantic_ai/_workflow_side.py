@@ -1,0 +1,175 @@
+"""Run side: Pydantic AI's own graph loop, with model requests and tool calls made steps.
+
+A capability added to the run (Pydantic AI's public extension point) wraps the model that
+serves each request and the run's assembled toolset; the wrappers send the request or the
+call to a step, so the graph, output validation, usage limits, retries and deferred tools
+run unchanged in the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic_ai import RunContext
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.capabilities.abstract import CapabilityOrdering
+from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models.wrapper import WrapperModel
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
+from pydantic_core import to_jsonable_python
+
+from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession
+from tether.core.values import unpack
+
+MODEL_STEP = "pydantic_ai.model"
+TOOL_STEP = "pydantic_ai.tool"
+
+_params: TypeAdapter[ModelRequestParameters] = TypeAdapter(ModelRequestParameters)
+_VOLATILE = ("timestamp", "run_id")
+
+
+def messages_json(messages: list[ModelMessage]) -> list[Any]:
+    """Messages as JSON, without the fields that differ between a run and its replay.
+
+    Timestamps and run ids come from the clock and the random generator while the run is
+    rebuilt; the model does not read them, and leaving them out keeps the transcript's
+    content hashes stable across replays.
+    """
+    raw = ModelMessagesTypeAdapter.dump_python(messages, mode="json")
+    return [_strip(m) for m in raw]
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+class StepModel(WrapperModel):
+    """Sends each request of the wrapped model to a step, made on a worker."""
+
+    def __init__(
+        self, wrapped: Model, session: RunSession, agent_name: str, override: str | None
+    ) -> None:
+        super().__init__(wrapped)
+        self._session = session
+        self._agent = agent_name
+        self._override = override
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        payload = {
+            "agent": self._agent,
+            "model_override": self._override,
+            "settings": to_jsonable_python(model_settings) if model_settings else None,
+            "params_ref": self._session.share(
+                _params.dump_python(model_request_parameters, mode="json")
+            ),
+        }
+        outcome = await self._session.step(
+            MODEL_STEP,
+            payload,
+            kind="model",
+            summary=f"model: {self._agent}",
+            policy=MODEL_POLICY,
+            transcript=messages_json(messages),
+        )
+        response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
+        assert isinstance(response, ModelResponse)
+        usage = response.usage
+        self._session.add_usage(
+            {
+                "requests": 1,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+                "cached_tokens": usage.cache_read_tokens,
+            }
+        )
+        return response
+
+    def prepare_request(
+        self,
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> tuple[ModelSettings | None, ModelRequestParameters]:
+        return self.wrapped.prepare_request(model_settings, model_request_parameters)
+
+
+@dataclass
+class StepToolset(WrapperToolset[Any]):
+    """Sends each tool call to a step; control flow (retry, approval, deferral) comes back as
+    data and is raised here, where Pydantic AI expects it."""
+
+    session: RunSession | None = field(default=None, kw_only=True)
+    agent_name: str = field(default="", kw_only=True)
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
+        assert self.session is not None
+        outcome = await self.session.step(
+            TOOL_STEP,
+            {
+                "agent": self.agent_name,
+                "tool": name,
+                "args": to_jsonable_python(tool_args),
+                "ctx": {
+                    "tool_call_id": ctx.tool_call_id,
+                    "retry": ctx.retry,
+                    "run_step": ctx.run_step,
+                    "tool_call_approved": ctx.tool_call_approved,
+                },
+            },
+            kind="tool",
+            summary=f"tool: {name}",
+            policy=TOOL_POLICY,
+        )
+        error = outcome.error
+        if error is None:
+            return unpack(outcome.value)
+        if error.type == "ModelRetry":
+            raise ModelRetry(error.message)
+        if error.type == "ApprovalRequired":
+            raise ApprovalRequired()
+        if error.type == "CallDeferred":
+            raise CallDeferred()
+        raise ToolStepError(name, error.type, error.message)
+
+
+class ToolStepError(Exception):
+    """A tool failed for good; as outside Tether, the run fails with it."""
+
+    def __init__(self, tool: str, error_type: str, message: str) -> None:
+        super().__init__(f"tool {tool!r} failed ({error_type}): {message}")
+
+
+class TetherCapability(AbstractCapability[Any]):
+    """Makes one run's model requests and tool calls durable steps (added per run)."""
+
+    def __init__(self, session: RunSession, agent_name: str, model: str | None = None) -> None:
+        self._session = session
+        self._agent = agent_name
+        self._model = model
+
+    def get_ordering(self) -> CapabilityOrdering | None:
+        return CapabilityOrdering(position="innermost")
+
+    def get_wrapper_model(self, model: Model) -> Model | None:
+        if isinstance(model, StepModel):
+            return None
+        return StepModel(model, self._session, self._agent, self._model)
+
+    def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
+        return StepToolset(toolset, session=self._session, agent_name=self._agent)
