@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_ai import Agent, DeferredToolResults
+from pydantic_ai.durable_exec._utils import disable_threads
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.usage import UsageLimits
 from pydantic_core import to_jsonable_python
@@ -128,7 +129,27 @@ class PydanticAIAdapter(Adapter):
             if "message_history" in opts
             else None
         )
-        result = await agent.run(
+        # The run's event loop has no threads: sync validators and instructions run inline,
+        # through the switch Pydantic AI provides to durable engines. Sync tools are steps,
+        # so they run on a worker's thread pool as usual.
+        with disable_threads():
+            result = await self._run(agent, request, session, deps, history)
+        return {
+            "output": pack(result.output, what="the agent's output"),
+            "usage": session.usage(),
+            "messages": ModelMessagesTypeAdapter.dump_python(result.all_messages(), mode="json"),
+        }
+
+    async def _run(
+        self,
+        agent: Agent[Any, Any],
+        request: RunRequest,
+        session: RunSession,
+        deps: object,
+        history: list[ModelMessage] | None,
+    ) -> Any:
+        opts = request.options
+        return await agent.run(
             request.input,
             deps=deps,
             message_history=history,
@@ -141,11 +162,6 @@ class PydanticAIAdapter(Adapter):
             model=opts.get("model"),
             capabilities=[TetherCapability(session, self.agent_name(agent), opts.get("model"))],
         )
-        return {
-            "output": pack(result.output, what="the agent's output"),
-            "usage": session.usage(),
-            "messages": ModelMessagesTypeAdapter.dump_python(result.all_messages(), mode="json"),
-        }
 
     def decode_output(self, agent: object, value: JSON) -> object:
         return AgentRunResult(

@@ -30,7 +30,7 @@ MODEL_STEP = "pydantic_ai.model"
 TOOL_STEP = "pydantic_ai.tool"
 
 _params: TypeAdapter[ModelRequestParameters] = TypeAdapter(ModelRequestParameters)
-_VOLATILE = ("timestamp", "run_id")
+_VOLATILE = ("timestamp", "run_id", "conversation_id")
 
 
 def messages_json(messages: list[ModelMessage]) -> list[Any]:
