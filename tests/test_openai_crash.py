@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,14 +10,11 @@ import pytest
 from agents import Runner
 from openai import AsyncOpenAI
 
-import tether
 from tether.core import registry
 from tether.core.runtime import Runtime
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from tether.testing._history import history_stats
-from workers import WorkerProcess, wait_for_completed_steps, worker_processes
-
-DELAY = 0.25  # each model reply and tool takes this long, so a kill lands between steps
+from workers import DELAY, crash_and_resume
 
 
 @pytest.fixture(autouse=True)
@@ -47,40 +42,6 @@ async def plain_output(agent: Any, server: ScriptedModelServer, prompt: str) -> 
         return (await Runner.run(agent, prompt)).final_output
     finally:
         server.reset()
-
-
-def executed(calls_file: Path) -> Counter[str]:
-    if not calls_file.exists():
-        return Counter()
-    return Counter(calls_file.read_text().split())
-
-
-async def crash_and_resume(
-    runtime: Runtime,
-    worker_env: dict[str, str],
-    tmp_path: Path,
-    server: ScriptedModelServer,
-    spec: str,
-    agent: Any,
-    prompt: str,
-    kill_after: int,
-) -> tuple[Any, str, list[Any], Counter[str]]:
-    """Run ``agent``; SIGKILL its worker once ``kill_after`` steps completed; resume."""
-    calls = tmp_path / f"calls-{kill_after}.txt"
-    env = dict(worker_env, OPENAI_BASE_URL=server.base_url, TETHER_TEST_CALLS=str(calls))
-    env["TETHER_TEST_TOOL_DELAY"] = str(DELAY)
-    durable = tether.durable(
-        agent, runtime=runtime, task_queue=env["TETHER_TASK_QUEUE"], local_worker=False
-    )
-    with worker_processes() as procs:
-        first = WorkerProcess([spec], env, tmp_path / f"w1-{kill_after}.log")
-        procs.append(first)
-        handle = await durable.start(prompt, id=f"crash-{kill_after}-{uuid.uuid4().hex[:6]}")
-        done = await wait_for_completed_steps(runtime.client, handle.id, kill_after, first)
-        first.kill()
-        procs.append(WorkerProcess([spec], env, tmp_path / f"w2-{kill_after}.log"))
-        result = await handle.result()
-    return result, handle.id, done, executed(calls)
 
 
 @pytest.mark.parametrize("kill_after", range(1, 8))

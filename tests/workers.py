@@ -7,13 +7,21 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 
+import tether
+from tether.core.runtime import Runtime
+from tether.testing import ScriptedModelServer
 from tether.testing._history import StepRecord, history_stats
+
+DELAY = 0.25  # each model reply and tool takes this long, so a kill lands between steps
 
 
 class WorkerProcess:
@@ -96,3 +104,39 @@ async def wait_until_polling(client: Client, task_queue: str, timeout: float = 3
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"no worker polled {task_queue!r} within {timeout}s")
+
+
+def executed(calls_file: Path) -> Counter[str]:
+    if not calls_file.exists():
+        return Counter()
+    return Counter(calls_file.read_text().split())
+
+
+async def crash_and_resume(
+    runtime: Runtime,
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    server: ScriptedModelServer,
+    spec: str,
+    agent: Any,
+    prompt: str,
+    kill_after: int,
+    **run_options: Any,
+) -> tuple[Any, str, list[Any], Counter[str]]:
+    """Run ``agent``; SIGKILL its worker once ``kill_after`` steps completed; resume."""
+    calls = tmp_path / f"calls-{kill_after}.txt"
+    env = dict(worker_env, OPENAI_BASE_URL=server.base_url, TETHER_TEST_CALLS=str(calls))
+    env["TETHER_TEST_TOOL_DELAY"] = str(DELAY)
+    durable = tether.durable(
+        agent, runtime=runtime, task_queue=env["TETHER_TASK_QUEUE"], local_worker=False
+    )
+    with worker_processes() as procs:
+        first = WorkerProcess([spec], env, tmp_path / f"w1-{kill_after}.log")
+        procs.append(first)
+        run_id = f"crash-{kill_after}-{uuid.uuid4().hex[:6]}"
+        handle = await durable.start(prompt, id=run_id, **run_options)
+        done = await wait_for_completed_steps(runtime.client, handle.id, kill_after, first)
+        first.kill()
+        procs.append(WorkerProcess([spec], env, tmp_path / f"w2-{kill_after}.log"))
+        result = await handle.result()
+    return result, handle.id, done, executed(calls)
