@@ -13,6 +13,8 @@ from tether.core.runtime import Runtime
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from workers import WorkerProcess, wait_until_polling, worker_processes
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 async def tether_cli(
     *args: str, env: dict[str, str] | None = None
@@ -86,3 +88,26 @@ async def test_bad_object_spec_is_a_clear_error(worker_env: dict[str, str]) -> N
     proc = await tether_cli("worker", "apps.openai_apps", env=worker_env)
     assert proc.returncode == 2
     assert "MODULE:OBJECT" in proc.stderr
+
+
+async def test_the_pydantic_example_runs_with_the_same_cli(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    root = ROOT
+    script = [
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})),
+        Turn.text("Heat Advisory in the Central Valley."),
+    ]
+    with ScriptedModelServer(script) as server, worker_processes() as procs:
+        env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
+        env["PYTHONPATH"] = os.pathsep.join([str(root), env["PYTHONPATH"]])
+        spec = "examples.pydantic_ai_weather:agent"
+        procs.append(WorkerProcess([spec], env, tmp_path / "w.log"))
+        await wait_until_polling(runtime.client, env["TETHER_TASK_QUEUE"])
+        proc = await tether_cli(
+            "run", spec, "Alerts in CA?", "--context", '{"units": "imperial"}', env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "Heat Advisory in the Central Valley."
+        # The deps reached the tool on the worker, as the Settings type.
+        assert "(units: imperial)" in server.requests[-1].body_text

@@ -242,8 +242,10 @@ class Adapter(abc.ABC):
 
         return {k: to_jsonable_python(v) for k, v in options.items()}
 
-    def check_context(self, agent: object, context: object) -> None:  # noqa: B027 - optional
-        """Refuse a run context / deps the agent cannot use, before the run starts."""
+    def prepare_context(self, agent: object, context: object) -> object:
+        """Validate (and convert, e.g. JSON from the CLI) the run context / deps before the
+        run starts; raise a clear error for one the agent cannot use."""
+        return context
 
     def decode_output(self, agent: object, value: JSON) -> object:
         """Turn the run's JSON output back into what the framework's run would return."""

@@ -140,7 +140,8 @@ class DurableAgent:
             if context is not None:
                 raise TypeError("pass context= or deps=, not both")
             context = deps
-        self.adapter.check_context(self.agent, context)
+        if context is not None:
+            context = self.adapter.prepare_context(self.agent, context)
         packed = pack(context, what="run context") if context is not None else None
         encoded = self.adapter.encode_options(self.agent, options)
         runtime = await self.runtime()

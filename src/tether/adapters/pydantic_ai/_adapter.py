@@ -107,13 +107,13 @@ class PydanticAIAdapter(Adapter):
                 out[key] = to_jsonable_python(value)
         return out
 
-    def check_context(self, agent: object, context: object) -> None:
+    def prepare_context(self, agent: object, context: object) -> object:
         assert isinstance(agent, Agent)
         deps_type = getattr(agent, "deps_type", None)
-        if deps_type in (None, type(None)) or context is None:
-            return
+        if deps_type in (None, type(None)):
+            return context
         try:
-            TypeAdapter(deps_type).validate_python(context)
+            return TypeAdapter(deps_type).validate_python(context)
         except ValidationError as exc:
             raise StepInputError(
                 f"deps of type {type(context).__qualname__} do not match the agent's deps_type "
