@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
+from _common import Floor, median, noop, print_table, run_row, script
 from pydantic_ai import Agent
 from pydantic_ai.durable_exec.temporal import (
     PydanticAIPlugin,
@@ -28,7 +27,7 @@ from pydantic_ai.durable_exec.temporal import (
 )
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -36,7 +35,7 @@ import tether
 from tether.core.devserver import EmbeddedEngine
 from tether.core.runtime import Runtime
 from tether.core.store import BlobStore
-from tether.testing import ScriptedModelServer, ToolCall, Turn, history_stats
+from tether.testing import ScriptedModelServer
 
 RESULT_BYTES = 2000
 
@@ -66,30 +65,6 @@ class NativeLoop(PydanticAIWorkflow):
     @workflow.run
     async def run(self, prompt: str) -> str:
         return (await NATIVE_AGENTS[0].run(prompt)).output
-
-
-@activity.defn(name="bench.noop")
-async def noop(i: int) -> int:
-    return i
-
-
-@workflow.defn(name="bench.Floor", sandboxed=False)
-class Floor:
-    @workflow.run
-    async def run(self, n: int) -> int:
-        for i in range(n):
-            await workflow.execute_activity(noop, i, start_to_close_timeout=timedelta(seconds=30))
-        return n
-
-
-def script(n: int) -> list[Turn]:
-    turns = [Turn.tool_calls(ToolCall("lookup", {"i": i})) for i in range(n - 1)]
-    return [*turns, Turn.text(f"looked up {n - 1} records")]
-
-
-async def model_inputs(client: Client, run_id: str, step_name: str) -> tuple[list[int], Any]:
-    stats = await history_stats(client, run_id)
-    return [s.input_bytes for s in stats.steps if step_name in s.name], stats
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -130,57 +105,25 @@ async def bench(args: argparse.Namespace) -> None:
                             NativeLoop.run, "go", id=run_id, task_queue="bench-native"
                         )
                         wall = time.perf_counter() - t
-                        inputs, stats = await model_inputs(native_client, run_id, "model_request")
-                        results["native"].append(_row(wall, inputs, stats))
+                        results["native"].append(
+                            await run_row(native_client, run_id, wall, "model_request")
+                        )
 
                         t = time.perf_counter()
                         handle = await durable.start("go")
                         await handle.result()
                         wall = time.perf_counter() - t
-                        inputs, stats = await model_inputs(
-                            runtime.client, handle.id, "pydantic_ai.model"
+                        results["tether"].append(
+                            await run_row(runtime.client, handle.id, wall, "pydantic_ai.model")
                         )
-                        results["tether"].append(_row(wall, inputs, stats))
-                rows.append({"n": n, **{k: _median(v) for k, v in results.items()}})
+                rows.append({"n": n, **{k: median(v) for k, v in results.items()}})
         await runtime.close()
-    _print(rows, args)
-
-
-def _row(wall: float, inputs: list[int], stats: Any) -> dict[str, Any]:
-    pick = {f"in@{k}": inputs[k - 1] for k in (1, 10, 50) if k <= len(inputs)}
-    pick[f"in@{len(inputs)}"] = inputs[-1]
-    return {"s": wall, "events": stats.events, "bytes": stats.total_bytes, **pick}
-
-
-def _median(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-
-
-def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    print(
-        f"\nPydantic AI tool loop, {args.result_bytes}-byte tool results, "
-        f"median of {args.repeat} runs (n = model calls; n-1 tool calls)\n"
+    print_table(
+        f"Pydantic AI tool loop, {args.result_bytes}-byte tool results, median of "
+        f"{args.repeat} runs (n = model calls; n-1 tool calls)",
+        rows,
+        "native TemporalDurability",
     )
-    for row in rows:
-        n, nat, tet, floor = row["n"], row["native"], row["tether"], row["floor"]
-        print(f"n={n}")
-        print(f"  floor  (2n-1 bare activities)  {floor['s']:7.2f} s")
-        print(
-            f"  native TemporalDurability      {nat['s']:7.2f} s  {nat['events']:6.0f} events "
-            f"{nat['bytes'] / 1024:9.1f} KiB"
-        )
-        print(
-            f"  tether                         {tet['s']:7.2f} s  {tet['events']:6.0f} events "
-            f"{tet['bytes'] / 1024:9.1f} KiB"
-        )
-        print(
-            f"  ratios tether/native: time {tet['s'] / nat['s']:.2f}, history bytes "
-            f"{tet['bytes'] / nat['bytes']:.3f}; tether/floor time {tet['s'] / floor['s']:.2f}"
-        )
-        keys = [k for k in nat if k.startswith("in@")]
-        print("  model step input bytes  " + "  ".join(f"{k}" for k in keys))
-        print("    native                " + "  ".join(f"{nat[k]:>6.0f}" for k in keys))
-        print("    tether                " + "  ".join(f"{tet[k]:>6.0f}" for k in keys))
 
 
 def main() -> None:
