@@ -78,7 +78,7 @@ async def bench(args: argparse.Namespace) -> None:
             with ScriptedModelServer(script(n)) as server:
                 native_agent = build_agent(server, "native", native=True)
                 NATIVE_AGENTS[:] = [native_agent]
-                tether_agent = build_agent(server, "tether-bench", native=False)
+                tether_agent = build_agent(server, f"tether-bench-{n}", native=False)
                 durable = tether.durable(tether_agent, runtime=runtime, local_worker=False)
                 results: dict[str, list[dict[str, Any]]] = {"floor": [], "native": [], "tether": []}
                 async with (
