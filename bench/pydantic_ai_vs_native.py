@@ -27,6 +27,7 @@ from pydantic_ai.durable_exec.temporal import (
 )
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.usage import UsageLimits
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -38,6 +39,7 @@ from tether.core.store import BlobStore
 from tether.testing import ScriptedModelServer
 
 RESULT_BYTES = 2000
+NO_LIMIT = UsageLimits(request_limit=None)  # the default stops a loop at 50 requests
 
 
 def build_agent(server: ScriptedModelServer, name: str, native: bool) -> Agent[None, str]:
@@ -64,7 +66,7 @@ class NativeLoop(PydanticAIWorkflow):
 
     @workflow.run
     async def run(self, prompt: str) -> str:
-        return (await NATIVE_AGENTS[0].run(prompt)).output
+        return (await NATIVE_AGENTS[0].run(prompt, usage_limits=NO_LIMIT)).output
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -110,7 +112,7 @@ async def bench(args: argparse.Namespace) -> None:
                         )
 
                         t = time.perf_counter()
-                        handle = await durable.start("go")
+                        handle = await durable.start("go", usage_limits=NO_LIMIT)
                         await handle.result()
                         wall = time.perf_counter() - t
                         results["tether"].append(
