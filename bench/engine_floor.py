@@ -1,0 +1,69 @@
+"""The engine's per-step floor on the embedded dev server, with Temporal's default dynamic
+config and with Tether's (``tether.core.devserver.FAST_DISPATCH``), and where the time goes.
+
+    python bench/engine_floor.py --steps 20 --runs 10
+
+Each run is a workflow of N no-op activities in sequence. Printed per configuration: ms per
+activity for each run in order (the default limiter's burst makes the first runs faster),
+the median of the steady-state runs, and the mean gap between history events, which shows
+that the wait is between a workflow task being scheduled and a worker starting it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import time
+import uuid
+from collections import defaultdict
+
+from _common import Floor, noop
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from tether.core.devserver import FAST_DISPATCH, EmbeddedEngine
+
+
+def _name(event_type: int) -> str:
+    return EventType.Name(event_type).removeprefix("EVENT_TYPE_")  # type: ignore[arg-type]
+
+
+async def measure(label: str, config: dict[str, object | None], args: argparse.Namespace) -> None:
+    per_run: list[float] = []
+    gaps: dict[str, list[float]] = defaultdict(list)
+    async with EmbeddedEngine(persist=False, ui=False, dynamic_config=config) as engine:
+        client = await Client.connect(engine.address)
+        async with Worker(client, task_queue="floor", workflows=[Floor], activities=[noop]):
+            for _ in range(args.runs):
+                run_id = f"floor-{uuid.uuid4().hex[:8]}"
+                t = time.perf_counter()
+                await client.execute_workflow(Floor.run, args.steps, id=run_id, task_queue="floor")
+                per_run.append((time.perf_counter() - t) / args.steps * 1000)
+                history = await client.get_workflow_handle(run_id).fetch_history()
+                events = history.events
+                for a, b in itertools.pairwise(events):
+                    dt = b.event_time.ToDatetime() - a.event_time.ToDatetime()
+                    key = f"{_name(a.event_type)} -> {_name(b.event_type)}"
+                    gaps[key].append(dt.total_seconds() * 1000)
+    steady = per_run[args.runs // 2 :]
+    print(f"\n{label}")
+    print("  ms per activity, run by run: " + " ".join(f"{v:.1f}" for v in per_run))
+    print(f"  median of the last {len(steady)} runs: {statistics.median(steady):.1f} ms")
+    for key, values in sorted(gaps.items(), key=lambda kv: -sum(kv[1]))[:3]:
+        print(f"  {key:<52} mean {statistics.fmean(values):6.1f} ms  (n={len(values)})")
+
+
+async def main(args: argparse.Namespace) -> None:
+    defaults = {key: None for key in FAST_DISPATCH}
+    await measure("Temporal's defaults (queue readers limited to 20 polls/s)", defaults, args)
+    await measure("Tether's FAST_DISPATCH", {}, args)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=10)
+    asyncio.run(main(parser.parse_args()))
