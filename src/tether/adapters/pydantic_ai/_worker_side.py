@@ -17,6 +17,7 @@ from pydantic_ai.messages import ModelMessagesTypeAdapter
 from pydantic_ai.models import Model, ModelRequestParameters, infer_model
 from pydantic_ai.usage import RunUsage
 
+from tether.adapters.pydantic_ai._mcp import without_mcp
 from tether.core.contract import JSON, StepContext, StepError, StepOutcome
 from tether.core.values import pack
 from tether.errors import NonRetryableError, RetryableError, StepInputError
@@ -122,7 +123,7 @@ async def tool_step(ctx: StepContext, payload: JSON) -> StepOutcome:
         run_step=int(info.get("run_step", 0)),
         tool_call_approved=bool(info.get("tool_call_approved", False)),
     )
-    for toolset in agent.toolsets:
+    for toolset in without_mcp(agent.toolsets):
         tools = await toolset.get_tools(run_ctx)
         if name in tools:
             tool = tools[name]

@@ -1,0 +1,156 @@
+"""MCP toolsets in durable Pydantic AI runs: a real stdio MCP server (tests/apps/mcp_server.py),
+Pydantic AI's real OpenAI model against the scripted model server, a real dev server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic_ai import Agent
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+from temporalio.worker import Worker
+
+import tether
+from tether.adapters.pydantic_ai._mcp import MCP_CALL_STEP, MCP_LIST_STEP, POOL
+from tether.core import registry
+from tether.core.contract import Capability
+from tether.core.runtime import Runtime
+from tether.errors import ConfigurationError
+from tether.plugins import adapter_named
+from tether.testing import ScriptedModelServer, ToolCall, Turn
+from tether.testing._history import history_stats
+from workers import DELAY, crash_and_resume, executed
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    registry.clear()
+    yield
+    registry.clear()
+
+
+@pytest.fixture
+async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
+    w = runtime.worker(task_queue=task_queue)
+    async with w:
+        yield w
+    await POOL.close()
+
+
+def script(*cities: str) -> list[Turn]:
+    return [
+        Turn.tool_calls(*(ToolCall("forecast", {"city": c}) for c in cities)),
+        Turn.text("Sunny everywhere."),
+    ]
+
+
+def test_mcp_step_names_are_pinned_and_the_capability_declared() -> None:
+    assert (MCP_LIST_STEP, MCP_CALL_STEP) == (
+        "pydantic_ai.mcp_list_tools",
+        "pydantic_ai.mcp_call_tool",
+    )
+    adapter = adapter_named("pydantic_ai")
+    assert Capability.MCP in adapter.capabilities
+    assert {MCP_LIST_STEP, MCP_CALL_STEP} <= {s.name for s in adapter.steps()}
+
+
+def test_an_mcp_toolset_without_an_id_is_refused() -> None:
+    from pydantic_ai.mcp import MCPToolset
+
+    from apps.pydantic_apps import forecast_server
+
+    agent = Agent("test", name="pai-mcp-noid", toolsets=[MCPToolset(forecast_server().client)])
+    with pytest.raises(ConfigurationError, match=r"needs an id.*MCPToolset\(\.\.\., id="):
+        tether.durable(agent, local_worker=False)
+
+
+async def test_mcp_tool_run_matches_plain_run_and_calls_once(
+    runtime: Runtime,
+    task_queue: str,
+    worker: Worker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("TETHER_TEST_CALLS", str(calls))
+    from apps.pydantic_apps import forecast_server
+
+    with ScriptedModelServer(script("Oslo", "Lima")) as server:
+        model = OpenAIChatModel(
+            "gpt-mcp", provider=OpenAIProvider(base_url=server.base_url, api_key="t")
+        )
+        agent = Agent(model, name="pai-mcp-inproc", toolsets=[forecast_server()])
+        plain = await agent.run("Weather in Oslo and Lima?")
+        plain_calls = executed(calls)
+        server.reset()
+        calls.unlink()
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        handle = await durable.start("Weather in Oslo and Lima?")
+        result = await handle.result()
+        seen = server.steps_seen()
+        last_request = server.requests[-1].body_text
+    assert result.output == plain.output == "Sunny everywhere."
+    assert _same_contents(result.all_messages(), plain.all_messages())
+    assert plain_calls["forecast:Oslo"] == plain_calls["forecast:Lima"] == 1
+    done = executed(calls)
+    assert (done["forecast:Oslo"], done["forecast:Lima"]) == (1, 1)
+    assert "Oslo: sunny, 21C" in last_request and "Lima: sunny, 21C" in last_request
+    assert seen == {("gpt-mcp", 0): 1, ("gpt-mcp", 1): 1}
+    stats = await history_stats(runtime.client, handle.id)
+    names = [s.name for s in stats.completed()]
+    # Listed once for the run (the server caches its tools), one step per call.
+    assert names.count(MCP_LIST_STEP) == 1
+    assert names.count(MCP_CALL_STEP) == 2
+    assert len(POOL) == 1  # the worker keeps the server connected for later steps
+
+
+def _same_contents(a: list[Any], b: list[Any]) -> bool:
+    def contents(msgs: list[Any]) -> list[Any]:
+        return [
+            (type(p).__name__, getattr(p, "content", None), getattr(p, "tool_name", None))
+            for m in msgs
+            for p in m.parts
+        ]
+
+    return contents(a) == contents(b)
+
+
+async def test_mcp_run_survives_a_worker_kill_after_the_mcp_step(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    from apps.pydantic_apps import Deps, forecaster
+
+    turns = [
+        Turn.tool_calls(ToolCall("forecast", {"city": "Oslo"}), delay=DELAY),
+        Turn.text("Oslo will be sunny.", delay=DELAY),
+    ]
+    with ScriptedModelServer(turns) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="t")
+        plain = await forecaster.run(
+            "Oslo?", deps=Deps("ada"), model=OpenAIChatModel("gpt-pai-mcp", provider=provider)
+        )
+        server.reset()
+        # Steps: list tools (1), model (2), MCP call (3): the kill lands right after the call.
+        result, run_id, done, calls = await crash_and_resume(
+            runtime,
+            worker_env,
+            tmp_path,
+            server,
+            "apps.pydantic_apps:forecaster",
+            forecaster,
+            "Oslo?",
+            3,
+            deps=Deps("ada"),
+        )
+        seen = server.steps_seen()
+    assert [s.name for s in done][:3] == [MCP_LIST_STEP, "pydantic_ai.model", MCP_CALL_STEP]
+    assert result.output == plain.output == "Oslo will be sunny."
+    assert calls["forecast:Oslo"] == 1, calls
+    assert seen[("gpt-pai-mcp", 0)] == 1
+    stats = await history_stats(runtime.client, run_id)
+    assert [s.name for s in stats.completed()].count(MCP_CALL_STEP) == 1
+    # Each worker process started the server once (the killed one, then its successor).
+    assert sum(1 for k in calls.elements() if k.startswith("start:")) <= 2
