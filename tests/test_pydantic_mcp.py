@@ -14,7 +14,8 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from temporalio.worker import Worker
 
 import tether
-from tether.adapters.pydantic_ai._mcp import MCP_CALL_STEP, MCP_LIST_STEP, POOL
+from tether.adapters._connections import POOL
+from tether.adapters.pydantic_ai._mcp import MCP_CALL_STEP, MCP_LIST_STEP
 from tether.core import registry
 from tether.core.contract import Capability
 from tether.core.runtime import Runtime

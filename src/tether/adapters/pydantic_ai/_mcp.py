@@ -8,13 +8,13 @@ step), and each call is a ``pydantic_ai.mcp_call_tool`` step. Replays read both 
 
 Worker side: the step finds the agent's real ``MCPToolset`` by ``id`` and reaches the server
 through :data:`POOL`: one connection per server per worker process, opened on first use and
-kept for later steps and runs (a stdio server is started once, not per step). A toolset
+kept for later steps and runs (a stdio server is started once, not per step; see
+:mod:`tether.adapters._connections`). A toolset
 whose ``auth``/``headers`` come from the run context connects per step, as that run's user.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterable
@@ -35,6 +35,7 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool
 from pydantic_ai.usage import RunUsage
 from pydantic_core import to_jsonable_python
 
+from tether.adapters._connections import POOL
 from tether.core.contract import (
     TOOL_POLICY,
     RunSession,
@@ -252,76 +253,6 @@ def decode_result(value: dict[str, Any]) -> object:
 # -- worker side -----------------------------------------------------------------------------
 
 
-class ServerPool:
-    """Connections to MCP servers, one per toolset per worker process, kept between steps.
-
-    Each connection is owned by a task of its own that enters the toolset and exits it when
-    closed, so its setup and teardown run in one task (as anyio requires) while any step can
-    use it. A failed call drops the connection; the step's retry opens a fresh one.
-    """
-
-    def __init__(self) -> None:
-        self._held: dict[int, _Held] = {}
-
-    async def connected(self, toolset: Any) -> Any:
-        held = self._held.get(id(toolset))
-        if held is None or held.closed:
-            held = _Held(toolset)
-            self._held[id(toolset)] = held
-        await held.ready()
-        return toolset
-
-    async def drop(self, toolset: Any) -> None:
-        held = self._held.pop(id(toolset), None)
-        if held is not None:
-            await held.close()
-
-    async def close(self) -> None:
-        """Close every connection (a worker shutting down; tests)."""
-        for key in list(self._held):
-            held = self._held.pop(key)
-            await held.close()
-
-    def __len__(self) -> int:
-        return sum(1 for h in self._held.values() if not h.closed)
-
-
-class _Held:
-    def __init__(self, toolset: Any) -> None:
-        self._toolset = toolset
-        loop = asyncio.get_running_loop()
-        self._ready: asyncio.Future[None] = loop.create_future()
-        self._closing = asyncio.Event()
-        self._task = loop.create_task(self._own(), name=f"tether-mcp-{toolset.id}")
-
-    @property
-    def closed(self) -> bool:
-        return self._task.done()
-
-    async def _own(self) -> None:
-        try:
-            async with self._toolset:
-                self._ready.set_result(None)
-                await self._closing.wait()
-        except BaseException as exc:
-            if not self._ready.done():
-                self._ready.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-
-    async def ready(self) -> None:
-        await asyncio.shield(self._ready)
-
-    async def close(self) -> None:
-        self._closing.set()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await self._task
-
-
-POOL = ServerPool()
-"""This worker process's MCP connections."""
-
-
 def find_toolset(agent: Agent[Any, Any], ident: str) -> Any:
     for toolset in mcp_leaves(agent.toolsets):
         if toolset._explicit_id == ident:
@@ -347,7 +278,8 @@ async def _server(toolset: Any, run_ctx: RunContext[Any]) -> AsyncIterator[Any]:
             yield per_run
         return
     try:
-        yield await POOL.connected(toolset)
+        await POOL.ensure(toolset, toolset.__aenter__, toolset.__aexit__, f"mcp-{toolset.id}")
+        yield toolset
     except (ModelRetry, ToolFailed, ApprovalRequired, CallDeferred):
         raise
     except Exception as exc:
