@@ -13,6 +13,7 @@ from openai import AsyncOpenAI
 from temporalio.worker import Worker
 
 import tether
+from replay import replays_cleanly
 from tether.adapters._connections import POOL
 from tether.adapters.openai_agents._mcp import MCP_CALL_STEP, MCP_LIST_STEP
 from tether.core import registry
@@ -76,7 +77,9 @@ async def test_mcp_tool_run_matches_plain_run_and_calls_once(
 
     turns = [
         Turn.tool_calls(
-            ToolCall("forecast", {"city": "Oslo"}), ToolCall("forecast", {"city": "Lima"})
+            ToolCall("forecast", {"city": "Oslo"}),
+            ToolCall("forecast", {"city": "Lima"}),
+            ToolCall("storm_warning", {"city": "Oslo"}),
         ),
         Turn.text("Sunny everywhere."),
     ]
@@ -102,13 +105,18 @@ async def test_mcp_tool_run_matches_plain_run_and_calls_once(
     assert plain_calls["forecast:Oslo"] == plain_calls["forecast:Lima"] == 1
     done = executed(calls)
     assert (done["forecast:Oslo"], done["forecast:Lima"]) == (1, 1)
+    # The server's tool error goes to the model as the SDK hands it; the call is not retried.
+    assert plain_calls["storm_warning:Oslo"] == done["storm_warning:Oslo"] == 1
     assert "Oslo: sunny, 21C" in last_request and "Lima: sunny, 21C" in last_request
+    assert "the warning service is down" in last_request
     assert seen == {("gpt-mcp", 0): 1, ("gpt-mcp", 1): 1}
     names = [s.name for s in (await history_stats(runtime.client, handle.id)).completed()]
     # The server caches its tool list, so the run lists once; one step per call.
     assert names.count(MCP_LIST_STEP) == 1
-    assert names.count(MCP_CALL_STEP) == 2
+    assert names.count(MCP_CALL_STEP) == 3
     assert len(POOL) == 1  # the worker keeps the server connected for later steps
+    await replays_cleanly(runtime, handle.id)
+    assert executed(calls) == done  # replaying reached no server
 
 
 async def test_mcp_run_survives_a_worker_kill_after_the_mcp_step(

@@ -107,5 +107,5 @@ async def test_an_unknown_model_name_fails_the_run_clearly(
     runtime: Runtime, task_queue: str, worker: Worker
 ) -> None:
     agent = Agent("test", name="pai-unknown-model")
-    with pytest.raises(tether.RunFailedError, match="UserError.*Unknown model: nowhere:gpt"):
+    with pytest.raises(tether.RunFailedError, match=r"UserError.*Unknown model: nowhere:gpt"):
         await wrap(agent, runtime, task_queue).run("hi", model="nowhere:gpt")

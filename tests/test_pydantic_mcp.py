@@ -14,6 +14,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from temporalio.worker import Worker
 
 import tether
+from replay import replays_cleanly
 from tether.adapters._connections import POOL
 from tether.adapters.pydantic_ai._mcp import MCP_CALL_STEP, MCP_LIST_STEP
 from tether.core import registry
@@ -43,7 +44,10 @@ async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
 
 def script(*cities: str) -> list[Turn]:
     return [
-        Turn.tool_calls(*(ToolCall("forecast", {"city": c}) for c in cities)),
+        Turn.tool_calls(
+            *(ToolCall("forecast", {"city": c}) for c in cities),
+            ToolCall("storm_warning", {"city": cities[0]}),
+        ),
         Turn.text("Sunny everywhere."),
     ]
 
@@ -98,14 +102,19 @@ async def test_mcp_tool_run_matches_plain_run_and_calls_once(
     assert plain_calls["forecast:Oslo"] == plain_calls["forecast:Lima"] == 1
     done = executed(calls)
     assert (done["forecast:Oslo"], done["forecast:Lima"]) == (1, 1)
+    # The server's tool error is control flow (a retry prompt to the model), not a step retry.
+    assert plain_calls["storm_warning:Oslo"] == done["storm_warning:Oslo"] == 1
     assert "Oslo: sunny, 21C" in last_request and "Lima: sunny, 21C" in last_request
+    assert "the warning service is down" in last_request
     assert seen == {("gpt-mcp", 0): 1, ("gpt-mcp", 1): 1}
     stats = await history_stats(runtime.client, handle.id)
     names = [s.name for s in stats.completed()]
     # Listed once for the run (the server caches its tools), one step per call.
     assert names.count(MCP_LIST_STEP) == 1
-    assert names.count(MCP_CALL_STEP) == 2
+    assert names.count(MCP_CALL_STEP) == 3
     assert len(POOL) == 1  # the worker keeps the server connected for later steps
+    await replays_cleanly(runtime, handle.id)
+    assert executed(calls) == done  # replaying reached no server
 
 
 def _same_contents(a: list[Any], b: list[Any]) -> bool:

@@ -31,6 +31,13 @@ def forecast(city: str) -> str:
     return f"{city}: sunny, 21C"
 
 
+@server.tool()
+def storm_warning(city: str) -> str:
+    """Storm warnings for a city (the warning service is down: always an error)."""
+    record(f"storm_warning:{city}")
+    raise RuntimeError("the warning service is down")
+
+
 if __name__ == "__main__":
     record(f"start:{os.getpid()}")
     server.run("stdio")
