@@ -87,7 +87,8 @@ async def test_mcp_tool_run_matches_plain_run_and_calls_once(
         model = OpenAIChatModel(
             "gpt-mcp", provider=OpenAIProvider(base_url=server.base_url, api_key="t")
         )
-        agent = Agent(model, name="pai-mcp-inproc", toolsets=[forecast_server()])
+        toolset = forecast_server(include_instructions=True)
+        agent = Agent(model, name="pai-mcp-inproc", toolsets=[toolset])
         plain = await agent.run("Weather in Oslo and Lima?")
         plain_calls = executed(calls)
         server.reset()
@@ -96,6 +97,7 @@ async def test_mcp_tool_run_matches_plain_run_and_calls_once(
         handle = await durable.start("Weather in Oslo and Lima?")
         result = await handle.result()
         seen = server.steps_seen()
+        first_request = server.requests[0].body_text
         last_request = server.requests[-1].body_text
     assert result.output == plain.output == "Sunny everywhere."
     assert _same_contents(result.all_messages(), plain.all_messages())
@@ -106,6 +108,7 @@ async def test_mcp_tool_run_matches_plain_run_and_calls_once(
     assert plain_calls["storm_warning:Oslo"] == done["storm_warning:Oslo"] == 1
     assert "Oslo: sunny, 21C" in last_request and "Lima: sunny, 21C" in last_request
     assert "the warning service is down" in last_request
+    assert "Forecasts for cities." in first_request  # the server's instructions, via the step
     assert seen == {("gpt-mcp", 0): 1, ("gpt-mcp", 1): 1}
     stats = await history_stats(runtime.client, handle.id)
     names = [s.name for s in stats.completed()]

@@ -52,12 +52,12 @@ def lookup(ctx: RunContext[Deps], state: str) -> str:
     return f"{state}: quiet"
 
 
-def forecast_server(id: str = "forecasts") -> MCPToolset:
+def forecast_server(id: str = "forecasts", include_instructions: bool = False) -> MCPToolset:
     """The test MCP server (tests/apps/mcp_server.py) over stdio, with this process's env."""
     transport = StdioTransport(
         sys.executable, [str(Path(__file__).with_name("mcp_server.py"))], env=dict(os.environ)
     )
-    return MCPToolset(transport, id=id)
+    return MCPToolset(transport, id=id, include_instructions=include_instructions)
 
 
 forecaster = Agent(

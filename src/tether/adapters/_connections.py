@@ -28,7 +28,7 @@ class ConnectionPool:
     ) -> None:
         """Open ``owner``'s connection unless it is open already (then this costs nothing)."""
         held = self._held.get(id(owner))
-        if held is None or held.closed:
+        if held is None or held.closed or held.loop is not asyncio.get_running_loop():
             held = _Held(open, close, label)
             self._held[id(owner)] = held
         await held.ready()
@@ -36,16 +36,18 @@ class ConnectionPool:
     async def drop(self, owner: object) -> None:
         """Close ``owner``'s connection (it broke); the next :meth:`ensure` reopens it."""
         held = self._held.pop(id(owner), None)
-        if held is not None:
+        if held is not None and held.loop is asyncio.get_running_loop():
             await held.close()
 
     async def close(self) -> None:
         """Close every connection (a worker shutting down; tests)."""
         while self._held:
             _, held = self._held.popitem()
-            await held.close()
+            if held.loop is asyncio.get_running_loop():
+                await held.close()
 
     def __len__(self) -> int:
+        """How many connections are open."""
         return sum(1 for h in self._held.values() if not h.closed)
 
 
@@ -58,7 +60,7 @@ class _Held:
     ) -> None:
         self._open = open
         self._close = close
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = loop.create_future()
         self._closing = asyncio.Event()
         self._task = loop.create_task(self._own(), name=f"tether-connection-{label}")
