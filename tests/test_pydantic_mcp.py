@@ -3,6 +3,7 @@ Pydantic AI's real OpenAI model against the scripted model server, a real dev se
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,13 @@ async def test_mcp_run_survives_a_worker_kill_after_the_mcp_step(
     assert [s.name for s in stats.completed()].count(MCP_CALL_STEP) == 1
     # Each worker process started the server once (the killed one, then its successor).
     assert sum(1 for k in calls.elements() if k.startswith("start:")) <= 2
+
+
+def test_mcp_results_keep_their_parts_types_across_the_step() -> None:
+    from pydantic_ai.messages import BinaryContent
+
+    from tether.adapters.pydantic_ai._mcp import decode_result, encode_result
+
+    image = BinaryContent(data=b"\x89PNG\xff\x00", media_type="image/png")
+    for value in ["text", {"temp": 21}, image, [image, "caption", {"a": 1}]]:
+        assert decode_result(json.loads(json.dumps(encode_result(value)))) == value

@@ -7,10 +7,10 @@ when the server caches its tools, as ``MCPToolset`` does by default, else listed
 step), and each call is a ``pydantic_ai.mcp_call_tool`` step. Replays read both from history.
 
 Worker side: the step finds the agent's real ``MCPToolset`` by ``id`` and reaches the server
-through :data:`POOL`: one connection per server per worker process, opened on first use and
-kept for later steps and runs (a stdio server is started once, not per step; see
-:mod:`tether.adapters._connections`). A toolset
-whose ``auth``/``headers`` come from the run context connects per step, as that run's user.
+the worker's connection pool (:mod:`tether.adapters._connections`): one connection per server
+per worker process, opened on first use and kept for later steps and runs (a stdio server is
+started once, not per step). A toolset whose ``auth``/``headers`` come from the run context
+connects per step, as that run's user.
 """
 
 from __future__ import annotations
