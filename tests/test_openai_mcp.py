@@ -4,6 +4,8 @@ a real dev server."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -154,3 +156,37 @@ async def test_mcp_run_survives_a_worker_kill_after_the_mcp_step(
     assert seen[("gpt-oa-mcp", 0)] == 1
     stats = await history_stats(runtime.client, run_id)
     assert [s.name for s in stats.completed()].count(MCP_CALL_STEP) == 1
+
+
+async def test_a_dead_server_is_restarted_and_an_uncached_list_is_asked_per_turn(
+    runtime: Runtime,
+    task_queue: str,
+    worker: Worker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("TETHER_TEST_CALLS", str(calls))
+    from apps.openai_apps import forecast_server
+
+    turns = [Turn.tool_calls(ToolCall("forecast", {"city": "Oslo"})), Turn.text("Sunny.")]
+    with ScriptedModelServer(turns + turns) as server:
+        agent = Agent(
+            name="oa-mcp-restart",
+            model=model(server, "gpt-a"),
+            mcp_servers=[forecast_server(cache=False)],
+        )
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        first = await durable.start("Oslo?")
+        assert (await first.result()).final_output == "Sunny."
+        [pid] = [int(k.split(":")[1]) for k in executed(calls) if k.startswith("start:")]
+        os.kill(pid, signal.SIGKILL)  # the pooled server dies between runs
+        second = await durable.start("Oslo?")
+        assert (await second.result()).final_output == "Sunny."
+    done = executed(calls)
+    assert done["forecast:Oslo"] == 2
+    assert len([k for k in done if k.startswith("start:")]) == 2  # restarted once
+    names = [s.name for s in (await history_stats(runtime.client, first.id)).completed()]
+    # Not cached: listed for each of the run's two turns.
+    assert names.count(MCP_LIST_STEP) == 2
+    await replays_cleanly(runtime, second.id)

@@ -4,6 +4,8 @@ Pydantic AI's real OpenAI model against the scripted model server, a real dev se
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +180,44 @@ def test_mcp_results_keep_their_parts_types_across_the_step() -> None:
     image = BinaryContent(data=b"\x89PNG\xff\x00", media_type="image/png")
     for value in ["text", {"temp": 21}, image, [image, "caption", {"a": 1}]]:
         assert decode_result(json.loads(json.dumps(encode_result(value)))) == value
+
+
+async def test_a_dead_server_is_restarted_and_an_uncached_list_is_asked_per_run_step(
+    runtime: Runtime,
+    task_queue: str,
+    worker: Worker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("TETHER_TEST_CALLS", str(calls))
+    from apps.pydantic_apps import forecast_server
+
+    turns = [Turn.tool_calls(ToolCall("forecast", {"city": "Oslo"})), Turn.text("Sunny.")]
+    with ScriptedModelServer(turns + turns) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="t")
+        toolset = forecast_server()
+        toolset.cache_tools = False
+        durable = tether.durable(
+            Agent(
+                OpenAIChatModel("gpt-a", provider=provider),
+                name="pai-mcp-restart",
+                toolsets=[toolset],
+            ),
+            runtime=runtime,
+            task_queue=task_queue,
+            local_worker=False,
+        )
+        first = await durable.start("Oslo?")
+        assert (await first.result()).output == "Sunny."
+        [pid] = [int(k.split(":")[1]) for k in executed(calls) if k.startswith("start:")]
+        os.kill(pid, signal.SIGKILL)  # the pooled server dies between runs
+        second = await durable.start("Oslo?")
+        assert (await second.result()).output == "Sunny."
+    done = executed(calls)
+    assert done["forecast:Oslo"] == 2
+    assert len([k for k in done if k.startswith("start:")]) == 2  # restarted once
+    names = [s.name for s in (await history_stats(runtime.client, first.id)).completed()]
+    # Not cached: listed for each of the run's two model requests.
+    assert names.count(MCP_LIST_STEP) == 2
+    await replays_cleanly(runtime, second.id)

@@ -93,5 +93,16 @@ class _Held:
             await self._task
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says an MCP server's connection is gone (its process died, the network
+    dropped), as opposed to an answer from the server: the step reconnects and retries."""
+    try:
+        from mcp.shared.exceptions import MCPError
+        from mcp.types import CONNECTION_CLOSED
+    except ImportError:  # pragma: no cover - no MCP client installed
+        return False
+    return isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
+
+
 POOL = ConnectionPool()
 """This worker process's open connections."""

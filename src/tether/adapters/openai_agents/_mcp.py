@@ -25,7 +25,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
-from tether.adapters._connections import POOL
+from tether.adapters._connections import POOL, connection_lost
 from tether.core.contract import (
     TOOL_POLICY,
     RunSession,
@@ -222,9 +222,15 @@ async def call_tool_step(ctx: StepContext, payload: Any) -> StepOutcome:
         await _connected(server)
         result = await server.call_tool(name, payload["args"], meta=payload.get("meta"))
     except MCPError as exc:
+        if connection_lost(exc):
+            await POOL.drop(server)
+            if not ctx.final_attempt:
+                raise RetryableError(
+                    f"MCP server {server.name!r} lost its connection: {exc}",
+                    error_type="MCPUnavailable",
+                ) from exc
         # The server answered with an error: deterministic, handed to the SDK's handler.
-        code = exc.code
-        return _fatal("MCPError", str(exc), ctx, value={"code": code})
+        return _fatal("MCPError", str(exc), ctx, value={"code": exc.code})
     except UserError as exc:
         # The SDK's own check (missing arguments) or a lost connection: reconnect next time.
         await POOL.drop(server)

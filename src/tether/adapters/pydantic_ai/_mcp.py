@@ -35,7 +35,7 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool
 from pydantic_ai.usage import RunUsage
 from pydantic_core import to_jsonable_python
 
-from tether.adapters._connections import POOL
+from tether.adapters._connections import POOL, connection_lost
 from tether.core.contract import (
     TOOL_POLICY,
     RunSession,
@@ -291,6 +291,8 @@ async def _server(toolset: Any, run_ctx: RunContext[Any]) -> AsyncIterator[Any]:
 
 def _answered(exc: Exception) -> bool:
     """Whether the server answered with an error (a deterministic outcome, not a lost server)."""
+    if connection_lost(exc):
+        return False
     return type(exc).__name__ in ("ToolError", "McpError", "MCPError")
 
 
