@@ -109,3 +109,15 @@ async def test_an_unknown_model_name_fails_the_run_clearly(
     agent = Agent("test", name="pai-unknown-model")
     with pytest.raises(tether.RunFailedError, match=r"UserError.*Unknown model: nowhere:gpt"):
         await wrap(agent, runtime, task_queue).run("hi", model="nowhere:gpt")
+
+
+def test_provider_errors_without_a_status_are_classified_not_reraised_as_their_own_cause() -> None:
+    from pydantic_ai.exceptions import ModelConnectionError, ModelNotFoundError
+
+    from tether.adapters.pydantic_ai._worker_side import _classify
+
+    lost = _classify(ModelConnectionError("gpt", "connection refused", retry_after=2.0))
+    assert isinstance(lost, tether.RetryableError) and lost.retry_after == 2.0
+    assert isinstance(
+        _classify(ModelNotFoundError("gpt", "no such model")), tether.NonRetryableError
+    )

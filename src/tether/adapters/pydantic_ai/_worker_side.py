@@ -9,7 +9,9 @@ from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import (
     ApprovalRequired,
     CallDeferred,
+    ModelAPIError,
     ModelHTTPError,
+    ModelRequestRejectedError,
     ModelRetry,
     UserError,
 )
@@ -64,6 +66,17 @@ def _classify(exc: Exception) -> Exception:
         )
     if isinstance(exc, UserError):
         return NonRetryableError(f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+    if isinstance(exc, ModelRequestRejectedError):
+        return NonRetryableError(
+            f"provider refused the request: {exc}", error_type=type(exc).__name__
+        )
+    if isinstance(exc, ModelAPIError):
+        # Connection, timeout, overload, rate limit, server error without an HTTP status.
+        return RetryableError(
+            f"{type(exc).__name__}: {exc}",
+            error_type=type(exc).__name__,
+            retry_after=exc.retry_after,
+        )
     try:
         import openai
     except ImportError:  # pragma: no cover - the openai extra is optional
@@ -104,7 +117,10 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     try:
         response = await model.request(messages, payload.get("settings"), params)
     except Exception as exc:
-        raise _classify(exc) from exc
+        classified = _classify(exc)
+        if classified is exc:
+            raise
+        raise classified from exc
     [dumped] = ModelMessagesTypeAdapter.dump_python([response], mode="json")
     return StepOutcome(value={"response": dumped})
 
