@@ -4,10 +4,12 @@ client reads OPENAI_BASE_URL, which tests point at the scripted model server).""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
 from agents import Agent, function_tool
+from agents.mcp import MCPServerStdio
 
 
 def record(tool: str, arg: str) -> None:
@@ -57,4 +59,19 @@ orchestrator = Agent(
         get_weather_alerts,
     ],
     model="gpt-orchestrator",
+)
+
+
+def forecast_server(cache: bool = True) -> MCPServerStdio:
+    """The test MCP server (tests/apps/mcp_server.py) over stdio, with this process's env."""
+    script = str(Path(__file__).with_name("mcp_server.py"))
+    params = {"command": sys.executable, "args": [script], "env": dict(os.environ)}
+    return MCPServerStdio(params, name="forecasts", cache_tools_list=cache)  # type: ignore[arg-type]
+
+
+forecaster = Agent(
+    name="oa-forecaster",
+    instructions="Use the forecast tool.",
+    mcp_servers=[forecast_server()],
+    model="gpt-oa-mcp",
 )

@@ -4,11 +4,15 @@ OPENAI_BASE_URL, which tests point at the scripted model server)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from fastmcp.client.transports import StdioTransport
 from pydantic import BaseModel
 from pydantic_ai import Agent, ModelRetry, RunContext
+from pydantic_ai.mcp import MCPToolset
 
 from apps.openai_apps import record
 
@@ -46,3 +50,16 @@ def lookup(ctx: RunContext[Deps], state: str) -> str:
     if ctx.retry == 0:
         raise ModelRetry(f"use the two-letter code, not {state!r}")
     return f"{state}: quiet"
+
+
+def forecast_server(id: str = "forecasts", include_instructions: bool = False) -> MCPToolset:
+    """The test MCP server (tests/apps/mcp_server.py) over stdio, with this process's env."""
+    transport = StdioTransport(
+        sys.executable, [str(Path(__file__).with_name("mcp_server.py"))], env=dict(os.environ)
+    )
+    return MCPToolset(transport, id=id, include_instructions=include_instructions)
+
+
+forecaster = Agent(
+    "openai:gpt-pai-mcp", name="pai-mcp", deps_type=Deps, toolsets=[forecast_server()]
+)

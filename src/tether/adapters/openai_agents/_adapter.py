@@ -11,7 +11,7 @@ from agents import Agent, FunctionTool, RunConfig, Runner
 from agents.run import set_default_agent_runner
 from temporalio import workflow
 
-from tether.adapters.openai_agents import _worker_side
+from tether.adapters.openai_agents import _mcp, _worker_side
 from tether.adapters.openai_agents._graph import index_agents
 from tether.adapters.openai_agents._workflow_side import (
     MODEL_STEP,
@@ -58,6 +58,7 @@ class OpenAIAgentsAdapter(Adapter):
             Capability.STRUCTURED_OUTPUT,
             Capability.SYNC_TOOLS,
             Capability.MAX_TURNS,
+            Capability.MCP,
         }
     )
 
@@ -82,11 +83,7 @@ class OpenAIAgentsAdapter(Adapter):
                         f"{type(tool).__name__} cannot run durably yet (function tools and "
                         "provider-hosted tools can)"
                     )
-            if sub.mcp_servers:
-                problems.append(
-                    f"agent {sub.name!r}: MCP servers are not durable yet; expose their tools "
-                    "as function tools"
-                )
+            problems.extend(_mcp.check_agent(sub))
         if problems:
             raise ConfigurationError("; ".join(problems))
 
@@ -98,6 +95,7 @@ class OpenAIAgentsAdapter(Adapter):
             StepDefinition(
                 name=TOOL_STEP, kind="tool", handler=_worker_side.tool_step, policy=TOOL_POLICY
             ),
+            *_mcp.step_definitions(),
         )
 
     def passthrough_modules(self) -> Sequence[str]:

@@ -163,7 +163,10 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
             prompt=None,
         )
     except Exception as exc:
-        raise _classify_provider_error(exc) from exc
+        classified = _classify_provider_error(exc)
+        if classified is exc:
+            raise  # never its own cause: Temporal's failure conversion would recurse
+        raise classified from exc
     return StepOutcome(
         value={
             "output": [

@@ -33,6 +33,7 @@ from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from tether.adapters.openai_agents._graph import agent_tool_target, handoff_target
+from tether.adapters.openai_agents._mcp import stand_ins
 from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession
 
 MODEL_STEP = "openai_agents.model"
@@ -178,6 +179,7 @@ class RunProxy:
             proxy = agent.clone(model=StepModel(self, agent.name))
             self._proxies[key] = proxy
             proxy.tools = [self._tool(agent, t) for t in agent.tools]
+            proxy.mcp_servers = stand_ins(self.session, agent)
             proxy.handoffs = [self._handoff(h) for h in agent.handoffs]
         return proxy
 

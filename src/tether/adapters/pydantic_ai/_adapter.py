@@ -13,7 +13,7 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.usage import UsageLimits
 from pydantic_core import to_jsonable_python
 
-from tether.adapters.pydantic_ai import _worker_side
+from tether.adapters.pydantic_ai import _mcp, _worker_side
 from tether.adapters.pydantic_ai._workflow_side import (
     MODEL_STEP,
     TOOL_STEP,
@@ -59,6 +59,7 @@ class PydanticAIAdapter(Adapter):
             Capability.STRUCTURED_OUTPUT,
             Capability.APPROVALS,
             Capability.SYNC_TOOLS,
+            Capability.MCP,
         }
     )
 
@@ -76,6 +77,7 @@ class PydanticAIAdapter(Adapter):
 
     def prepare(self, agent: object) -> None:
         assert isinstance(agent, Agent)
+        _mcp.check_or_raise(agent)
 
     def steps(self) -> Sequence[StepDefinition]:
         return (
@@ -85,6 +87,7 @@ class PydanticAIAdapter(Adapter):
             StepDefinition(
                 name=TOOL_STEP, kind="tool", handler=_worker_side.tool_step, policy=TOOL_POLICY
             ),
+            *_mcp.step_definitions(),
         )
 
     def encode_options(self, agent: object, options: dict[str, Any]) -> dict[str, JSON]:

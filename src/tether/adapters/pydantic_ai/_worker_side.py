@@ -9,7 +9,9 @@ from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import (
     ApprovalRequired,
     CallDeferred,
+    ModelAPIError,
     ModelHTTPError,
+    ModelRequestRejectedError,
     ModelRetry,
     UserError,
 )
@@ -17,6 +19,7 @@ from pydantic_ai.messages import ModelMessagesTypeAdapter
 from pydantic_ai.models import Model, ModelRequestParameters, infer_model
 from pydantic_ai.usage import RunUsage
 
+from tether.adapters.pydantic_ai._mcp import without_mcp
 from tether.core.contract import JSON, StepContext, StepError, StepOutcome
 from tether.core.values import pack
 from tether.errors import NonRetryableError, RetryableError, StepInputError
@@ -63,6 +66,17 @@ def _classify(exc: Exception) -> Exception:
         )
     if isinstance(exc, UserError):
         return NonRetryableError(f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+    if isinstance(exc, ModelRequestRejectedError):
+        return NonRetryableError(
+            f"provider refused the request: {exc}", error_type=type(exc).__name__
+        )
+    if isinstance(exc, ModelAPIError):
+        # Connection, timeout, overload, rate limit, server error without an HTTP status.
+        return RetryableError(
+            f"{type(exc).__name__}: {exc}",
+            error_type=type(exc).__name__,
+            retry_after=exc.retry_after,
+        )
     try:
         import openai
     except ImportError:  # pragma: no cover - the openai extra is optional
@@ -103,7 +117,10 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     try:
         response = await model.request(messages, payload.get("settings"), params)
     except Exception as exc:
-        raise _classify(exc) from exc
+        classified = _classify(exc)
+        if classified is exc:
+            raise
+        raise classified from exc
     [dumped] = ModelMessagesTypeAdapter.dump_python([response], mode="json")
     return StepOutcome(value={"response": dumped})
 
@@ -122,7 +139,7 @@ async def tool_step(ctx: StepContext, payload: JSON) -> StepOutcome:
         run_step=int(info.get("run_step", 0)),
         tool_call_approved=bool(info.get("tool_call_approved", False)),
     )
-    for toolset in agent.toolsets:
+    for toolset in without_mcp(agent.toolsets):
         tools = await toolset.get_tools(run_ctx)
         if name in tools:
             tool = tools[name]

@@ -23,6 +23,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 from pydantic_core import to_jsonable_python
 
+from tether.adapters.pydantic_ai._mcp import replace_mcp, routes_to_mcp
 from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession
 from tether.core.values import unpack
 
@@ -119,6 +120,8 @@ class StepToolset(WrapperToolset[Any]):
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
     ) -> Any:
         assert self.session is not None
+        if routes_to_mcp(tool):
+            return await self.wrapped.call_tool(name, tool_args, ctx, tool)
         outcome = await self.session.step(
             TOOL_STEP,
             {
@@ -172,4 +175,5 @@ class TetherCapability(AbstractCapability[Any]):
         return StepModel(model, self._session, self._agent, self._model)
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
+        toolset = replace_mcp(toolset, self._session, self._agent)
         return StepToolset(toolset, session=self._session, agent_name=self._agent)
