@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -47,10 +48,17 @@ from tether.core.contract import (
 from tether.core.values import pack, unpack
 from tether.errors import ConfigurationError, RetryableError, StepInputError
 
-try:
-    from pydantic_ai.mcp import MCPToolset
-except ImportError:  # pragma: no cover - fastmcp (the `mcp` extra) is optional
-    MCPToolset = None  # type: ignore[assignment,misc]
+
+def _mcp_toolset_class() -> type[Any] | None:
+    """``pydantic_ai.mcp.MCPToolset`` if anything imported it, else None.
+
+    An agent that holds an MCP toolset was built by code that imported the module, so an
+    agent without one never pays for importing the MCP client stack (about a second, a cost
+    every worker start would otherwise carry).
+    """
+    module = sys.modules.get("pydantic_ai.mcp")
+    return getattr(module, "MCPToolset", None) if module is not None else None
+
 
 MCP_LIST_STEP = "pydantic_ai.mcp_list_tools"
 MCP_CALL_STEP = "pydantic_ai.mcp_call_tool"
@@ -60,7 +68,8 @@ _tool_def: TypeAdapter[ToolDefinition] = TypeAdapter(ToolDefinition)
 
 
 def is_mcp(toolset: AbstractToolset[Any]) -> bool:
-    return MCPToolset is not None and isinstance(toolset, MCPToolset)
+    cls = _mcp_toolset_class()
+    return cls is not None and isinstance(toolset, cls)
 
 
 def mcp_leaves(toolsets: Iterable[AbstractToolset[Any]]) -> list[Any]:
@@ -99,7 +108,7 @@ def replace_mcp(
     toolset: AbstractToolset[Any], session: RunSession, agent_name: str
 ) -> AbstractToolset[Any]:
     """``toolset`` with each MCP leaf swapped for its step-backed stand-in."""
-    if MCPToolset is None:
+    if _mcp_toolset_class() is None:
         return toolset
 
     def visit(leaf: AbstractToolset[Any]) -> AbstractToolset[Any]:
