@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -85,7 +86,10 @@ def build_activity(
         beat = asyncio.create_task(_beat(every))
         try:
             ctx = _ActivityStepContext(store, request)
-            return await definition.handler(ctx, request.payload)
+            outcome = await definition.handler(ctx, request.payload)
+            if outcome.attempt != ctx.attempt:
+                outcome = dataclasses.replace(outcome, attempt=ctx.attempt)
+            return outcome
         except BlobMissingError as exc:
             raise ApplicationError(
                 str(exc), exc.ref, type=BLOB_MISSING, non_retryable=True

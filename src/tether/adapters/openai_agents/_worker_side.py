@@ -149,8 +149,9 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     tools, handoffs = _tools(ctx.shared(payload["spec_ref"]), agent)
     items = ctx.transcript()
     model_input: Any = payload["input_text"] if payload.get("input_text") is not None else items
+    model = _model_for(agent)
     try:
-        response = await _model_for(agent).get_response(
+        response = await model.get_response(
             payload["system"],
             model_input,
             _settings.validate_python(payload["settings"]),
@@ -172,8 +173,17 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
             "usage": _usage.dump_python(response.usage, mode="json"),
             "response_id": response.response_id,
             "request_id": response.request_id,
+            "model": _model_name(model, agent),
         }
     )
+
+
+def _model_name(model: Model, agent: Agent[Any]) -> str | None:
+    """The model's name, for the usage ledger's price lookup."""
+    name = getattr(model, "model", None)
+    if isinstance(name, str):
+        return name
+    return agent.model if isinstance(agent.model, str) else None
 
 
 def _non_retryable(exc: BaseException) -> bool:
