@@ -16,15 +16,22 @@ from pydantic_ai import RunContext
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.capabilities.abstract import CapabilityOrdering
 from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+)
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
-from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool, WrapperToolset
 from pydantic_core import to_jsonable_python
 
-from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession
+from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
 from tether.core.values import unpack
+from tether.human import human_input_of
 
 MODEL_STEP = "pydantic_ai.model"
 TOOL_STEP = "pydantic_ai.tool"
@@ -88,6 +95,7 @@ class StepModel(WrapperModel):
         response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
         assert isinstance(response, ModelResponse)
         usage = response.usage
+        self._session.publish("model.response", response_event(response))
         self._session.add_usage(
             {
                 "requests": 1,
@@ -95,7 +103,9 @@ class StepModel(WrapperModel):
                 "output_tokens": usage.output_tokens,
                 "total_tokens": usage.input_tokens + usage.output_tokens,
                 "cached_tokens": usage.cache_read_tokens,
-            }
+            },
+            model=response.model_name,
+            provider=response.provider_name,
         )
         return response
 
@@ -119,6 +129,21 @@ class StepToolset(WrapperToolset[Any]):
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
     ) -> Any:
         assert self.session is not None
+        human = human_input_of(_function_of(tool, name))
+        if human is not None:
+            # A person answers instead of a step: the run waits durably for them.
+            answer = await self.session.wait(
+                WaitRequest(
+                    id=ctx.tool_call_id or f"{name}-{ctx.run_step}",
+                    kind="question",
+                    tool=name,
+                    question=str(tool_args.get("question", tool_args)),
+                    timeout=human.timeout,
+                    on_timeout=human.on_timeout,
+                    default=human.default,
+                )
+            )
+            return "" if answer.value is None else str(answer.value)
         outcome = await self.session.step(
             TOOL_STEP,
             {
@@ -135,6 +160,7 @@ class StepToolset(WrapperToolset[Any]):
             kind="tool",
             summary=f"tool: {name}",
             policy=TOOL_POLICY,
+            info={"tool": name, "call_id": ctx.tool_call_id},
         )
         error = outcome.error
         if error is None:
@@ -146,6 +172,26 @@ class StepToolset(WrapperToolset[Any]):
         if error.type == "CallDeferred":
             raise CallDeferred()
         raise ToolStepError(name, error.type, error.message)
+
+
+def _function_of(tool: ToolsetTool[Any], name: str) -> object:
+    """The Python function behind a function-toolset tool (None for other toolsets)."""
+    toolset = tool.toolset
+    if not isinstance(toolset, FunctionToolset):
+        return None
+    found = toolset.tools.get(getattr(tool, "original_name", None) or name)
+    return found.function if found is not None else None
+
+
+def response_event(response: ModelResponse) -> dict[str, Any]:
+    """The neutral ``model.response`` event of one model response."""
+    text = "".join(p.content for p in response.parts if isinstance(p, TextPart))
+    calls = [
+        {"name": p.tool_name, "call_id": p.tool_call_id}
+        for p in response.parts
+        if isinstance(p, ToolCallPart)
+    ]
+    return {"text": text or None, "tool_calls": calls}
 
 
 class ToolStepError(Exception):
