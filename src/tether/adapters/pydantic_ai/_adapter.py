@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults, ToolDenied
+from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults
 from pydantic_ai.durable_exec._utils import disable_threads
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.usage import UsageLimits
@@ -28,7 +28,6 @@ from tether.core.contract import (
     RunRequest,
     RunSession,
     StepDefinition,
-    WaitRequest,
 )
 from tether.core.values import pack, unpack
 from tether.errors import ConfigurationError, StepInputError
@@ -151,34 +150,29 @@ class PydanticAIAdapter(Adapter):
     ) -> Any:
         opts = request.options
         # Deferred tools (requires_approval, ApprovalRequired, CallDeferred) become durable
-        # waits inside the run, unless the agent declares DeferredToolRequests among its
-        # output types: then, as in Pydantic AI itself, the run ends with the requests and
-        # the caller continues it with deferred_tool_results.
-        returns_deferred = declares_deferred(agent.output_type)
-        output_type: Any = None if returns_deferred else [agent.output_type, DeferredToolRequests]
-        deferred = (
-            _deferred.validate_python(opts["deferred_tool_results"])
-            if "deferred_tool_results" in opts
-            else None
+        # waits inside the run (the capability's handle_deferred_tool_calls hook), unless the
+        # agent declares DeferredToolRequests among its output types: then, as in Pydantic AI
+        # itself, the run ends with the requests and the caller continues it with
+        # deferred_tool_results.
+        capability = TetherCapability(
+            session,
+            self.agent_name(agent),
+            opts.get("model"),
+            wait_for_deferred=not declares_deferred(agent.output_type),
         )
-        capability = TetherCapability(session, self.agent_name(agent), opts.get("model"))
-        limits = _limits.validate_python(opts["usage_limits"]) if "usage_limits" in opts else None
-        prompt: Any = request.input
-        while True:
-            result: Any = await agent.run(
-                prompt,
-                deps=deps,
-                message_history=history,
-                deferred_tool_results=deferred,
-                usage_limits=limits,
-                model=opts.get("model"),
-                capabilities=[capability],
-                output_type=output_type,
-            )
-            if returns_deferred or not isinstance(result.output, DeferredToolRequests):
-                return result
-            deferred = await wait_for_results(session, result.output)
-            history, prompt = result.all_messages(), None
+        return await agent.run(
+            request.input,
+            deps=deps,
+            message_history=history,
+            deferred_tool_results=_deferred.validate_python(opts["deferred_tool_results"])
+            if "deferred_tool_results" in opts
+            else None,
+            usage_limits=_limits.validate_python(opts["usage_limits"])
+            if "usage_limits" in opts
+            else None,
+            model=opts.get("model"),
+            capabilities=[capability],
+        )
 
     def decode_output(self, agent: object, value: JSON) -> object:
         return AgentRunResult(
@@ -195,36 +189,3 @@ def declares_deferred(output_type: object) -> bool:
     if isinstance(output_type, list | tuple):
         return any(declares_deferred(t) for t in output_type)
     return False
-
-
-async def wait_for_results(session: RunSession, requests: DeferredToolRequests) -> Any:
-    """Wait durably for a person's answer to each deferred call; the results continue the run."""
-    results = DeferredToolResults()
-    for call in requests.approvals:
-        answer = await session.wait(
-            WaitRequest(
-                id=call.tool_call_id,
-                kind="approval",
-                tool=call.tool_name,
-                args=to_jsonable_python(call.args_as_dict()),
-            )
-        )
-        results.approvals[call.tool_call_id] = (
-            True if answer.approved else ToolDenied(answer.reason or "The tool call was denied.")
-        )
-    for call in requests.calls:
-        meta = requests.metadata.get(call.tool_call_id, {})
-        question = meta.get("question") if isinstance(meta, dict) else None
-        answer = await session.wait(
-            WaitRequest(
-                id=call.tool_call_id,
-                kind="question",
-                tool=call.tool_name,
-                args=to_jsonable_python(call.args_as_dict()),
-                question=str(
-                    question or f"the result of {call.tool_name}({call.args_as_json_str()})"
-                ),
-            )
-        )
-        results.calls[call.tool_call_id] = answer.value
-    return results

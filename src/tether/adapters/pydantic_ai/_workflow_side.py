@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
-from pydantic_ai import RunContext
+from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, ToolDenied
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.capabilities.abstract import CapabilityOrdering
 from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry
@@ -204,10 +204,26 @@ class ToolStepError(Exception):
 class TetherCapability(AbstractCapability[Any]):
     """Makes one run's model requests and tool calls durable steps (added per run)."""
 
-    def __init__(self, session: RunSession, agent_name: str, model: str | None = None) -> None:
+    def __init__(
+        self,
+        session: RunSession,
+        agent_name: str,
+        model: str | None = None,
+        *,
+        wait_for_deferred: bool = True,
+    ) -> None:
         self._session = session
         self._agent = agent_name
         self._model = model
+        self._wait_for_deferred = wait_for_deferred
+
+    async def handle_deferred_tool_calls(
+        self, ctx: RunContext[Any], *, requests: DeferredToolRequests
+    ) -> DeferredToolResults | None:
+        """Deferred calls become durable waits: the run carries on with people's answers."""
+        if not self._wait_for_deferred:
+            return None
+        return await wait_for_results(self._session, requests)
 
     def get_ordering(self) -> CapabilityOrdering | None:
         return CapabilityOrdering(position="innermost")
@@ -219,3 +235,38 @@ class TetherCapability(AbstractCapability[Any]):
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
         return StepToolset(toolset, session=self._session, agent_name=self._agent)
+
+
+async def wait_for_results(
+    session: RunSession, requests: DeferredToolRequests
+) -> DeferredToolResults:
+    """Wait durably for a person's answer to each deferred call; the results continue the run."""
+    results = DeferredToolResults()
+    for call in requests.approvals:
+        answer = await session.wait(
+            WaitRequest(
+                id=call.tool_call_id,
+                kind="approval",
+                tool=call.tool_name,
+                args=to_jsonable_python(call.args_as_dict()),
+            )
+        )
+        results.approvals[call.tool_call_id] = (
+            True if answer.approved else ToolDenied(answer.reason or "The tool call was denied.")
+        )
+    for call in requests.calls:
+        meta = requests.metadata.get(call.tool_call_id, {})
+        question = meta.get("question") if isinstance(meta, dict) else None
+        answer = await session.wait(
+            WaitRequest(
+                id=call.tool_call_id,
+                kind="question",
+                tool=call.tool_name,
+                args=to_jsonable_python(call.args_as_dict()),
+                question=str(
+                    question or f"the result of {call.tool_name}({call.args_as_json_str()})"
+                ),
+            )
+        )
+        results.calls[call.tool_call_id] = answer.value
+    return results
