@@ -24,9 +24,7 @@ openai_refunds = agents.Agent(
     model="gpt-4o",
 )
 
-pai_refunds = pydantic_ai.Agent(
-    "openai:gpt-4o", name="pai-refunds", tools=[tether.ask_human]
-)
+pai_refunds = pydantic_ai.Agent("openai:gpt-4o", name="pai-refunds", tools=[tether.ask_human])
 
 
 @pai_refunds.tool_plain(requires_approval=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -138,7 +139,7 @@ class RunHandle:
         state: dict[str, Any] = {}
         if desc.status == WorkflowExecutionStatus.RUNNING:
             try:
-                state = await self._handle.query(STATUS_QUERY)
+                state = await self._query(STATUS_QUERY)
             except RPCError:
                 state = {}
         elif desc.status == WorkflowExecutionStatus.COMPLETED:
@@ -178,12 +179,25 @@ class RunHandle:
     async def cancel(self) -> None:
         await self._handle.cancel()
 
+    async def _query(self, name: str, patience: float = 5.0) -> Any:
+        """A query, retried while the engine says no worker polls: after a worker crash the
+        run's cached (sticky) queue is dead for a few seconds before another worker takes it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            try:
+                return await self._handle.query(name)
+            except RPCError as exc:
+                if "no poller" not in exc.message or loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
     # -- human in the loop -----------------------------------------------------------------
 
     async def pending(self) -> list[PendingRequest]:
         """What the run waits for now (empty when it waits for nothing)."""
         try:
-            raw: list[dict[str, Any]] = await self._handle.query(PENDING_QUERY)
+            raw: list[dict[str, Any]] = await self._query(PENDING_QUERY)
         except RPCError as exc:
             raise RunNotWaitingError(
                 self.id, "", f"cannot ask run {self.id!r} what it waits for: {exc.message}"
