@@ -145,6 +145,7 @@ class RunHandle:
         elif desc.status == WorkflowExecutionStatus.COMPLETED:
             raw = await self._handle.result()
             state = {
+                "agent": raw.agent,
                 "steps": raw.steps,
                 "usage": raw.usage,
                 "failures": raw.failures,

@@ -57,6 +57,7 @@ class RunResult:
     ledger: dict[str, Any] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     waits: list[dict[str, Any]] = field(default_factory=list)
+    agent: str | None = None
 
 
 class BudgetExceeded(Exception):
@@ -167,6 +168,7 @@ class AgentRun:
             ledger=self._ledger.report(),
             timeline=self._timeline,
             waits=self._waits,
+            agent=request.agent,
         )
 
     async def _fail(self, message: str, error_type: str) -> None:
