@@ -99,8 +99,10 @@ async def test_wrong_answers_are_clear_errors_not_crashes(
         with pytest.raises(tether.AlreadyAnsweredError, match="already answered \\(approved\\)"):
             await handle.deny(request.id, "too late")
         await handle.result()
-        with pytest.raises(tether.RunNotWaitingError, match="has ended"):
+        with pytest.raises(tether.AlreadyAnsweredError, match="approved\\) and the run has ended"):
             await handle.approve(request.id)
+        with pytest.raises(tether.RunNotWaitingError, match="has ended"):
+            await handle.approve("call_other")
     assert ran == [42]
     # Refused answers never entered the run's history: only the accepted one did.
     history = await runtime.client.get_workflow_handle(handle.id).fetch_history()

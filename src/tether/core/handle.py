@@ -227,6 +227,7 @@ class RunHandle:
             raise (kind or WaitRequestError)(self.id, answer.id, message) from None
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
+                await self._raise_if_answered(answer.id)
                 raise RunNotWaitingError(
                     self.id,
                     answer.id,
@@ -234,6 +235,28 @@ class RunHandle:
                     f"({exc.message}). Fix: check the id with `tether runs list`",
                 ) from None
             raise
+
+    async def _raise_if_answered(self, request_id: str) -> None:
+        """An ended run that answered ``request_id``: say so, as a running run would."""
+        try:
+            waits = (await self.describe()).waits
+        except Exception:
+            return
+        for wait in waits:
+            if wait.get("id") == request_id:
+                verdict = (
+                    "approved"
+                    if wait.get("approved") is True
+                    else "denied"
+                    if wait.get("approved") is False
+                    else f"answered {wait.get('value')!r}"
+                )
+                raise AlreadyAnsweredError(
+                    self.id,
+                    request_id,
+                    f"request {request_id!r} of run {self.id!r} was already answered "
+                    f"({verdict}) and the run has ended; an answer cannot be changed",
+                )
 
     # -- events and usage ------------------------------------------------------------------
 
