@@ -252,3 +252,60 @@ async def test_a_waiting_run_survives_a_worker_sigkill_and_finishes_after_approv
         "usage",
         "run.finished",
     ]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+async def test_a_history_with_waits_replays_deterministically(
+    runtime: Runtime, task_queue: str, worker: Worker, adapter: str
+) -> None:
+    from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+
+    from tether.core.run import AgentRun
+
+    ran: list[int] = []
+
+    def refund(order: int) -> str:
+        """Refund an order."""
+        ran.append(order)
+        return "refunded"
+
+    script = [
+        Turn.tool_calls(ToolCall("refund", {"order": 1})),
+        Turn.tool_calls(ToolCall("ask_human", {"question": "Why?"})),
+        Turn.tool_calls(ToolCall("refund", {"order": 2})),
+        Turn.text("one denied, one refunded"),
+    ]
+    with ScriptedModelServer(script) as server:
+        agent = build_agent(
+            adapter,
+            server,
+            f"replay-{adapter}",
+            {"refund": refund},
+            approval=("refund",),
+            human=tether.ask_human,
+        )
+        handle = await wrap(agent, runtime, task_queue).start("refund 1 and 2")
+        await handle.deny((await wait_pending(handle))[0].id, "no")
+        await handle.answer((await wait_pending(handle))[0].id, "because")
+        await handle.approve((await wait_pending(handle))[0].id)
+        assert output_of(await handle.result()) == "one denied, one refunded"
+        events_before = await all_events(handle)
+        history = await runtime.client.get_workflow_handle(handle.id).fetch_history()
+        replayer = Replayer(
+            workflows=[AgentRun],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            data_converter=runtime.client.data_converter,
+        )
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, result.replay_failure
+        assert server.count() == 4
+    assert ran == [2]
+    kinds = [e.type for e in events_before if e.type.endswith(("requested", "asked", "answered"))]
+    assert kinds == [
+        "approval.requested",
+        "approval.answered",
+        "question.asked",
+        "question.answered",
+        "approval.requested",
+        "approval.answered",
+    ]

@@ -143,6 +143,12 @@ async def cmd_run(args: argparse.Namespace) -> int:
         if args.max_turns is not None:
             options["max_turns"] = args.max_turns
         context = json.loads(args.context) if args.context else None
+        from tether.core.contract import Budget, WaitPolicy
+
+        if args.max_tokens is not None or args.max_cost is not None:
+            options["budget"] = Budget(max_tokens=args.max_tokens, max_cost=args.max_cost)
+        if args.wait_timeout is not None:
+            options["waits"] = WaitPolicy(timeout=args.wait_timeout, on_timeout=args.on_timeout)
         handle = await durable.start(args.prompt, id=args.id, context=context, **options)
         print(f"run {handle.id} started", file=sys.stderr, flush=True)
         if args.no_wait:
@@ -446,6 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="print the run id and return")
     p.add_argument("--local-worker", action="store_true", help="host the agent in this process")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--max-tokens", type=int, help="budget: stop the run past this many tokens")
+    p.add_argument("--max-cost", type=float, help="budget: stop the run past this many US$")
+    p.add_argument("--wait-timeout", type=float, help="seconds an approval/question may wait")
+    p.add_argument(
+        "--on-timeout",
+        choices=["deny", "fail", "default"],
+        default="deny",
+        help="what a timed-out wait does (default: deny)",
+    )
     p.add_argument(
         "--follow",
         action="store_true",
