@@ -164,12 +164,17 @@ async def test_ask_human_is_a_durable_question_in_both_frameworks(
         assert "order 77" in server.requests[-1].body_text
 
 
-async def test_a_human_input_tool_with_a_timeout_answers_its_default(
-    runtime: Runtime, task_queue: str, worker: Worker
+@pytest.mark.parametrize(
+    ("default", "told"),
+    [
+        ("no answer: do not refund", "no answer: do not refund"),
+        (None, "(nobody answered within 0.3s)"),
+    ],
+)
+async def test_a_human_input_tool_that_times_out_answers_its_default_or_says_so(
+    runtime: Runtime, task_queue: str, worker: Worker, default: str | None, told: str
 ) -> None:
-    ask = tether.human_input(
-        "ask_manager", timeout=0.3, on_timeout="default", default="no answer: do not refund"
-    )
+    ask = tether.human_input("ask_manager", timeout=0.3, on_timeout="deny", default=default)
     script = [
         Turn.tool_calls(ToolCall("ask_manager", {"question": "Refund 42?"})),
         Turn.text("not refunded"),
@@ -178,7 +183,7 @@ async def test_a_human_input_tool_with_a_timeout_answers_its_default(
         agent = build_agent("pydantic_ai", server, "manager-asker", {}, human=ask)
         result = await wrap(agent, runtime, task_queue).run("refund 42")
         assert result.output == "not refunded"
-        assert "no answer: do not refund" in server.requests[-1].body_text
+        assert told in server.requests[-1].body_text
 
 
 def test_ask_human_outside_a_durable_run_is_a_clear_error() -> None:

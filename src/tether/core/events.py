@@ -89,7 +89,8 @@ class RunEvent:
         elif self.type == QUESTION_ASKED:
             text = f"WAITING for an answer {d['id']}: {d.get('question')}"
         elif self.type == QUESTION_ANSWERED:
-            text = f"{d['id']} answered: {d.get('value')!r}"
+            late = " [timed out]" if d.get("timed_out") else ""
+            text = f"{d['id']} answered: {d.get('value')!r}{late}"
         elif self.type == RUN_FINISHED:
             text = f"run finished ({d.get('usage', {}).get('total_tokens', 0)} tokens)"
         elif self.type == RUN_FAILED:

@@ -298,10 +298,12 @@ class AgentRun:
             if on_timeout == "fail":
                 answer = WaitAnswer(id=request.id, timed_out=True, reason="timed out")
             elif on_timeout == "deny" or not approval:
+                # A question's tool gets the default, or text saying nobody answered.
+                silent = f"(nobody answered within {timeout:g}s)"
                 answer = WaitAnswer(
                     id=request.id,
                     approved=False if approval else None,
-                    value=default,
+                    value=None if approval else (default if default is not None else silent),
                     reason=f"no answer within {timeout:g}s",
                     timed_out=True,
                 )
