@@ -314,3 +314,17 @@ async def test_a_history_with_waits_replays_deterministically(
         "approval.requested",
         "approval.answered",
     ]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+async def test_an_unanswered_question_with_the_fail_policy_fails_the_run(
+    runtime: Runtime, task_queue: str, worker: Worker, adapter: str
+) -> None:
+    ask = tether.human_input("ask_manager", timeout=0.3, on_timeout="fail")
+    script = [Turn.tool_calls(ToolCall("ask_manager", {"question": "Refund?"})), Turn.text("x")]
+    with ScriptedModelServer(script) as server:
+        agent = build_agent(adapter, server, f"fail-asker-{adapter}", {}, human=ask)
+        handle = await wrap(agent, runtime, task_queue).start("refund 42")
+        with pytest.raises(tether.WaitTimedOutError, match=r"question .* within 0\.3s"):
+            await handle.result()
+        assert server.count() == 1

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -42,7 +43,7 @@ async def test_follow_pending_approve_and_show_from_the_shell(
             call = pending.stdout.split()[0]
             assert 'approve refund({"order": 42})' in pending.stdout
             listed = await tether_cli("runs", "list", env=env)
-            assert f"{run_id}  waiting" in listed.stdout
+            assert re.search(rf"^{run_id} +waiting ", listed.stdout, re.M), listed.stdout
             approved = await tether_cli("approve", run_id, call, env=env)
             assert approved.returncode == 0, approved.stderr
             assert approved.stdout.strip() == f"approved {call}"

@@ -109,6 +109,7 @@ class AgentRun:
         self._answers: dict[str, WaitAnswer] = {}
         self._waits: list[dict[str, Any]] = []
         self._over_budget: str | None = None
+        self._timed_out: str | None = None
         # The run's event log: rebuilt by replay, so replays never publish twice.
         self._stream = WorkflowStream()
         self._events = self._stream.topic(ev.EVENTS_TOPIC)
@@ -150,9 +151,11 @@ class AgentRun:
                 )
                 await self._fail(message, "BudgetExceeded")
                 raise ApplicationError(message, type="BudgetExceeded", non_retryable=True) from None
-            if isinstance(exc, WaitTimedOut):
-                await self._fail(str(exc), "WaitTimedOut")
-                raise ApplicationError(str(exc), type="WaitTimedOut", non_retryable=True) from None
+            if self._timed_out is not None:
+                await self._fail(self._timed_out, "WaitTimedOut")
+                raise ApplicationError(
+                    self._timed_out, type="WaitTimedOut", non_retryable=True
+                ) from None
             workflow.logger.debug("run failed", exc_info=True)
             message = f"{type(exc).__name__}: {exc}"
             await self._fail(message, type(exc).__name__)
@@ -344,11 +347,13 @@ class AgentRun:
                 {"id": request.id, "value": answer.value, "timed_out": answer.timed_out},
             )
         if answer.timed_out and on_timeout == "fail":
-            raise WaitTimedOut(
+            # Kept on the run too: a framework may wrap the exception on its way out.
+            self._timed_out = (
                 f"nobody answered {request.kind} {request.id!r} within {timeout:g}s and its "
                 "timeout policy is 'fail'. Fix: answer sooner, or use on_timeout='deny' / "
                 "'default' (durable.start(..., waits=WaitPolicy(...)))"
             )
+            raise WaitTimedOut(self._timed_out)
         return answer
 
     async def step(
