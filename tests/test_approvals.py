@@ -328,3 +328,70 @@ async def test_an_unanswered_question_with_the_fail_policy_fails_the_run(
         with pytest.raises(tether.WaitTimedOutError, match=r"question .* within 0\.3s"):
             await handle.result()
         assert server.count() == 1
+
+
+async def test_an_approval_inside_an_agent_used_as_a_tool_waits_in_the_outer_run(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    import agents
+
+    from hitl_helpers import client
+
+    ran: list[int] = []
+
+    @agents.function_tool(needs_approval=True)
+    def refund(order: int) -> str:
+        """Refund an order."""
+        ran.append(order)
+        return "refunded"
+
+    script = {
+        "gpt-outer": [
+            Turn.tool_calls(ToolCall("refunder", {"input": "refund 5"})),
+            Turn.text("outer done"),
+        ],
+        "gpt-inner": [Turn.tool_calls(ToolCall("refund", {"order": 5})), Turn.text("inner done")],
+    }
+    with ScriptedModelServer(script) as server:
+        model = agents.OpenAIResponsesModel
+        inner = agents.Agent(
+            name="inner",
+            model=model(model="gpt-inner", openai_client=client(server)),
+            tools=[refund],
+        )
+        outer = agents.Agent(
+            name="outer",
+            model=model(model="gpt-outer", openai_client=client(server)),
+            tools=[inner.as_tool(tool_name="refunder", tool_description="Refunds orders.")],
+        )
+        handle = await wrap(outer, runtime, task_queue).start("refund 5")
+        [request] = await wait_pending(handle)
+        assert (request.tool, request.args) == ("refund", {"order": 5})
+        await handle.approve(request.id)
+        assert output_of(await handle.result()) == "outer done"
+        assert "inner done" in server.requests[-1].body_text
+    assert ran == [5]
+
+
+async def test_a_pydantic_ai_externally_executed_call_is_answered_by_a_person(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    from pydantic_ai import CallDeferred
+
+    def lookup_stock(sku: str) -> str:
+        """Stock level (the warehouse team looks it up)."""
+        raise CallDeferred()
+
+    script = [Turn.tool_calls(ToolCall("lookup_stock", {"sku": "A1"})), Turn.text("noted")]
+    with ScriptedModelServer(script) as server:
+        agent = build_agent("pydantic_ai", server, "stock", {"lookup_stock": lookup_stock})
+        handle = await wrap(agent, runtime, task_queue).start("stock of A1?")
+        [request] = await wait_pending(handle)
+        assert (request.kind, request.tool, request.args) == (
+            "question",
+            "lookup_stock",
+            {"sku": "A1"},
+        )
+        await handle.answer(request.id, "12 units")
+        assert output_of(await handle.result()) == "noted"
+        assert "12 units" in server.requests[-1].body_text
