@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic_ai import ApprovalRequired, RunContext
 from temporalio.worker import Worker
 
 import tether
@@ -395,3 +396,27 @@ async def test_a_pydantic_ai_externally_executed_call_is_answered_by_a_person(
         await handle.answer(request.id, "12 units")
         assert output_of(await handle.result()) == "noted"
         assert "12 units" in server.requests[-1].body_text
+
+
+async def test_a_pydantic_ai_tool_raising_approval_required_waits_then_runs_approved(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    ran: list[tuple[int, bool]] = []
+
+    def refund(ctx: RunContext[None], order: int) -> str:
+        """Refund an order; large ones need a person's approval."""
+        ran.append((order, ctx.tool_call_approved))
+        if order > 40 and not ctx.tool_call_approved:
+            raise ApprovalRequired()
+        return f"order {order} refunded"
+
+    script = [Turn.tool_calls(ToolCall("refund", {"order": 42})), Turn.text("done")]
+    with ScriptedModelServer(script) as server:
+        agent = build_agent("pydantic_ai", server, "asks-when-large", {"refund": refund})
+        handle = await wrap(agent, runtime, task_queue).start("refund 42")
+        [request] = await wait_pending(handle)
+        assert ran == [(42, False)]  # the tool ran once (a step), asked, and the run waits
+        await handle.approve(request.id)
+        assert output_of(await handle.result()) == "done"
+        assert "order 42 refunded" in server.requests[-1].body_text
+    assert ran == [(42, False), (42, True)]

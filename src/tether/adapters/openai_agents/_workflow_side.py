@@ -219,7 +219,7 @@ class RunProxy:
             async def ask(ctx: ToolContext[Any], args: str) -> Any:
                 # A person answers instead of a step: the run waits durably for them.
                 question = str(json.loads(args or "{}").get("question", args))
-                call_id = getattr(ctx, "tool_call_id", None) or f"{name}-{len(args)}"
+                call_id = getattr(ctx, "tool_call_id", None) or f"{name}:{args}"
                 answer = await run.session.wait(
                     WaitRequest(
                         id=call_id,
