@@ -13,7 +13,7 @@ import tether
 from hitl_helpers import ADAPTERS, all_events, build_agent, output_of, wait_pending, wrap
 from tether.core import registry
 from tether.core.runtime import Runtime
-from tether.testing import Fault, ScriptedModelServer, ToolCall, Turn
+from tether.testing import Fault, ScriptedModelServer, ToolCall, Turn, Usage
 
 
 @pytest.fixture(autouse=True)
@@ -147,3 +147,35 @@ async def test_a_failed_run_ends_its_events_with_the_failure(
         "run.failed",
     ]
     assert "400" in events[-1].data["error"]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+async def test_streamed_text_arrives_as_deltas_before_the_response(
+    runtime: Runtime, task_queue: str, worker: Worker, adapter: str
+) -> None:
+    text = "California has a heat advisory; New York and Texas are quiet today."
+    script = [
+        Turn.tool_calls(ToolCall("lookup", {"state": "CA"}), usage=Usage(100, 10)),
+        Turn.text(text, usage=Usage(200, 20), faults=[Fault.rate_limit(0.1)]),
+    ]
+    with ScriptedModelServer(script) as server:
+        agent = build_agent(adapter, server, f"streamer-{adapter}", {"lookup": lambda state: "q"})
+        handle = await wrap(agent, runtime, task_queue).start("alerts?", stream_text=True)
+        live = await all_events(handle)
+        assert output_of(await handle.result()) == text
+        assert all(r.stream for r in server.requests)
+    deltas = [e for e in live if e.type == "model.delta"]
+    assert "".join(e.data["text"] for e in deltas) == text
+    assert len(deltas) > 3  # the server streams 16-character pieces
+    # The text's step: its deltas (from its second attempt) come after the step started and
+    # before it finished and before the run's authoritative response.
+    started = next(e for e in live if e.type == "model.started" and e.data["step"] == 3)
+    finished = next(e for e in live if e.type == "model.finished" and e.data["step"] == 3)
+    assert finished.data["attempt"] == 2
+    assert {(e.data["step"], e.data["attempt"]) for e in deltas} == {(3, 2)}
+    assert started.offset < deltas[0].offset and deltas[-1].offset < finished.offset
+    response = next(e for e in live if e.type == "model.response" and e.data["text"])
+    assert response.data["text"] == text
+    assert [e.offset for e in live] == list(range(len(live)))
+    assert await all_events(handle) == live  # replayed from history: the same log
+    assert (await handle.usage()).total_tokens == 330

@@ -149,6 +149,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
             options["budget"] = Budget(max_tokens=args.max_tokens, max_cost=args.max_cost)
         if args.wait_timeout is not None:
             options["waits"] = WaitPolicy(timeout=args.wait_timeout, on_timeout=args.on_timeout)
+        if args.follow:
+            options["stream_text"] = True  # model text as it is generated
         handle = await durable.start(args.prompt, id=args.id, context=context, **options)
         print(f"run {handle.id} started", file=sys.stderr, flush=True)
         if args.no_wait:
@@ -192,7 +194,19 @@ async def _follow(handle: Any, *, quiet: bool = False) -> Any:
 
 async def _follow_events(handle: Any) -> Any:
     """Print the run's events live (stderr) until it ends; return its result."""
+    streaming = False
     async for event in handle.events():
+        if event.type == "model.delta":
+            if not streaming:
+                print(
+                    f"  {event.time[11:23]} #{event.offset} model text: ", end="", file=sys.stderr
+                )
+                streaming = True
+            print(event.data.get("text", ""), end="", file=sys.stderr, flush=True)
+            continue
+        if streaming:
+            print(file=sys.stderr)
+            streaming = False
         print(f"  {event.time[11:23]} {event.describe()}", file=sys.stderr, flush=True)
         if event.type in ("approval.requested", "question.asked"):
             verb = "--answer TEXT" if event.type == "question.asked" else "[--deny --reason R]"

@@ -86,6 +86,8 @@ class StepRequest:
     transcript: TranscriptRef | None = None
     context_ref: str | None = None
     attachments: dict[str, JSON] = field(default_factory=dict)
+    step: int = 0
+    """The step's number in its run (what the run's ``<kind>.started`` event names)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +143,13 @@ class StepContext(Protocol):
     def transcript(self) -> list[JSON]: ...
 
     def heartbeat(self, *details: object) -> None: ...
+
+    def publish(self, type: str, data: Mapping[str, JSON]) -> None:
+        """Publish a live, provisional event from the step (e.g. ``model.delta``) to its run's
+        event stream; it is tagged with the step and attempt, and flushed before the step
+        returns. An attempt that fails may have published some: a later attempt publishes
+        its own."""
+        ...
 
 
 StepHandler = Callable[[StepContext, JSON], Awaitable[StepOutcome]]
@@ -291,6 +300,8 @@ class RunRequest:
     """The run context / deps, packed once for the whole run (steps get it by reference)."""
     budget: Budget | None = None
     waits: WaitPolicy | None = None
+    stream_text: bool = False
+    """Model steps stream and publish ``model.delta`` events (costs a signal per batch)."""
 
 
 class Adapter(abc.ABC):

@@ -12,6 +12,7 @@ Types (``RunEvent.type``) and their ``data``:
 ``run.started``         ``agent``, ``adapter``
 ``model.started``       ``step``, ``summary``
 ``model.finished``      ``step``, ``summary``, ``attempt``
+``model.delta``         ``step``, ``attempt``, ``text`` (runs started with ``stream_text=True``)
 ``model.response``      ``text`` (the model's text, if any), ``tool_calls`` (names and ids)
 ``usage``               ``step``, ``model``, tokens of the step, ``cost``, ``total_tokens_run``
 ``tool.started``        ``step``, ``summary``, ``tool``, ``call_id``
@@ -24,8 +25,11 @@ Types (``RunEvent.type``) and their ``data``:
 ``run.finished``        ``usage`` (totals), ``cost``
 ``run.failed``          ``error``, ``type``
 
-Model text arrives once per model response (``model.response``): steps return whole
-responses, so there are no token-by-token deltas yet.
+``model.delta`` events are the one kind a *step* publishes (through a signal, batched every
+200 ms and flushed before the step's result is recorded): they are a live preview. Each
+carries its step and attempt; if an attempt fails after streaming some text, the next
+attempt streams again under its own attempt number, so a reader showing a preview restarts
+it when the attempt changes. The authoritative text is the run's ``model.response``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ RUN_STARTED = "run.started"
 RUN_FINISHED = "run.finished"
 RUN_FAILED = "run.failed"
 MODEL_RESPONSE = "model.response"
+MODEL_DELTA = "model.delta"
 USAGE = "usage"
 APPROVAL_REQUESTED = "approval.requested"
 APPROVAL_ANSWERED = "approval.answered"
@@ -71,6 +76,8 @@ class RunEvent:
             err = f" -> error {d['error']}" if d.get("error") else ""
             retry = f" (attempt {d['attempt']})" if d.get("attempt", 1) > 1 else ""
             text = f"{d['summary']} finished{retry}{err}"
+        elif self.type == MODEL_DELTA:
+            text = f"model text: {d.get('text')!r}"
         elif self.type == MODEL_RESPONSE:
             calls = ", ".join(c["name"] for c in d.get("tool_calls", []))
             text = f"model says: {d.get('text')!r}" if d.get("text") else f"model calls: {calls}"

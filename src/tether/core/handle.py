@@ -320,6 +320,7 @@ class DurableAgent:
         deps: Any = None,
         budget: Budget | None = None,
         waits: WaitPolicy | None = None,
+        stream_text: bool = False,
         **options: Any,
     ) -> RunHandle:
         """Start a run and return at once. Starting again with the same ``id`` is a no-op.
@@ -327,7 +328,7 @@ class DurableAgent:
         ``context`` (OpenAI Agents SDK) and ``deps`` (Pydantic AI) are the same thing: the
         value handed to tools, sent to workers once per run. ``budget`` stops the run when
         its usage exceeds it; ``waits`` sets the timeout and timeout policy of its approvals
-        and questions.
+        and questions; ``stream_text`` streams model text as ``model.delta`` events.
         """
         if deps is not None:
             if context is not None:
@@ -349,6 +350,7 @@ class DurableAgent:
             context=packed,
             budget=budget,
             waits=waits,
+            stream_text=stream_text,
         )
         try:
             await runtime.client.start_workflow(
@@ -378,11 +380,19 @@ class DurableAgent:
         deps: Any = None,
         budget: Budget | None = None,
         waits: WaitPolicy | None = None,
+        stream_text: bool = False,
         **options: Any,
     ) -> Any:
         """Run to the end and return the framework's result."""
         handle = await self.start(
-            input, id=id, context=context, deps=deps, budget=budget, waits=waits, **options
+            input,
+            id=id,
+            context=context,
+            deps=deps,
+            budget=budget,
+            waits=waits,
+            stream_text=stream_text,
+            **options,
         )
         return await handle.result()
 

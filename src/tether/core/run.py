@@ -383,6 +383,7 @@ class AgentRun:
             transcript=tref,
             context_ref=self._context_ref,
             attachments=attachments,
+            step=number,
         )
         self._current = summary
         try:
@@ -402,6 +403,7 @@ class AgentRun:
                     transcript=tref,
                     context_ref=self._context_ref,
                     attachments=inline,
+                    step=number,
                 )
                 outcome = await self._execute(name, request, summary, policy)
         except ActivityError as exc:

@@ -114,7 +114,7 @@ class OpenAIAgentsAdapter(Adapter):
 
     async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
         assert isinstance(agent, Agent)
-        proxy = RunProxy(session)
+        proxy = RunProxy(session, stream_text=request.stream_text)
         context = None
         if request.context is not None:
             with workflow.unsafe.imports_passed_through():

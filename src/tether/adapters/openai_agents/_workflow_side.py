@@ -126,6 +126,8 @@ class StepModel(Model):
             "conversation_id": conversation_id,
             "input_text": input if isinstance(input, str) else None,
         }
+        if self._run.stream_text:
+            payload["stream"] = True
         items = None if isinstance(input, str) else to_jsonable_python(input)
         outcome = await self._run.session.step(
             MODEL_STEP,
@@ -171,8 +173,9 @@ class StepModel(Model):
 class RunProxy:
     """Per-run state on the run side: the proxied agents and what was shared with steps."""
 
-    def __init__(self, session: RunSession) -> None:
+    def __init__(self, session: RunSession, *, stream_text: bool = False) -> None:
         self.session = session
+        self.stream_text = stream_text
         self._proxies: dict[int, Agent[Any]] = {}
 
     def share(self, value: Any) -> str:

@@ -159,6 +159,7 @@ class PydanticAIAdapter(Adapter):
             self.agent_name(agent),
             opts.get("model"),
             wait_for_deferred=not declares_deferred(agent.output_type),
+            stream_text=request.stream_text,
         )
         return await agent.run(
             request.input,

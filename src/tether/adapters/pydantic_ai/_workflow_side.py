@@ -63,12 +63,18 @@ class StepModel(WrapperModel):
     """Sends each request of the wrapped model to a step, made on a worker."""
 
     def __init__(
-        self, wrapped: Model, session: RunSession, agent_name: str, override: str | None
+        self,
+        wrapped: Model,
+        session: RunSession,
+        agent_name: str,
+        override: str | None,
+        stream_text: bool = False,
     ) -> None:
         super().__init__(wrapped)
         self._session = session
         self._agent = agent_name
         self._override = override
+        self._stream_text = stream_text
 
     async def request(
         self,
@@ -84,6 +90,8 @@ class StepModel(WrapperModel):
                 _params.dump_python(model_request_parameters, mode="json")
             ),
         }
+        if self._stream_text:
+            payload["stream"] = True
         outcome = await self._session.step(
             MODEL_STEP,
             payload,
@@ -211,11 +219,13 @@ class TetherCapability(AbstractCapability[Any]):
         model: str | None = None,
         *,
         wait_for_deferred: bool = True,
+        stream_text: bool = False,
     ) -> None:
         self._session = session
         self._agent = agent_name
         self._model = model
         self._wait_for_deferred = wait_for_deferred
+        self._stream_text = stream_text
 
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
@@ -231,7 +241,7 @@ class TetherCapability(AbstractCapability[Any]):
     def get_wrapper_model(self, model: Model) -> Model | None:
         if isinstance(model, StepModel):
             return None
-        return StepModel(model, self._session, self._agent, self._model)
+        return StepModel(model, self._session, self._agent, self._model, self._stream_text)
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
         return StepToolset(toolset, session=self._session, agent_name=self._agent)
