@@ -1,6 +1,6 @@
 """The run's event schema: what ``handle.events()`` and ``tether run --follow`` show.
 
-Events are published by the run itself (never by steps), onto a Temporal Workflow Stream
+Events are published by the run itself (steps publish only ``model.delta``), onto a Temporal Workflow Stream
 (``temporalio.contrib.workflow_streams``). The run is deterministic, so its event log is
 rebuilt identically when the run is replayed after a crash or an eviction: no event is
 published twice, and a step's retries (inside one activity) publish nothing extra. Offsets
