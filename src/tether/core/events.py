@@ -1,9 +1,10 @@
 """The run's event schema: what ``handle.events()`` and ``tether run --follow`` show.
 
-Events are published by the run itself (steps publish only ``model.delta``), onto a Temporal Workflow Stream
-(``temporalio.contrib.workflow_streams``). The run is deterministic, so its event log is
-rebuilt identically when the run is replayed after a crash or an eviction: no event is
-published twice, and a step's retries (inside one activity) publish nothing extra. Offsets
+Events are published by the run itself (steps publish only ``model.delta``) onto a
+Temporal Workflow Stream (``temporalio.contrib.workflow_streams``). The run is
+deterministic, so its event log is rebuilt identically when the run is replayed after a
+crash or an eviction: no event is published twice, and a step's retries (inside one
+activity) publish no run event again. Offsets
 are global and stable, so a reader that reconnects with the last offset it saw misses
 nothing and sees nothing twice.
 
