@@ -5,26 +5,54 @@ durable = tether.durable(agent)      # any installed adapter's agent
 result = await durable.run("...")   # a durable run on Temporal
 """
 
-from tether.core.contract import Adapter, Capability, StepPolicy
+from tether.core.contract import (
+    Adapter,
+    Budget,
+    Capability,
+    StepPolicy,
+    WaitAnswer,
+    WaitPolicy,
+    WaitRequest,
+)
 from tether.core.devserver import EmbeddedEngine
-from tether.core.handle import DurableAgent, RunDescription, RunHandle, durable
+from tether.core.events import RunEvent
+from tether.core.handle import (
+    DurableAgent,
+    PendingRequest,
+    RunDescription,
+    RunHandle,
+    durable,
+    get_run,
+)
+from tether.core.ledger import StepUsage, UsageReport
 from tether.core.runtime import Runtime, default_runtime, set_default_runtime
 from tether.errors import (
     AgentNotRegisteredError,
+    AlreadyAnsweredError,
+    BudgetExceededError,
     ConfigurationError,
     EngineUnavailableError,
     NoAdapterError,
     NonRetryableError,
     RetryableError,
     RunFailedError,
+    RunNotWaitingError,
     StepInputError,
     TetherError,
+    UnknownWaitRequestError,
+    WaitRequestError,
+    WaitTimedOutError,
+    WrongAnswerKindError,
 )
 from tether.hookspecs import hookimpl
+from tether.human import ask_human, human_input
 
 __all__ = [
     "Adapter",
     "AgentNotRegisteredError",
+    "AlreadyAnsweredError",
+    "Budget",
+    "BudgetExceededError",
     "Capability",
     "ConfigurationError",
     "DurableAgent",
@@ -32,17 +60,32 @@ __all__ = [
     "EngineUnavailableError",
     "NoAdapterError",
     "NonRetryableError",
+    "PendingRequest",
     "RetryableError",
     "RunDescription",
+    "RunEvent",
     "RunFailedError",
     "RunHandle",
+    "RunNotWaitingError",
     "Runtime",
     "StepInputError",
     "StepPolicy",
+    "StepUsage",
     "TetherError",
+    "UnknownWaitRequestError",
+    "UsageReport",
+    "WaitAnswer",
+    "WaitPolicy",
+    "WaitRequest",
+    "WaitRequestError",
+    "WaitTimedOutError",
+    "WrongAnswerKindError",
+    "ask_human",
     "default_runtime",
     "durable",
+    "get_run",
     "hookimpl",
+    "human_input",
     "set_default_runtime",
 ]
 __version__ = "0.1.0"

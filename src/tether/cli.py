@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import signal
@@ -142,12 +143,23 @@ async def cmd_run(args: argparse.Namespace) -> int:
         if args.max_turns is not None:
             options["max_turns"] = args.max_turns
         context = json.loads(args.context) if args.context else None
+        from tether.core.contract import Budget, WaitPolicy
+
+        if args.max_tokens is not None or args.max_cost is not None:
+            options["budget"] = Budget(max_tokens=args.max_tokens, max_cost=args.max_cost)
+        if args.wait_timeout is not None:
+            options["waits"] = WaitPolicy(timeout=args.wait_timeout, on_timeout=args.on_timeout)
+        if args.follow:
+            options["stream_text"] = True  # model text as it is generated
         handle = await durable.start(args.prompt, id=args.id, context=context, **options)
         print(f"run {handle.id} started", file=sys.stderr, flush=True)
         if args.no_wait:
             print(handle.id)
             return 0
-        result = await _follow(handle, quiet=args.quiet)
+        if args.follow:
+            result = await _follow_events(handle)
+        else:
+            result = await _follow(handle, quiet=args.quiet)
         output = getattr(result, "final_output", getattr(result, "output", result))
         print(output if isinstance(output, str) else json.dumps(_jsonable(output), indent=2))
         return 0
@@ -180,10 +192,194 @@ async def _follow(handle: Any, *, quiet: bool = False) -> Any:
     return task.result()
 
 
+async def _follow_events(handle: Any) -> Any:
+    """Print the run's events live (stderr) until it ends; return its result."""
+    streaming = False
+    async for event in handle.events():
+        if event.type == "model.delta":
+            if not streaming:
+                print(
+                    f"  {event.time[11:23]} #{event.offset} model text: ", end="", file=sys.stderr
+                )
+                streaming = True
+            print(event.data.get("text", ""), end="", file=sys.stderr, flush=True)
+            continue
+        if streaming:
+            print(file=sys.stderr)
+            streaming = False
+        print(f"  {event.time[11:23]} {event.describe()}", file=sys.stderr, flush=True)
+        if event.type in ("approval.requested", "question.asked"):
+            verb = "--answer TEXT" if event.type == "question.asked" else "[--deny --reason R]"
+            print(
+                f"    -> tether approve {handle.id} {event.data['id']} {verb}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return await handle.result()
+
+
 def _jsonable(value: Any) -> Any:
     from pydantic_core import to_jsonable_python
 
     return to_jsonable_python(value)
+
+
+# -- tether runs / tether approve -----------------------------------------------------------
+
+
+async def cmd_runs_list(args: argparse.Namespace) -> int:
+    from tether.core.handle import get_run
+    from tether.core.run import WORKFLOW_NAME
+
+    runtime = await _runtime(args)
+    try:
+        query = f"WorkflowType = '{WORKFLOW_NAME}'"
+        if args.status:
+            query += f" AND ExecutionStatus = '{args.status.capitalize()}'"
+        rows: list[tuple[str, ...]] = []
+        async for wf in runtime.client.list_workflows(query, limit=args.limit):
+            status = wf.status.name.lower() if wf.status else "unknown"
+            if status == "running":
+                desc = await (await get_run(wf.id, runtime)).describe()
+                status = desc.status
+            started = wf.start_time.strftime("%Y-%m-%d %H:%M:%S") if wf.start_time else "-"
+            took = (
+                f"{(wf.close_time - wf.start_time).total_seconds():.1f}s"
+                if wf.close_time and wf.start_time
+                else "-"
+            )
+            rows.append((wf.id, status, started, took))
+        if not rows:
+            print("no runs")
+            return 0
+        _table(("RUN", "STATUS", "STARTED (UTC)", "TOOK"), rows)
+        return 0
+    finally:
+        await runtime.close()
+
+
+async def cmd_runs_show(args: argparse.Namespace) -> int:
+    from tether.core.handle import get_run
+
+    runtime = await _runtime(args)
+    try:
+        desc = await (await get_run(args.run_id, runtime)).describe()
+        if args.json:
+            from dataclasses import asdict
+
+            print(json.dumps(_jsonable(asdict(desc)), indent=2))
+            return 0
+        print(f"run      {desc.run_id}")
+        print(f"agent    {desc.agent or '?'}")
+        print(f"status   {desc.status}")
+        print(f"started  {desc.started or '-'}   closed {desc.closed or '-'}")
+        tokens = {s.step: s for s in (desc.ledger.steps if desc.ledger else [])}
+        rows = []
+        for t in desc.timeline:
+            u = tokens.get(t["step"])
+            rows.append(
+                (
+                    str(t["step"]),
+                    t["summary"],
+                    f"{_seconds(t['started'], t['finished']):.2f}s",
+                    str(t["attempts"]),
+                    f"{u.input_tokens}/{u.output_tokens}" if u else "",
+                    f"${u.cost:.6f}" if u and u.cost is not None else "",
+                    "failed" if t["failed"] else ("error" if t.get("error") else "ok"),
+                )
+            )
+        if rows:
+            print()
+            _table(("#", "STEP", "TOOK", "ATTEMPTS", "TOKENS IN/OUT", "COST", ""), rows)
+        for w in desc.waits:
+            verdict = (
+                "approved"
+                if w.get("approved") is True
+                else "denied"
+                if w.get("approved") is False
+                else f"answered {w.get('value')!r}"
+            )
+            why = f" ({w['reason']})" if w.get("reason") else ""
+            waited = _seconds(w["asked_at"], w["answered_at"])
+            print(
+                f"  wait {w['id']}: {w['kind']} {w.get('tool') or ''} -> {verdict}{why} "
+                f"after {waited:.1f}s"
+            )
+        for p in desc.pending:
+            print(f"  WAITING {p.id}: {p.kind} {p.tool or p.question} {p.args or ''}")
+        if desc.ledger:
+            total = desc.ledger
+            cost = f"${total.cost:.6f}" if total.cost is not None else "unknown (model not priced)"
+            print(
+                f"\ntotal    {total.requests} model requests, {total.input_tokens} in / "
+                f"{total.output_tokens} out tokens, cost {cost}, "
+                f"{total.failed_attempts} failed attempts"
+            )
+        for f in desc.failures:
+            print(f"  failure: {f.get('step')}: {f.get('type')}: {f.get('message')}")
+        return 0
+    finally:
+        await runtime.close()
+
+
+async def cmd_runs_pending(args: argparse.Namespace) -> int:
+    from tether.core.handle import get_run
+
+    runtime = await _runtime(args)
+    try:
+        pending = await (await get_run(args.run_id, runtime)).pending()
+        if args.json:
+            from dataclasses import asdict
+
+            print(json.dumps([asdict(p) for p in pending], indent=2))
+            return 0
+        if not pending:
+            print(f"run {args.run_id} waits for nothing")
+            return 0
+        for p in pending:
+            what = (
+                f"approve {p.tool}({json.dumps(p.args)})"
+                if p.kind == "approval"
+                else f"answer {p.question!r}"
+            )
+            print(f"{p.id}  {p.kind}  {what}  (asked {p.asked_at})")
+        return 0
+    finally:
+        await runtime.close()
+
+
+async def cmd_approve(args: argparse.Namespace) -> int:
+    from tether.core.handle import get_run
+
+    if args.answer is not None and args.deny:
+        raise TetherError("pass --answer (a question) or --deny (an approval), not both")
+    runtime = await _runtime(args)
+    try:
+        handle = await get_run(args.run_id, runtime)
+        if args.answer is not None:
+            await handle.answer(args.request_id, args.answer)
+            print(f"answered {args.request_id}: {args.answer!r}")
+        elif args.deny:
+            await handle.deny(args.request_id, args.reason)
+            print(f"denied {args.request_id}" + (f": {args.reason}" if args.reason else ""))
+        else:
+            await handle.approve(args.request_id, reason=args.reason)
+            print(f"approved {args.request_id}")
+        return 0
+    finally:
+        await runtime.close()
+
+
+def _seconds(start: str, end: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 # -- tether plugins -------------------------------------------------------------------------
@@ -270,8 +466,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="print the run id and return")
     p.add_argument("--local-worker", action="store_true", help="host the agent in this process")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--max-tokens", type=int, help="budget: stop the run past this many tokens")
+    p.add_argument("--max-cost", type=float, help="budget: stop the run past this many US$")
+    p.add_argument("--wait-timeout", type=float, help="seconds an approval/question may wait")
+    p.add_argument(
+        "--on-timeout",
+        choices=["deny", "fail", "default"],
+        default="deny",
+        help="what a timed-out wait does (default: deny)",
+    )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="print the run's events live (tool calls, approvals, usage) until it ends",
+    )
     _add_connection(p)
     p.set_defaults(func=cmd_run, is_async=True)
+
+    runs = sub.add_parser("runs", help="list runs, show one, see what it waits for")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    p = runs_sub.add_parser("list", help="recent runs with their status")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--status", help="only runs in this status (running, completed, failed)")
+    _add_connection(p)
+    p.set_defaults(func=cmd_runs_list, is_async=True)
+    p = runs_sub.add_parser("show", help="a run's steps, timings, tokens, cost and waits")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("--json", action="store_true")
+    _add_connection(p)
+    p.set_defaults(func=cmd_runs_show, is_async=True)
+    p = runs_sub.add_parser("pending", help="what a run waits for (approvals, questions)")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("--json", action="store_true")
+    _add_connection(p)
+    p.set_defaults(func=cmd_runs_pending, is_async=True)
+
+    p = sub.add_parser("approve", help="approve (or --deny, or --answer) what a run waits for")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("request_id", metavar="CALL", help="the request id (`tether runs pending`)")
+    p.add_argument("--deny", action="store_true", help="deny: the tool never runs")
+    p.add_argument("--reason", help="why (the model is told when denied)")
+    p.add_argument("--answer", help="answer a question (tether.ask_human) with this text")
+    _add_connection(p)
+    p.set_defaults(func=cmd_approve, is_async=True)
 
     p = sub.add_parser("plugins", help="list installed adapters")
     p.add_argument("--json", action="store_true")
@@ -295,6 +532,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        # An error's traceback cycle can hold the engine client until interpreter shutdown,
+        # where dropping it aborts the process; drop it now.
+        gc.collect()
 
 
 if __name__ == "__main__":

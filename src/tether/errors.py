@@ -101,3 +101,36 @@ class NonRetryableError(TetherError):
     def __init__(self, message: str, *, error_type: str | None = None) -> None:
         super().__init__(message)
         self.error_type = error_type or type(self).__name__
+
+
+class WaitRequestError(TetherError):
+    """An answer to a run's wait was refused (base of the specific cases below)."""
+
+    def __init__(self, run_id: str, request_id: str, message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.request_id = request_id
+
+
+class UnknownWaitRequestError(WaitRequestError):
+    """The run is not waiting for a request with this id (wrong id, or not asked yet)."""
+
+
+class AlreadyAnsweredError(WaitRequestError):
+    """The request was already approved, denied or answered; answers cannot change."""
+
+
+class WrongAnswerKindError(WaitRequestError):
+    """An approval was answered with a value, or a question approved/denied."""
+
+
+class RunNotWaitingError(WaitRequestError):
+    """The run has ended (or does not exist), so it waits for nothing."""
+
+
+class BudgetExceededError(RunFailedError):
+    """The run stopped because its budget (tokens, requests or cost) was exceeded."""
+
+
+class WaitTimedOutError(RunFailedError):
+    """The run failed because a wait with the ``fail`` timeout policy got no answer in time."""

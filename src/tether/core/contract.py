@@ -86,6 +86,8 @@ class StepRequest:
     transcript: TranscriptRef | None = None
     context_ref: str | None = None
     attachments: dict[str, JSON] = field(default_factory=dict)
+    step: int = 0
+    """The step's number in its run (what the run's ``<kind>.started`` event names)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,10 +102,15 @@ class TranscriptRef:
 
 @dataclass(frozen=True, kw_only=True)
 class StepOutcome:
-    """What a step returns. Control flow crosses as data: ``error`` is an outcome, not a crash."""
+    """What a step returns. Control flow crosses as data: ``error`` is an outcome, not a crash.
+
+    ``attempt`` is the attempt that produced it (set by the engine): earlier attempts failed,
+    and the usage ledger counts them separately.
+    """
 
     value: JSON = None
     error: StepError | None = None
+    attempt: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +144,13 @@ class StepContext(Protocol):
 
     def heartbeat(self, *details: object) -> None: ...
 
+    def publish(self, type: str, data: Mapping[str, JSON]) -> None:
+        """Publish a live, provisional event from the step (e.g. ``model.delta``) to its run's
+        event stream; it is tagged with the step and attempt, and flushed before the step
+        returns. An attempt that fails may have published some: a later attempt publishes
+        its own."""
+        ...
+
 
 StepHandler = Callable[[StepContext, JSON], Awaitable[StepOutcome]]
 
@@ -149,6 +163,78 @@ class StepDefinition:
     kind: StepKind
     handler: StepHandler
     policy: StepPolicy
+
+
+WaitKind = Literal["approval", "question"]
+TimeoutPolicy = Literal["deny", "fail", "default"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitRequest:
+    """Something the run waits for from outside: a person's approval or answer.
+
+    ``id`` must be deterministic (derived from the tool call id) so that a replayed run asks
+    the same question under the same id. ``timeout`` is in seconds (None: wait forever, or
+    the run's :class:`WaitPolicy`); ``on_timeout`` says what happens then: ``"deny"`` (an
+    approval is refused), ``"fail"`` (the run fails with ``WaitTimedOut``) or ``"default"``
+    (``default`` is the answer; for an approval, its truth value).
+    """
+
+    id: str
+    kind: WaitKind
+    tool: str | None = None
+    args: JSON = None
+    question: str | None = None
+    timeout: float | None = None
+    on_timeout: TimeoutPolicy | None = None
+    default: JSON = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitAnswer:
+    """The answer to a :class:`WaitRequest`: ``approved`` for approvals, ``value`` for questions."""
+
+    id: str
+    approved: bool | None = None
+    value: JSON = None
+    reason: str | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitPolicy:
+    """A run's default timeout and timeout policy for waits that set none themselves."""
+
+    timeout: float | None = None
+    on_timeout: TimeoutPolicy = "fail"
+    default: JSON = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError("WaitPolicy.timeout must be positive seconds (or None: no timeout)")
+        if self.on_timeout not in ("deny", "fail", "default"):
+            raise ValueError("WaitPolicy.on_timeout must be 'deny', 'fail' or 'default'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """Limits on one run's model usage; the run stops with ``BudgetExceeded`` past one.
+
+    Checked after every model step (a step already made is never undone) and before the next.
+    ``max_cost`` is in US dollars and needs a model ``genai_prices`` knows.
+    """
+
+    max_tokens: int | None = None
+    max_requests: int | None = None
+    max_cost: float | None = None
+
+    def __post_init__(self) -> None:
+        if all(v is None for v in (self.max_tokens, self.max_requests, self.max_cost)):
+            raise ValueError("a Budget needs max_tokens, max_requests or max_cost")
+        for name in ("max_tokens", "max_requests", "max_cost"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"Budget.{name} must be positive")
 
 
 class RunSession(Protocol):
@@ -171,7 +257,19 @@ class RunSession(Protocol):
         summary: str,
         policy: StepPolicy,
         transcript: Sequence[JSON] | None = None,
-    ) -> StepOutcome: ...
+        info: Mapping[str, JSON] | None = None,
+    ) -> StepOutcome:
+        """Run one step. ``info`` (e.g. ``{"tool": name, "call_id": id, "args": ...}``) is
+        published with the step's events."""
+        ...
+
+    async def wait(self, request: WaitRequest) -> WaitAnswer:
+        """Suspend the run until a person answers ``request`` (or its timeout policy does)."""
+        ...
+
+    def publish(self, type: str, data: Mapping[str, JSON]) -> None:
+        """Publish a run event (deterministic: the run's replay does not publish it again)."""
+        ...
 
     def share(self, value: JSON) -> str:
         """A content reference to ``value``; the value reaches steps once per run, not per step."""
@@ -179,7 +277,11 @@ class RunSession(Protocol):
 
     def record_failure(self, step: str, error: StepError) -> None: ...
 
-    def add_usage(self, usage: Mapping[str, int]) -> None: ...
+    def add_usage(
+        self, usage: Mapping[str, int], *, model: str | None = None, provider: str | None = None
+    ) -> None:
+        """Record one model step's usage (``model``/``provider`` price it when known)."""
+        ...
 
     def usage(self) -> dict[str, int]:
         """Tokens and requests of this run so far (each completed model step counted once)."""
@@ -196,6 +298,10 @@ class RunRequest:
     options: dict[str, JSON] = field(default_factory=dict)
     context: dict[str, JSON] | None = None
     """The run context / deps, packed once for the whole run (steps get it by reference)."""
+    budget: Budget | None = None
+    waits: WaitPolicy | None = None
+    stream_text: bool = False
+    """Model steps stream and publish ``model.delta`` events (costs a signal per batch)."""
 
 
 class Adapter(abc.ABC):

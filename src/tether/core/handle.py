@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, FailureError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from tether.core import registry
-from tether.core.contract import Adapter, RunRequest
-from tether.core.run import STATUS_QUERY, WORKFLOW_NAME, RunResult
+from tether.core.contract import JSON, Adapter, Budget, RunRequest, WaitAnswer, WaitPolicy
+from tether.core.events import EVENTS_TOPIC, RunEvent
+from tether.core.ledger import UsageReport, report_from_json
+from tether.core.run import (
+    ALREADY_ANSWERED,
+    ANSWER_UPDATE,
+    PENDING_QUERY,
+    STATUS_QUERY,
+    UNKNOWN_REQUEST,
+    WORKFLOW_NAME,
+    WRONG_ANSWER,
+    RunResult,
+)
 from tether.core.runtime import Runtime, default_runtime
 from tether.core.values import pack
-from tether.errors import RunFailedError
+from tether.errors import (
+    AlreadyAnsweredError,
+    BudgetExceededError,
+    RunFailedError,
+    RunNotWaitingError,
+    UnknownWaitRequestError,
+    WaitRequestError,
+    WaitTimedOutError,
+    WrongAnswerKindError,
+)
 
 RUN_TASK_TIMEOUT = timedelta(seconds=4)
 
@@ -33,6 +61,41 @@ class RunDescription:
     current_step: str | None
     usage: dict[str, int]
     failures: list[dict[str, Any]]
+    pending: list[PendingRequest] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    ledger: UsageReport | None = None
+    waits: list[dict[str, Any]] = field(default_factory=list)
+    started: str | None = None
+    closed: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """Something a run waits for: an approval of a tool call, or a question for a person.
+
+    ``id`` is the tool call's id: pass it to ``approve``/``deny`` (approvals) or ``answer``
+    (questions).
+    """
+
+    id: str
+    kind: str
+    tool: str | None
+    args: JSON
+    question: str | None
+    asked_at: str | None
+    timeout: float | None = None
+    on_timeout: str | None = None
+
+
+_ERRORS: dict[str, type[WaitRequestError]] = {
+    UNKNOWN_REQUEST: UnknownWaitRequestError,
+    ALREADY_ANSWERED: AlreadyAnsweredError,
+    WRONG_ANSWER: WrongAnswerKindError,
+}
+_RUN_ERRORS: dict[str, type[RunFailedError]] = {
+    "BudgetExceeded": BudgetExceededError,
+    "WaitTimedOut": WaitTimedOutError,
+}
 
 
 class RunHandle:
@@ -60,7 +123,8 @@ class RunHandle:
                 cause = cause.cause
             message = cause.message if isinstance(cause, FailureError) else str(cause)
             error_type = cause.type if isinstance(cause, ApplicationError) else None
-            raise RunFailedError(self.id, message, error_type=error_type) from exc
+            kind = _RUN_ERRORS.get(error_type or "", RunFailedError)
+            raise kind(self.id, message, error_type=error_type) from exc
 
     async def result(self) -> Any:
         """The final output, as the framework's own run would return it."""
@@ -75,12 +139,28 @@ class RunHandle:
         state: dict[str, Any] = {}
         if desc.status == WorkflowExecutionStatus.RUNNING:
             try:
-                state = await self._handle.query(STATUS_QUERY)
+                state = await self._query(STATUS_QUERY)
             except RPCError:
                 state = {}
         elif desc.status == WorkflowExecutionStatus.COMPLETED:
             raw = await self._handle.result()
-            state = {"steps": raw.steps, "usage": raw.usage, "failures": raw.failures}
+            state = {
+                "agent": raw.agent,
+                "steps": raw.steps,
+                "usage": raw.usage,
+                "failures": raw.failures,
+                "ledger": raw.ledger,
+                "timeline": raw.timeline,
+                "waits": raw.waits,
+            }
+        elif desc.status is not None:
+            # A failed or cancelled run still answers queries (a worker replays it).
+            try:
+                state = await self._handle.query(STATUS_QUERY)
+            except Exception:
+                state = {}
+        if desc.status == WorkflowExecutionStatus.RUNNING and state.get("phase") == "waiting":
+            status = "waiting"
         return RunDescription(
             run_id=self.id,
             agent=state.get("agent") or (self._agent.name if self._agent else None),
@@ -89,10 +169,119 @@ class RunHandle:
             current_step=state.get("current_step"),
             usage=dict(state.get("usage", {})),
             failures=list(state.get("failures", [])),
+            pending=[_pending(p) for p in state.get("pending", [])],
+            timeline=list(state.get("timeline", [])),
+            ledger=report_from_json(state["ledger"]) if state.get("ledger") else None,
+            waits=list(state.get("waits", [])),
+            started=desc.start_time.isoformat(timespec="seconds") if desc.start_time else None,
+            closed=desc.close_time.isoformat(timespec="seconds") if desc.close_time else None,
         )
 
     async def cancel(self) -> None:
         await self._handle.cancel()
+
+    async def _query(self, name: str, patience: float = 5.0) -> Any:
+        """A query, retried while the engine says no worker polls: after a worker crash the
+        run's cached (sticky) queue is dead for a few seconds before another worker takes it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            try:
+                return await self._handle.query(name)
+            except RPCError as exc:
+                if "no poller" not in exc.message or loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
+    # -- human in the loop -----------------------------------------------------------------
+
+    async def pending(self) -> list[PendingRequest]:
+        """What the run waits for now (empty when it waits for nothing)."""
+        try:
+            raw: list[dict[str, Any]] = await self._query(PENDING_QUERY)
+        except RPCError as exc:
+            raise RunNotWaitingError(
+                self.id, "", f"cannot ask run {self.id!r} what it waits for: {exc.message}"
+            ) from exc
+        return [_pending(p) for p in raw]
+
+    async def approve(self, request_id: str, *, reason: str | None = None) -> None:
+        """Approve the tool call ``request_id``; the run carries on and the tool runs."""
+        await self._answer(WaitAnswer(id=request_id, approved=True, reason=reason))
+
+    async def deny(self, request_id: str, reason: str | None = None) -> None:
+        """Deny the tool call ``request_id``: the tool never runs, the model is told why."""
+        await self._answer(WaitAnswer(id=request_id, approved=False, reason=reason))
+
+    async def answer(self, request_id: str, value: JSON) -> None:
+        """Answer the question ``request_id`` (asked through ``tether.ask_human``)."""
+        await self._answer(WaitAnswer(id=request_id, value=value))
+
+    async def _answer(self, answer: WaitAnswer) -> None:
+        try:
+            await self._handle.execute_update(ANSWER_UPDATE, answer)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            kind = _ERRORS.get(cause.type or "") if isinstance(cause, ApplicationError) else None
+            message = cause.message if isinstance(cause, FailureError) else str(exc)
+            raise (kind or WaitRequestError)(self.id, answer.id, message) from None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                await self._raise_if_answered(answer.id)
+                raise RunNotWaitingError(
+                    self.id,
+                    answer.id,
+                    f"run {self.id!r} has ended or does not exist, so it waits for nothing "
+                    f"({exc.message}). Fix: check the id with `tether runs list`",
+                ) from None
+            raise
+
+    async def _raise_if_answered(self, request_id: str) -> None:
+        """An ended run that answered ``request_id``: say so, as a running run would."""
+        try:
+            waits = (await self.describe()).waits
+        except Exception:
+            return
+        for wait in waits:
+            if wait.get("id") == request_id:
+                verdict = (
+                    "approved"
+                    if wait.get("approved") is True
+                    else "denied"
+                    if wait.get("approved") is False
+                    else f"answered {wait.get('value')!r}"
+                )
+                raise AlreadyAnsweredError(
+                    self.id,
+                    request_id,
+                    f"request {request_id!r} of run {self.id!r} was already answered "
+                    f"({verdict}) and the run has ended; an answer cannot be changed",
+                )
+
+    # -- events and usage ------------------------------------------------------------------
+
+    async def events(
+        self, after: int | None = None, *, poll_interval: float = 0.1
+    ) -> AsyncIterator[RunEvent]:
+        """The run's events, live, until its last one. Pass the offset of the last event
+        you saw as ``after`` to resume without gaps or repeats."""
+        stream = WorkflowStreamClient.create(self.runtime.client, self.id)
+        start = 0 if after is None else after + 1
+        async for item in stream.subscribe(
+            EVENTS_TOPIC, from_offset=start, poll_cooldown=timedelta(seconds=poll_interval)
+        ):
+            data = item.data
+            yield RunEvent(
+                offset=item.offset,
+                type=str(data["type"]),
+                time=str(data["time"]),
+                data=dict(data.get("data") or {}),
+            )
+
+    async def usage(self) -> UsageReport:
+        """Tokens, cost and failed attempts so far (the whole run's once it ended)."""
+        desc = await self.describe()
+        return desc.ledger or UsageReport()
 
 
 class DurableAgent:
@@ -129,12 +318,17 @@ class DurableAgent:
         id: str | None = None,
         context: Any = None,
         deps: Any = None,
+        budget: Budget | None = None,
+        waits: WaitPolicy | None = None,
+        stream_text: bool = False,
         **options: Any,
     ) -> RunHandle:
         """Start a run and return at once. Starting again with the same ``id`` is a no-op.
 
         ``context`` (OpenAI Agents SDK) and ``deps`` (Pydantic AI) are the same thing: the
-        value handed to tools, sent to workers once per run.
+        value handed to tools, sent to workers once per run. ``budget`` stops the run when
+        its usage exceeds it; ``waits`` sets the timeout and timeout policy of its approvals
+        and questions; ``stream_text`` streams model text as ``model.delta`` events.
         """
         if deps is not None:
             if context is not None:
@@ -154,6 +348,9 @@ class DurableAgent:
             input=self.adapter.encode_input(input),
             options=encoded,
             context=packed,
+            budget=budget,
+            waits=waits,
+            stream_text=stream_text,
         )
         try:
             await runtime.client.start_workflow(
@@ -181,15 +378,45 @@ class DurableAgent:
         id: str | None = None,
         context: Any = None,
         deps: Any = None,
+        budget: Budget | None = None,
+        waits: WaitPolicy | None = None,
+        stream_text: bool = False,
         **options: Any,
     ) -> Any:
         """Run to the end and return the framework's result."""
-        handle = await self.start(input, id=id, context=context, deps=deps, **options)
+        handle = await self.start(
+            input,
+            id=id,
+            context=context,
+            deps=deps,
+            budget=budget,
+            waits=waits,
+            stream_text=stream_text,
+            **options,
+        )
         return await handle.result()
 
     def handle(self, run_id: str, runtime: Runtime) -> RunHandle:
         """A handle on an existing run of this agent."""
         return RunHandle(runtime, run_id, self)
+
+
+async def get_run(run_id: str, runtime: Runtime | None = None) -> RunHandle:
+    """A handle on an existing run by id (results come back as the run's JSON)."""
+    return RunHandle(runtime or await default_runtime(), run_id, None)
+
+
+def _pending(raw: dict[str, Any]) -> PendingRequest:
+    return PendingRequest(
+        id=raw["id"],
+        kind=raw["kind"],
+        tool=raw.get("tool"),
+        args=raw.get("args"),
+        question=raw.get("question"),
+        asked_at=raw.get("asked_at"),
+        timeout=raw.get("timeout"),
+        on_timeout=raw.get("on_timeout"),
+    )
 
 
 def durable(

@@ -8,14 +8,16 @@ by replaying its history after a crash.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.contrib.workflow_streams import WorkflowStream
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, RetryState
 
 with workflow.unsafe.imports_passed_through():
+    from tether.core import events as ev
     from tether.core import registry
     from tether.core.contract import (
         JSON,
@@ -25,14 +27,23 @@ with workflow.unsafe.imports_passed_through():
         StepOutcome,
         StepPolicy,
         StepRequest,
+        WaitAnswer,
+        WaitPolicy,
+        WaitRequest,
     )
     from tether.core.conversation import Transcript
+    from tether.core.ledger import Ledger
     from tether.core.steps import BLOB_MISSING
     from tether.core.store import canonical_json, digest
     from tether.errors import AgentNotRegisteredError
 
 WORKFLOW_NAME = "tether.AgentRun"
 STATUS_QUERY = "tether.status"
+PENDING_QUERY = "tether.pending"
+ANSWER_UPDATE = "tether.answer"
+UNKNOWN_REQUEST = "TetherUnknownWaitRequest"
+ALREADY_ANSWERED = "TetherAlreadyAnswered"
+WRONG_ANSWER = "TetherWrongAnswerKind"
 
 
 @dataclass
@@ -43,6 +54,26 @@ class RunResult:
     usage: dict[str, int] = field(default_factory=dict)
     steps: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    ledger: dict[str, Any] = field(default_factory=dict)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    waits: list[dict[str, Any]] = field(default_factory=list)
+    agent: str | None = None
+
+
+class BudgetExceeded(Exception):
+    """The run's budget was exceeded; the run stops (type ``BudgetExceeded``)."""
+
+
+class WaitTimedOut(Exception):
+    """A wait with the ``fail`` timeout policy timed out; the run fails."""
+
+
+def _verdict(answer: WaitAnswer) -> str:
+    if answer.approved is True:
+        return "approved"
+    if answer.approved is False:
+        return f"denied: {answer.reason}" if answer.reason else "denied"
+    return f"answered {answer.value!r}"
 
 
 class StepFailedError(Exception):
@@ -71,6 +102,17 @@ class AgentRun:
         self._context_ref: str | None = None
         self._shared: dict[str, Any] = {}
         self._unsent: dict[str, Any] = {}
+        self._ledger = Ledger()
+        self._started_steps = 0
+        self._timeline: list[dict[str, Any]] = []
+        self._pending: dict[str, tuple[WaitRequest, str]] = {}
+        self._answers: dict[str, WaitAnswer] = {}
+        self._waits: list[dict[str, Any]] = []
+        self._over_budget: str | None = None
+        self._timed_out: str | None = None
+        # The run's event log: rebuilt by replay, so replays never publish twice.
+        self._stream = WorkflowStream()
+        self._events = self._stream.topic(ev.EVENTS_TOPIC)
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
@@ -80,32 +122,68 @@ class AgentRun:
         try:
             entry = registry.lookup(request.agent)
         except AgentNotRegisteredError as exc:
+            self.publish(ev.RUN_FAILED, {"error": str(exc), "type": "AgentNotRegistered"})
             raise ApplicationError(
                 str(exc), type="AgentNotRegistered", non_retryable=True
             ) from None
         self._phase = "running"
+        self.publish(ev.RUN_STARTED, {"agent": request.agent, "adapter": request.adapter})
         try:
             output = await entry.adapter.run(self, entry.agent, request)
-        except FailureError:
-            self._phase = "failed"
+            if self._over_budget is not None:
+                raise BudgetExceeded(self._over_budget)
+        except FailureError as exc:
+            await self._fail(str(exc), type(exc).__name__)
             raise
         except StepFailedError as exc:
-            self._phase = "failed"
+            await self._fail(str(exc), exc.error_type or "StepFailed")
             raise ApplicationError(
                 str(exc), type=exc.error_type or "StepFailed", non_retryable=True
             ) from None
         except Exception as exc:
             # Deterministic errors of the loop (max turns, bad output, a user error) fail the
             # run with their cause; retrying the workflow task forever would only hide them.
-            self._phase = "failed"
+            # A budget stop may surface wrapped by the framework: the run's own flag decides.
+            if self._over_budget is not None:
+                message = (
+                    f"the run's budget was exceeded ({self._over_budget}); it stopped before "
+                    "the next model call. Fix: raise the budget (durable.start(..., budget=...))"
+                )
+                await self._fail(message, "BudgetExceeded")
+                raise ApplicationError(message, type="BudgetExceeded", non_retryable=True) from None
+            if self._timed_out is not None:
+                await self._fail(self._timed_out, "WaitTimedOut")
+                raise ApplicationError(
+                    self._timed_out, type="WaitTimedOut", non_retryable=True
+                ) from None
             workflow.logger.debug("run failed", exc_info=True)
-            raise ApplicationError(
-                f"{type(exc).__name__}: {exc}", type=type(exc).__name__, non_retryable=True
-            ) from exc
+            message = f"{type(exc).__name__}: {exc}"
+            await self._fail(message, type(exc).__name__)
+            raise ApplicationError(message, type=type(exc).__name__, non_retryable=True) from exc
         self._phase = "completed"
+        self.publish(ev.RUN_FINISHED, {"usage": dict(self._usage), "cost": self._ledger.cost})
+        await self._close_stream()
         return RunResult(
-            output=output, usage=dict(self._usage), steps=self._steps, failures=self._failures
+            output=output,
+            usage=dict(self._usage),
+            steps=self._steps,
+            failures=self._failures,
+            ledger=self._ledger.report(),
+            timeline=self._timeline,
+            waits=self._waits,
+            agent=request.agent,
         )
+
+    async def _fail(self, message: str, error_type: str) -> None:
+        self._phase = "failed"
+        self.publish(ev.RUN_FAILED, {"error": message, "type": error_type})
+        await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        # Waiting readers get their last batch (with the final event) before the run closes;
+        # readers arriving later read the closed run's log through the stream's query.
+        self._stream.detach_pollers()
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> dict[str, Any]:
@@ -116,7 +194,63 @@ class AgentRun:
             "current_step": self._current,
             "usage": dict(self._usage),
             "failures": list(self._failures),
+            "ledger": self._ledger.report(),
+            "timeline": list(self._timeline),
+            "waits": list(self._waits),
+            "pending": self.pending(),
         }
+
+    # -- waits -------------------------------------------------------------------------------
+
+    @workflow.query(name=PENDING_QUERY)
+    def pending(self) -> list[dict[str, Any]]:
+        return [dict(asdict(req), asked_at=at) for req, at in self._pending.values()]
+
+    @workflow.update(name=ANSWER_UPDATE)
+    def answer(self, answer: WaitAnswer) -> dict[str, Any]:
+        self._check_answer(answer)
+        self._answers[answer.id] = answer
+        return {"id": answer.id, "accepted": True}
+
+    @answer.validator
+    def _validate_answer(self, answer: WaitAnswer) -> None:
+        # A rejected update never enters the run's history.
+        self._check_answer(answer)
+
+    def _check_answer(self, answer: WaitAnswer) -> None:
+        if answer.id in self._answers:
+            given = self._answers[answer.id]
+            raise ApplicationError(
+                f"request {answer.id!r} of run {self.run_id!r} was already answered "
+                f"({_verdict(given)}); an answer cannot be changed",
+                type=ALREADY_ANSWERED,
+                non_retryable=True,
+            )
+        found = self._pending.get(answer.id)
+        if found is None:
+            waiting = ", ".join(sorted(self._pending)) or "nothing"
+            raise ApplicationError(
+                f"run {self.run_id!r} is not waiting for a request {answer.id!r} (it waits "
+                f"for: {waiting}). Fix: take the id from `tether runs pending {self.run_id}` "
+                "or handle.pending()",
+                type=UNKNOWN_REQUEST,
+                non_retryable=True,
+            )
+        request = found[0]
+        if request.kind == "approval" and answer.approved is None:
+            raise ApplicationError(
+                f"request {answer.id!r} is an approval: approve or deny it "
+                "(handle.approve / handle.deny, `tether approve`), not answer it",
+                type=WRONG_ANSWER,
+                non_retryable=True,
+            )
+        if request.kind == "question" and answer.approved is not None:
+            raise ApplicationError(
+                f"request {answer.id!r} is a question ({request.question!r}): answer it with "
+                "handle.answer(id, value) or `tether approve RUN ID --answer TEXT`",
+                type=WRONG_ANSWER,
+                non_retryable=True,
+            )
 
     # -- RunSession ------------------------------------------------------------------------
 
@@ -132,6 +266,96 @@ class AgentRun:
     def transcript(self) -> Transcript:
         return self._transcript
 
+    def publish(self, type: str, data: Mapping[str, JSON]) -> None:
+        self._events.publish({"type": type, "time": self._now(), "data": dict(data)})
+
+    def _now(self) -> str:
+        return workflow.now().isoformat(timespec="milliseconds")
+
+    async def wait(self, request: WaitRequest) -> WaitAnswer:
+        done = self._answers.get(request.id)
+        if done is not None:
+            return done  # the loop asked again for something already answered
+        policy = (self._request.waits if self._request else None) or WaitPolicy()
+        timeout = request.timeout if request.timeout is not None else policy.timeout
+        on_timeout = request.on_timeout or policy.on_timeout
+        default = request.default if request.default is not None else policy.default
+        asked_at = self._now()
+        self._pending[request.id] = (request, asked_at)
+        approval = request.kind == "approval"
+        if approval:
+            self.publish(
+                ev.APPROVAL_REQUESTED,
+                {"id": request.id, "tool": request.tool, "args": request.args, "timeout": timeout},
+            )
+        else:
+            self.publish(
+                ev.QUESTION_ASKED,
+                {"id": request.id, "question": request.question, "timeout": timeout},
+            )
+        self._phase = "waiting"
+        try:
+            await workflow.wait_condition(lambda: request.id in self._answers, timeout=timeout)
+            answer = self._answers[request.id]
+        except TimeoutError:
+            if on_timeout == "fail":
+                answer = WaitAnswer(id=request.id, timed_out=True, reason="timed out")
+            elif on_timeout == "deny" or not approval:
+                # A question's tool gets the default, or text saying nobody answered.
+                silent = f"(nobody answered within {timeout:g}s)"
+                answer = WaitAnswer(
+                    id=request.id,
+                    approved=False if approval else None,
+                    value=None if approval else (default if default is not None else silent),
+                    reason=f"no answer within {timeout:g}s",
+                    timed_out=True,
+                )
+            else:
+                answer = WaitAnswer(
+                    id=request.id,
+                    approved=bool(default),
+                    reason=f"no answer within {timeout:g}s: default applied",
+                    timed_out=True,
+                )
+            self._answers[request.id] = answer
+        finally:
+            self._pending.pop(request.id, None)
+            self._phase = "running"
+        record = {
+            "id": request.id,
+            "kind": request.kind,
+            "tool": request.tool,
+            "question": request.question,
+            "asked_at": asked_at,
+            "answered_at": self._now(),
+            **{k: v for k, v in asdict(answer).items() if k != "id"},
+        }
+        self._waits.append(record)
+        if approval:
+            self.publish(
+                ev.APPROVAL_ANSWERED,
+                {
+                    "id": request.id,
+                    "approved": answer.approved,
+                    "reason": answer.reason,
+                    "timed_out": answer.timed_out,
+                },
+            )
+        else:
+            self.publish(
+                ev.QUESTION_ANSWERED,
+                {"id": request.id, "value": answer.value, "timed_out": answer.timed_out},
+            )
+        if answer.timed_out and on_timeout == "fail":
+            # Kept on the run too: a framework may wrap the exception on its way out.
+            self._timed_out = (
+                f"nobody answered {request.kind} {request.id!r} within {timeout:g}s and its "
+                "timeout policy is 'fail'. Fix: answer sooner, or use on_timeout='deny' / "
+                "'default' (durable.start(..., waits=WaitPolicy(...)))"
+            )
+            raise WaitTimedOut(self._timed_out)
+        return answer
+
     async def step(
         self,
         name: str,
@@ -141,7 +365,15 @@ class AgentRun:
         summary: str,
         policy: StepPolicy,
         transcript: Sequence[JSON] | None = None,
+        info: Mapping[str, JSON] | None = None,
     ) -> StepOutcome:
+        if kind == "model" and self._over_budget is not None:
+            raise BudgetExceeded(self._over_budget)
+        self._started_steps += 1
+        number = self._started_steps
+        detail: dict[str, JSON] = {"step": number, "summary": summary, **(info or {})}
+        started = self._now()
+        self.publish(f"{kind}.started", detail)
         tref = self._transcript.reference(transcript) if transcript is not None else None
         attachments, self._unsent = self._unsent, {}
         request = StepRequest(
@@ -151,6 +383,7 @@ class AgentRun:
             transcript=tref,
             context_ref=self._context_ref,
             attachments=attachments,
+            step=number,
         )
         self._current = summary
         try:
@@ -170,6 +403,7 @@ class AgentRun:
                     transcript=tref,
                     context_ref=self._context_ref,
                     attachments=inline,
+                    step=number,
                 )
                 outcome = await self._execute(name, request, summary, policy)
         except ActivityError as exc:
@@ -179,13 +413,53 @@ class AgentRun:
             self._failures.append(
                 {"step": name, "summary": summary, "type": error_type, "message": message}
             )
+            attempts = (
+                policy.max_attempts if exc.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED else 1
+            )
+            self._record_step(number, kind, name, summary, started, attempts, message, True)
+            if kind == "model":
+                self._ledger.step_done(number, summary, attempts, started, self._now(), True)
+            self.publish(f"{kind}.failed", dict(detail, error=message))
             raise StepFailedError(name, kind, message, error_type) from None
         finally:
             self._current = None
         self._steps += 1
+        error = outcome.error.message if outcome.error is not None else None
         if outcome.error is not None:
             self.record_failure(summary, outcome.error)
+        self._record_step(number, kind, name, summary, started, outcome.attempt, error)
+        if kind == "model":
+            self._ledger.step_done(number, summary, outcome.attempt, started, self._now(), False)
+        finished = dict(detail, attempt=outcome.attempt)
+        if kind != "model":
+            finished["error"] = error
+        self.publish(f"{kind}.finished", finished)
         return outcome
+
+    def _record_step(
+        self,
+        number: int,
+        kind: str,
+        name: str,
+        summary: str,
+        started: str,
+        attempt: int,
+        error: str | None,
+        failed: bool = False,
+    ) -> None:
+        self._timeline.append(
+            {
+                "step": number,
+                "kind": kind,
+                "name": name,
+                "summary": summary,
+                "started": started,
+                "finished": self._now(),
+                "attempts": attempt,
+                "error": error,
+                "failed": failed,
+            }
+        )
 
     async def _execute(
         self, name: str, request: StepRequest, summary: str, policy: StepPolicy
@@ -224,9 +498,28 @@ class AgentRun:
             }
         )
 
-    def add_usage(self, usage: Mapping[str, int]) -> None:
+    def add_usage(
+        self, usage: Mapping[str, int], *, model: str | None = None, provider: str | None = None
+    ) -> None:
         for key, value in usage.items():
             self._usage[key] = self._usage.get(key, 0) + int(value)
+        entry = self._ledger.add(dict(usage), model, provider, workflow.now())
+        self.publish(
+            ev.USAGE,
+            {
+                "step": entry.step if entry else None,
+                "model": model,
+                "input_tokens": int(usage.get("input_tokens", 0)),
+                "output_tokens": int(usage.get("output_tokens", 0)),
+                "cost": entry.cost if entry else None,
+                "total_tokens_run": self._usage.get("total_tokens", 0),
+            },
+        )
+        budget = self._request.budget if self._request else None
+        if self._over_budget is None:
+            self._over_budget = self._ledger.over(budget)
+            if self._over_budget is not None:
+                raise BudgetExceeded(self._over_budget)
 
     def usage(self) -> dict[str, int]:
         return dict(self._usage)

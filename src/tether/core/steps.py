@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
 from tether.core import registry
 from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest
 from tether.core.conversation import materialize
+from tether.core.events import EVENTS_TOPIC
 from tether.core.store import BlobStore
 from tether.core.values import unpack
 from tether.errors import (
@@ -24,6 +27,7 @@ from tether.errors import (
 )
 
 BLOB_MISSING = "TetherBlobMissing"
+DELTA_BATCH = timedelta(milliseconds=200)
 
 
 class _ActivityStepContext:
@@ -37,6 +41,8 @@ class _ActivityStepContext:
         self._final = limit > 0 and info.attempt >= limit
         for value in request.attachments.values():
             store.put_json(value)
+        self._stream: WorkflowStreamClient | None = None
+        self._flusher: asyncio.Future[WorkflowStreamClient] | None = None
 
     @property
     def agent(self) -> object:
@@ -68,6 +74,24 @@ class _ActivityStepContext:
     def heartbeat(self, *details: object) -> None:
         activity.heartbeat(*details)
 
+    def publish(self, type: str, data: Mapping[str, JSON]) -> None:
+        if self._stream is None:
+            self._stream = WorkflowStreamClient.from_within_activity(batch_interval=DELTA_BATCH)
+            self._flusher = asyncio.ensure_future(self._stream.__aenter__())
+        item = {
+            "type": type,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "data": {"step": self._request.step, "attempt": self._attempt, **data},
+        }
+        self._stream.topic(EVENTS_TOPIC).publish(item)
+
+    async def close(self) -> None:
+        """Flush what the step published (before its result is recorded)."""
+        if self._stream is not None and self._flusher is not None:
+            await self._flusher
+            await self._stream.__aexit__(None, None, None)
+            self._stream = None
+
 
 async def _beat(every: float) -> None:
     while True:
@@ -83,9 +107,14 @@ def build_activity(
 
     async def run_step(request: StepRequest) -> StepOutcome:
         beat = asyncio.create_task(_beat(every))
+        ctx: _ActivityStepContext | None = None
         try:
             ctx = _ActivityStepContext(store, request)
-            return await definition.handler(ctx, request.payload)
+            outcome = await definition.handler(ctx, request.payload)
+            if outcome.attempt != ctx.attempt:
+                outcome = dataclasses.replace(outcome, attempt=ctx.attempt)
+            await ctx.close()
+            return outcome
         except BlobMissingError as exc:
             raise ApplicationError(
                 str(exc), exc.ref, type=BLOB_MISSING, non_retryable=True
@@ -98,6 +127,9 @@ def build_activity(
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
             raise ApplicationError(str(exc), type=exc.error_type, next_retry_delay=delay) from exc
         finally:
+            if ctx is not None:
+                with contextlib.suppress(Exception):
+                    await ctx.close()  # a failed attempt's published events still go out
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat

@@ -18,6 +18,7 @@ from tether.adapters.openai_agents._workflow_side import (
     TOOL_STEP,
     RunProxy,
     TetherAgentRunner,
+    approval_request,
     enter_run,
     leave_run,
 )
@@ -59,6 +60,7 @@ class OpenAIAgentsAdapter(Adapter):
             Capability.SYNC_TOOLS,
             Capability.MAX_TURNS,
             Capability.MCP,
+            Capability.APPROVALS,
         }
     )
 
@@ -110,21 +112,35 @@ class OpenAIAgentsAdapter(Adapter):
 
     async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
         assert isinstance(agent, Agent)
-        proxy = RunProxy(session)
+        proxy = RunProxy(session, stream_text=request.stream_text)
         context = None
         if request.context is not None:
             with workflow.unsafe.imports_passed_through():
                 context = unpack(request.context)
         max_turns = int(request.options.get("max_turns", DEFAULT_MAX_TURNS))
         token = enter_run(proxy)
+        config = RunConfig(tracing_disabled=True)
         try:
             result = await Runner.run(
                 proxy.agent(agent),
                 request.input,
                 context=context,
                 max_turns=max_turns,
-                run_config=RunConfig(tracing_disabled=True),
+                run_config=config,
             )
+            # The SDK's own approvals: tools with needs_approval interrupt the run; each
+            # interruption becomes a durable wait here, and the SDK resumes from its state.
+            while result.interruptions:
+                state = result.to_state()
+                for item in result.interruptions:
+                    answer = await session.wait(approval_request(item))
+                    if answer.approved:
+                        state.approve(item)
+                    else:
+                        state.reject(item, rejection_message=answer.reason or None)
+                result = await Runner.run(
+                    result.last_agent, state, max_turns=max_turns, run_config=config
+                )
         finally:
             leave_run(token)
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agents import (
@@ -12,6 +13,7 @@ from agents import (
     Handoff,
     Model,
     ModelProvider,
+    ModelResponse,
     ModelSettings,
     ModelTracing,
     Tool,
@@ -149,8 +151,10 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     tools, handoffs = _tools(ctx.shared(payload["spec_ref"]), agent)
     items = ctx.transcript()
     model_input: Any = payload["input_text"] if payload.get("input_text") is not None else items
+    model = _model_for(agent)
+    call = model.get_response if not payload.get("stream") else _streaming(model, ctx)
     try:
-        response = await _model_for(agent).get_response(
+        response = await call(
             payload["system"],
             model_input,
             _settings.validate_python(payload["settings"]),
@@ -175,8 +179,53 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
             "usage": _usage.dump_python(response.usage, mode="json"),
             "response_id": response.response_id,
             "request_id": response.request_id,
+            "model": _model_name(model, agent),
         }
     )
+
+
+def _streaming(model: Model, ctx: StepContext) -> Callable[..., Awaitable[ModelResponse]]:
+    """``get_response`` made from ``stream_response``: text deltas are published as they come
+    (``model.delta``), the completed response is the step's result."""
+
+    async def get_response(*args: Any, **kwargs: Any) -> ModelResponse:
+        final: Any = None
+        async for event in model.stream_response(*args, **kwargs):
+            kind = getattr(event, "type", None)
+            if kind == "response.output_text.delta":
+                ctx.publish("model.delta", {"text": event.delta})  # type: ignore[union-attr]
+            elif kind == "response.completed":
+                final = event.response  # type: ignore[union-attr]
+            elif kind in ("response.failed", "response.incomplete", "error"):
+                raise RetryableError(f"the model's stream ended with {kind}", error_type=kind)
+        if final is None:
+            raise RetryableError("the model's stream ended without a completed response")
+        used = final.usage
+        usage = (
+            Usage(
+                requests=1,
+                input_tokens=used.input_tokens,
+                output_tokens=used.output_tokens,
+                total_tokens=used.total_tokens,
+                input_tokens_details=used.input_tokens_details,
+                output_tokens_details=used.output_tokens_details,
+            )
+            if used is not None
+            else Usage(requests=1)
+        )
+        return ModelResponse(
+            output=final.output, usage=usage, response_id=final.id, request_id=None
+        )
+
+    return get_response
+
+
+def _model_name(model: Model, agent: Agent[Any]) -> str | None:
+    """The model's name, for the usage ledger's price lookup."""
+    name = getattr(model, "model", None)
+    if isinstance(name, str):
+        return name
+    return agent.model if isinstance(agent.model, str) else None
 
 
 def _non_retryable(exc: BaseException) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +27,12 @@ from agents import (
     Usage,
 )
 from agents.agent_output import AgentOutputSchemaBase
-from agents.items import TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
+from agents.items import (
+    ToolApprovalItem,
+    TResponseInputItem,
+    TResponseOutputItem,
+    TResponseStreamEvent,
+)
 from agents.run import AgentRunner
 from agents.tool_context import ToolContext
 from pydantic import TypeAdapter
@@ -34,7 +40,8 @@ from pydantic_core import to_jsonable_python
 
 from tether.adapters.openai_agents._graph import agent_tool_target, handoff_target
 from tether.adapters.openai_agents._mcp import stand_ins
-from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession
+from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
+from tether.human import human_input_of
 
 MODEL_STEP = "openai_agents.model"
 TOOL_STEP = "openai_agents.tool"
@@ -120,6 +127,8 @@ class StepModel(Model):
             "conversation_id": conversation_id,
             "input_text": input if isinstance(input, str) else None,
         }
+        if self._run.stream_text:
+            payload["stream"] = True
         items = None if isinstance(input, str) else to_jsonable_python(input)
         outcome = await self._run.session.step(
             MODEL_STEP,
@@ -131,9 +140,12 @@ class StepModel(Model):
         )
         value = outcome.value
         usage = _usage.validate_python(value["usage"])
-        self._run.session.add_usage(usage_totals(usage))
+        output = _output_items.validate_python(value["output"])
+        session = self._run.session
+        session.publish("model.response", response_event(output))
+        session.add_usage(usage_totals(usage), model=value.get("model"), provider="openai")
         return ModelResponse(
-            output=_output_items.validate_python(value["output"]),
+            output=output,
             usage=usage,
             response_id=value.get("response_id"),
             request_id=value.get("request_id"),
@@ -162,8 +174,9 @@ class StepModel(Model):
 class RunProxy:
     """Per-run state on the run side: the proxied agents and what was shared with steps."""
 
-    def __init__(self, session: RunSession) -> None:
+    def __init__(self, session: RunSession, *, stream_text: bool = False) -> None:
         self.session = session
+        self.stream_text = stream_text
         self._proxies: dict[int, Agent[Any]] = {}
 
     def share(self, value: Any) -> str:
@@ -205,19 +218,42 @@ class RunProxy:
             return tool
         run = self
         name = tool.name
+        human = human_input_of(_wrapped(tool))
+        if human is not None:
+
+            async def ask(ctx: ToolContext[Any], args: str) -> Any:
+                # A person answers instead of a step: the run waits durably for them.
+                question = str(json.loads(args or "{}").get("question", args))
+                call_id = getattr(ctx, "tool_call_id", None) or f"{name}:{args}"
+                answer = await run.session.wait(
+                    WaitRequest(
+                        id=call_id,
+                        kind="question",
+                        tool=name,
+                        question=question,
+                        timeout=human.timeout,
+                        on_timeout=human.on_timeout,
+                        default=human.default,
+                    )
+                )
+                return "" if answer.value is None else str(answer.value)
+
+            return dataclasses.replace(tool, on_invoke_tool=ask)
 
         async def invoke(ctx: ToolContext[Any], args: str) -> Any:
+            call_id = getattr(ctx, "tool_call_id", None)
             outcome = await run.session.step(
                 TOOL_STEP,
                 {
                     "agent": owner.name,
                     "tool": name,
                     "args": args,
-                    "call_id": getattr(ctx, "tool_call_id", None),
+                    "call_id": call_id,
                 },
                 kind="tool",
                 summary=f"tool: {name}",
                 policy=TOOL_POLICY,
+                info={"tool": name, "call_id": call_id},
             )
             if outcome.error is not None:
                 if outcome.error.fatal:
@@ -228,6 +264,43 @@ class RunProxy:
             return unpack(outcome.value)
 
         return dataclasses.replace(tool, on_invoke_tool=invoke)
+
+
+def _wrapped(tool: FunctionTool) -> object:
+    try:
+        return tool.__wrapped__
+    except AttributeError:
+        return None
+
+
+def response_event(output: list[TResponseOutputItem]) -> dict[str, Any]:
+    """The neutral ``model.response`` event of one model response."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for item in output:
+        if item.type == "message":
+            texts.extend(c.text for c in item.content if c.type == "output_text")
+        elif item.type == "function_call":
+            calls.append({"name": item.name, "call_id": item.call_id})
+    return {"text": "".join(texts) or None, "tool_calls": calls}
+
+
+def approval_request(item: ToolApprovalItem) -> WaitRequest:
+    """The durable wait for one of the SDK's approval interruptions (id: the call id)."""
+    raw = item.raw_item
+    get = raw.get if isinstance(raw, dict) else lambda key: getattr(raw, key, None)
+    call_id = get("call_id") or get("id")
+    arguments = get("arguments")
+    try:
+        args = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        args = arguments
+    return WaitRequest(
+        id=str(call_id),
+        kind="approval",
+        tool=item.tool_name or get("name"),
+        args=to_jsonable_python(args),
+    )
 
 
 class ToolStepError(Exception):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from pydantic_ai import Agent, DeferredToolResults
+from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults
 from pydantic_ai.durable_exec._utils import disable_threads
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.usage import UsageLimits
@@ -152,6 +152,18 @@ class PydanticAIAdapter(Adapter):
         history: list[ModelMessage] | None,
     ) -> Any:
         opts = request.options
+        # Deferred tools (requires_approval, ApprovalRequired, CallDeferred) become durable
+        # waits inside the run (the capability's handle_deferred_tool_calls hook), unless the
+        # agent declares DeferredToolRequests among its output types: then, as in Pydantic AI
+        # itself, the run ends with the requests and the caller continues it with
+        # deferred_tool_results.
+        capability = TetherCapability(
+            session,
+            self.agent_name(agent),
+            opts.get("model"),
+            wait_for_deferred=not declares_deferred(agent.output_type),
+            stream_text=request.stream_text,
+        )
         return await agent.run(
             request.input,
             deps=deps,
@@ -163,7 +175,7 @@ class PydanticAIAdapter(Adapter):
             if "usage_limits" in opts
             else None,
             model=opts.get("model"),
-            capabilities=[TetherCapability(session, self.agent_name(agent), opts.get("model"))],
+            capabilities=[capability],
         )
 
     def decode_output(self, agent: object, value: JSON) -> object:
@@ -172,3 +184,12 @@ class PydanticAIAdapter(Adapter):
             usage=dict(value.get("usage", {})),
             messages=ModelMessagesTypeAdapter.validate_python(value.get("messages", [])),
         )
+
+
+def declares_deferred(output_type: object) -> bool:
+    """Whether ``DeferredToolRequests`` is among an agent's output types."""
+    if output_type is DeferredToolRequests:
+        return True
+    if isinstance(output_type, list | tuple):
+        return any(declares_deferred(t) for t in output_type)
+    return False

@@ -15,7 +15,15 @@ from pydantic_ai.exceptions import (
     ModelRetry,
     UserError,
 )
-from pydantic_ai.messages import ModelMessagesTypeAdapter
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelResponse,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
 from pydantic_ai.models import Model, ModelRequestParameters, infer_model
 from pydantic_ai.usage import RunUsage
 
@@ -115,7 +123,10 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     messages = ModelMessagesTypeAdapter.validate_python(ctx.transcript())
     params = _params.validate_python(ctx.shared(payload["params_ref"]))
     try:
-        response = await model.request(messages, payload.get("settings"), params)
+        if payload.get("stream"):
+            response = await _streamed(model, ctx, messages, payload.get("settings"), params)
+        else:
+            response = await model.request(messages, payload.get("settings"), params)
     except Exception as exc:
         classified = _classify(exc)
         if classified is exc:
@@ -123,6 +134,27 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
         raise classified from exc
     [dumped] = ModelMessagesTypeAdapter.dump_python([response], mode="json")
     return StepOutcome(value={"response": dumped})
+
+
+async def _streamed(
+    model: Model,
+    ctx: StepContext,
+    messages: list[ModelMessage],
+    settings: Any,
+    params: ModelRequestParameters,
+) -> ModelResponse:
+    """The model's streamed response: text deltas are published as they come
+    (``model.delta``), the whole response is the step's result."""
+    async with model.request_stream(messages, settings, params) as stream:
+        async for event in stream:
+            text = None
+            if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                text = event.part.content
+            elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                text = event.delta.content_delta
+            if text:
+                ctx.publish("model.delta", {"text": text})
+        return stream.get()
 
 
 async def tool_step(ctx: StepContext, payload: JSON) -> StepOutcome:

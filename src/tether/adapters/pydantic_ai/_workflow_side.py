@@ -12,20 +12,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
-from pydantic_ai import RunContext
+from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, ToolDenied
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.capabilities.abstract import CapabilityOrdering
 from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+)
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
-from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool, WrapperToolset
 from pydantic_core import to_jsonable_python
 
 from tether.adapters.pydantic_ai._mcp import replace_mcp, routes_to_mcp
-from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession
+from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
 from tether.core.values import unpack
+from tether.human import human_input_of
 
 MODEL_STEP = "pydantic_ai.model"
 TOOL_STEP = "pydantic_ai.tool"
@@ -57,12 +64,18 @@ class StepModel(WrapperModel):
     """Sends each request of the wrapped model to a step, made on a worker."""
 
     def __init__(
-        self, wrapped: Model, session: RunSession, agent_name: str, override: str | None
+        self,
+        wrapped: Model,
+        session: RunSession,
+        agent_name: str,
+        override: str | None,
+        stream_text: bool = False,
     ) -> None:
         super().__init__(wrapped)
         self._session = session
         self._agent = agent_name
         self._override = override
+        self._stream_text = stream_text
 
     async def request(
         self,
@@ -78,6 +91,8 @@ class StepModel(WrapperModel):
                 _params.dump_python(model_request_parameters, mode="json")
             ),
         }
+        if self._stream_text:
+            payload["stream"] = True
         outcome = await self._session.step(
             MODEL_STEP,
             payload,
@@ -89,6 +104,7 @@ class StepModel(WrapperModel):
         response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
         assert isinstance(response, ModelResponse)
         usage = response.usage
+        self._session.publish("model.response", response_event(response))
         self._session.add_usage(
             {
                 "requests": 1,
@@ -96,7 +112,9 @@ class StepModel(WrapperModel):
                 "output_tokens": usage.output_tokens,
                 "total_tokens": usage.input_tokens + usage.output_tokens,
                 "cached_tokens": usage.cache_read_tokens,
-            }
+            },
+            model=response.model_name,
+            provider=response.provider_name,
         )
         return response
 
@@ -122,6 +140,21 @@ class StepToolset(WrapperToolset[Any]):
         assert self.session is not None
         if routes_to_mcp(tool):
             return await self.wrapped.call_tool(name, tool_args, ctx, tool)
+        human = human_input_of(_function_of(tool, name))
+        if human is not None:
+            # A person answers instead of a step: the run waits durably for them.
+            answer = await self.session.wait(
+                WaitRequest(
+                    id=ctx.tool_call_id or f"{name}-{ctx.run_step}",
+                    kind="question",
+                    tool=name,
+                    question=str(tool_args.get("question", tool_args)),
+                    timeout=human.timeout,
+                    on_timeout=human.on_timeout,
+                    default=human.default,
+                )
+            )
+            return "" if answer.value is None else str(answer.value)
         outcome = await self.session.step(
             TOOL_STEP,
             {
@@ -138,6 +171,7 @@ class StepToolset(WrapperToolset[Any]):
             kind="tool",
             summary=f"tool: {name}",
             policy=TOOL_POLICY,
+            info={"tool": name, "call_id": ctx.tool_call_id},
         )
         error = outcome.error
         if error is None:
@@ -151,6 +185,26 @@ class StepToolset(WrapperToolset[Any]):
         raise ToolStepError(name, error.type, error.message)
 
 
+def _function_of(tool: ToolsetTool[Any], name: str) -> object:
+    """The Python function behind a function-toolset tool (None for other toolsets)."""
+    toolset = tool.toolset
+    if not isinstance(toolset, FunctionToolset):
+        return None
+    found = toolset.tools.get(getattr(tool, "original_name", None) or name)
+    return found.function if found is not None else None
+
+
+def response_event(response: ModelResponse) -> dict[str, Any]:
+    """The neutral ``model.response`` event of one model response."""
+    text = "".join(p.content for p in response.parts if isinstance(p, TextPart))
+    calls = [
+        {"name": p.tool_name, "call_id": p.tool_call_id}
+        for p in response.parts
+        if isinstance(p, ToolCallPart)
+    ]
+    return {"text": text or None, "tool_calls": calls}
+
+
 class ToolStepError(Exception):
     """A tool failed for good; as outside Tether, the run fails with it."""
 
@@ -161,10 +215,28 @@ class ToolStepError(Exception):
 class TetherCapability(AbstractCapability[Any]):
     """Makes one run's model requests and tool calls durable steps (added per run)."""
 
-    def __init__(self, session: RunSession, agent_name: str, model: str | None = None) -> None:
+    def __init__(
+        self,
+        session: RunSession,
+        agent_name: str,
+        model: str | None = None,
+        *,
+        wait_for_deferred: bool = True,
+        stream_text: bool = False,
+    ) -> None:
         self._session = session
         self._agent = agent_name
         self._model = model
+        self._wait_for_deferred = wait_for_deferred
+        self._stream_text = stream_text
+
+    async def handle_deferred_tool_calls(
+        self, ctx: RunContext[Any], *, requests: DeferredToolRequests
+    ) -> DeferredToolResults | None:
+        """Deferred calls become durable waits: the run carries on with people's answers."""
+        if not self._wait_for_deferred:
+            return None
+        return await wait_for_results(self._session, requests)
 
     def get_ordering(self) -> CapabilityOrdering | None:
         return CapabilityOrdering(position="innermost")
@@ -172,8 +244,43 @@ class TetherCapability(AbstractCapability[Any]):
     def get_wrapper_model(self, model: Model) -> Model | None:
         if isinstance(model, StepModel):
             return None
-        return StepModel(model, self._session, self._agent, self._model)
+        return StepModel(model, self._session, self._agent, self._model, self._stream_text)
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
         toolset = replace_mcp(toolset, self._session, self._agent)
         return StepToolset(toolset, session=self._session, agent_name=self._agent)
+
+
+async def wait_for_results(
+    session: RunSession, requests: DeferredToolRequests
+) -> DeferredToolResults:
+    """Wait durably for a person's answer to each deferred call; the results continue the run."""
+    results = DeferredToolResults()
+    for call in requests.approvals:
+        answer = await session.wait(
+            WaitRequest(
+                id=call.tool_call_id,
+                kind="approval",
+                tool=call.tool_name,
+                args=to_jsonable_python(call.args_as_dict()),
+            )
+        )
+        results.approvals[call.tool_call_id] = (
+            True if answer.approved else ToolDenied(answer.reason or "The tool call was denied.")
+        )
+    for call in requests.calls:
+        meta = requests.metadata.get(call.tool_call_id, {})
+        question = meta.get("question") if isinstance(meta, dict) else None
+        answer = await session.wait(
+            WaitRequest(
+                id=call.tool_call_id,
+                kind="question",
+                tool=call.tool_name,
+                args=to_jsonable_python(call.args_as_dict()),
+                question=str(
+                    question or f"the result of {call.tool_name}({call.args_as_json_str()})"
+                ),
+            )
+        )
+        results.calls[call.tool_call_id] = answer.value
+    return results

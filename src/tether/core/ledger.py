@@ -1,0 +1,183 @@
+"""The usage ledger: tokens, cost and failed attempts of a run's model steps.
+
+It lives inside the run (deterministic state rebuilt by replay, so a replayed run counts each
+step once). Each model step adds one entry; cost comes from ``genai_prices`` when it knows
+the model, and is ``None`` otherwise (never a guess).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tether.core.contract import Budget
+
+TOKEN_KEYS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+)
+
+
+def price(
+    model: str | None,
+    provider: str | None,
+    usage: dict[str, int],
+    at: datetime | None = None,
+) -> float | None:
+    """The US dollar cost of one model call, or None when the model's price is unknown."""
+    if not model:
+        return None
+    try:
+        from genai_prices import Usage, calc_price
+    except ImportError:  # pragma: no cover - genai_prices comes with pydantic-ai
+        return None
+    try:
+        calc = calc_price(
+            Usage(
+                input_tokens=usage.get("input_tokens", 0),
+                output_tokens=usage.get("output_tokens", 0),
+                cache_read_tokens=usage.get("cached_tokens", 0) or None,
+            ),
+            model_ref=model,
+            provider_id=provider,
+            genai_request_timestamp=at,
+        )
+    except LookupError:
+        return None
+    return float(calc.total_price)
+
+
+@dataclass
+class StepUsage:
+    """One model step in the ledger."""
+
+    step: int
+    summary: str
+    model: str | None = None
+    provider: str | None = None
+    attempts: int = 1
+    failed_attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None
+    started: str | None = None
+    finished: str | None = None
+    failed: bool = False
+
+
+@dataclass
+class UsageReport:
+    """A run's usage: totals plus one entry per model step (``handle.usage()``).
+
+    ``failed_attempts`` counts model-step attempts that failed and were retried (their tokens,
+    if a provider billed any, are not reported by it and so not in the totals). ``cost`` is
+    the sum over priced steps; ``unpriced_steps`` says how many steps had no known price.
+    """
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None
+    unpriced_steps: int = 0
+    failed_attempts: int = 0
+    steps: list[StepUsage] = field(default_factory=list)
+
+
+class Ledger:
+    """The run-side ledger (deterministic; part of the run's replayed state)."""
+
+    def __init__(self) -> None:
+        self.entries: list[StepUsage] = []
+        self.totals: dict[str, int] = {}
+        self.cost: float | None = None
+        self.failed_attempts = 0
+        self._open: StepUsage | None = None
+
+    def step_done(
+        self, step: int, summary: str, attempt: int, started: str, finished: str, failed: bool
+    ) -> None:
+        failed_attempts = attempt if failed else attempt - 1
+        entry = StepUsage(
+            step=step,
+            summary=summary,
+            attempts=attempt,
+            failed_attempts=failed_attempts,
+            started=started,
+            finished=finished,
+            failed=failed,
+        )
+        self.failed_attempts += failed_attempts
+        self.entries.append(entry)
+        self._open = None if failed else entry
+
+    def add(
+        self,
+        usage: dict[str, int],
+        model: str | None,
+        provider: str | None,
+        at: datetime | None,
+    ) -> StepUsage | None:
+        for key, value in usage.items():
+            self.totals[key] = self.totals.get(key, 0) + int(value)
+        entry = self._open
+        self._open = None
+        if entry is None:
+            return None
+        entry.model, entry.provider = model, provider
+        for key in TOKEN_KEYS[1:]:
+            setattr(entry, key, int(usage.get(key, 0)))
+        entry.cost = price(model, provider, usage, at)
+        if entry.cost is not None:
+            self.cost = (self.cost or 0.0) + entry.cost
+        return entry
+
+    def over(self, budget: Budget | None) -> str | None:
+        """Why the budget is exceeded, or None."""
+        if budget is None:
+            return None
+        tokens = self.totals.get("total_tokens", 0)
+        requests = self.totals.get("requests", 0)
+        if budget.max_tokens is not None and tokens > budget.max_tokens:
+            return f"{tokens} tokens used, budget max_tokens={budget.max_tokens}"
+        if budget.max_requests is not None and requests > budget.max_requests:
+            return f"{requests} model requests made, budget max_requests={budget.max_requests}"
+        if budget.max_cost is not None and self.cost is not None and self.cost > budget.max_cost:
+            return f"${self.cost:.6f} spent, budget max_cost=${budget.max_cost}"
+        return None
+
+    def report(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        unpriced = sum(1 for e in self.entries if e.cost is None and not e.failed)
+        return asdict(
+            UsageReport(
+                requests=self.totals.get("requests", 0),
+                input_tokens=self.totals.get("input_tokens", 0),
+                output_tokens=self.totals.get("output_tokens", 0),
+                total_tokens=self.totals.get("total_tokens", 0),
+                cached_tokens=self.totals.get("cached_tokens", 0),
+                reasoning_tokens=self.totals.get("reasoning_tokens", 0),
+                cost=self.cost,
+                unpriced_steps=unpriced,
+                failed_attempts=self.failed_attempts,
+                steps=list(self.entries),
+            )
+        )
+
+
+def report_from_json(value: dict[str, Any]) -> UsageReport:
+    """Rebuild a :class:`UsageReport` from the run's JSON."""
+    data = dict(value)
+    steps = [StepUsage(**s) for s in data.pop("steps", [])]
+    return UsageReport(**data, steps=steps)
