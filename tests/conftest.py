@@ -12,6 +12,10 @@ import pytest
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 os.environ.setdefault("OPENAI_API_KEY", "test-key-not-used")
 
+from temporalio.worker import Worker
+
+from tether.adapters._connections import POOL
+from tether.core import registry
 from tether.core.devserver import EmbeddedEngine
 from tether.core.runtime import Runtime
 from tether.core.store import BlobStore
@@ -70,3 +74,19 @@ def worker_env(
         }
     )
     yield env
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    """Each test registers the agents it runs; none leak into the next test."""
+    registry.clear()
+    yield
+    registry.clear()
+
+
+@pytest.fixture
+async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
+    """An in-process worker on this test's task queue (MCP connections closed after it)."""
+    async with runtime.worker(task_queue=task_queue) as w:
+        yield w
+    await POOL.close()

@@ -4,29 +4,14 @@ the run is replayed), and resumable from an offset."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.worker import Worker
 
 import tether
 from hitl_helpers import ADAPTERS, all_events, build_agent, output_of, wait_pending, wrap
-from tether.core import registry
 from tether.core.runtime import Runtime
 from tether.testing import Fault, ScriptedModelServer, ToolCall, Turn, Usage
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry() -> Iterator[None]:
-    registry.clear()
-    yield
-    registry.clear()
-
-
-@pytest.fixture
-async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
-    async with runtime.worker(task_queue=task_queue) as w:
-        yield w
 
 
 def three_tool_agent(adapter: str, server: ScriptedModelServer, ran: list[str]) -> object:

@@ -4,7 +4,6 @@ classes against the scripted model server, an in-process worker."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,24 +24,9 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 import tether
-from tether.core import registry
 from tether.core.runtime import Runtime
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from tether.testing._history import history_stats
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry() -> Iterator[None]:
-    registry.clear()
-    yield
-    registry.clear()
-
-
-@pytest.fixture
-async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
-    w = runtime.worker(task_queue=task_queue)
-    async with w:
-        yield w
 
 
 def client_for(server: ScriptedModelServer) -> AsyncOpenAI:

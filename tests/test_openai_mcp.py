@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ import tether
 from replay import replays_cleanly
 from tether.adapters._connections import POOL
 from tether.adapters.openai_agents._mcp import MCP_CALL_STEP, MCP_LIST_STEP
-from tether.core import registry
 from tether.core.contract import Capability
 from tether.core.runtime import Runtime
 from tether.errors import ConfigurationError
@@ -26,21 +24,6 @@ from tether.plugins import adapter_named
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from tether.testing._history import history_stats
 from workers import DELAY, crash_and_resume, executed
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry() -> Iterator[None]:
-    registry.clear()
-    yield
-    registry.clear()
-
-
-@pytest.fixture
-async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
-    w = runtime.worker(task_queue=task_queue)
-    async with w:
-        yield w
-    await POOL.close()
 
 
 def model(server: ScriptedModelServer, lane: str) -> OpenAIResponsesModel:

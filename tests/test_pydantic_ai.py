@@ -3,7 +3,6 @@ classes against the scripted model server, an in-process worker."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,24 +20,9 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from temporalio.worker import Worker
 
 import tether
-from tether.core import registry
 from tether.core.runtime import Runtime
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from tether.testing._history import history_stats
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry() -> Iterator[None]:
-    registry.clear()
-    yield
-    registry.clear()
-
-
-@pytest.fixture
-async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
-    w = runtime.worker(task_queue=task_queue)
-    async with w:
-        yield w
 
 
 def chat_model(server: ScriptedModelServer, lane: str = "gpt-pai") -> OpenAIChatModel:

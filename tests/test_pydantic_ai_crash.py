@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tether.core import registry
 from tether.core.runtime import Runtime
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from tether.testing._history import history_stats
 from workers import DELAY, crash_and_resume
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry() -> Iterator[None]:
-    registry.clear()
-    yield
-    registry.clear()
 
 
 async def plain_output(agent: Any, server: ScriptedModelServer, prompt: str, deps: Any) -> Any:

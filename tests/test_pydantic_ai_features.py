@@ -4,8 +4,6 @@ real OpenAI model classes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import pytest
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelRequest, ModelResponse
@@ -16,23 +14,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 import tether
-from tether.core import registry
 from tether.core.runtime import Runtime
 from tether.testing import ScriptedModelServer, ToolCall, Turn
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry() -> Iterator[None]:
-    registry.clear()
-    yield
-    registry.clear()
-
-
-@pytest.fixture
-async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
-    w = runtime.worker(task_queue=task_queue)
-    async with w:
-        yield w
 
 
 def wrap(agent: Agent[object, object], runtime: Runtime, task_queue: str) -> tether.DurableAgent:

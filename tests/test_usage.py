@@ -3,7 +3,6 @@ on replay, and a budget that stops a run cleanly."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,23 +12,9 @@ from temporalio.worker import Worker
 
 import tether
 from hitl_helpers import ADAPTERS, all_events, build_agent, output_of, wait_pending, wrap
-from tether.core import registry
 from tether.core.runtime import Runtime
 from tether.testing import Fault, ScriptedModelServer, ToolCall, Turn, Usage
 from workers import DELAY, crash_and_resume
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry() -> Iterator[None]:
-    registry.clear()
-    yield
-    registry.clear()
-
-
-@pytest.fixture
-async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
-    async with runtime.worker(task_queue=task_queue) as w:
-        yield w
 
 
 def lookup(state: str) -> str:
