@@ -59,6 +59,7 @@ class PydanticAIAdapter(Adapter):
             Capability.STRUCTURED_OUTPUT,
             Capability.APPROVALS,
             Capability.SYNC_TOOLS,
+            Capability.MAX_TURNS,
         }
     )
 
