@@ -17,10 +17,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -77,6 +77,10 @@ class ScenarioScript:
             self.lanes[kit_lane(lane)] = out
         self._base: dict[str, int] = {kit_lane(MAIN): 0}
         self._lock = threading.Lock()
+
+    def responder(self) -> Callable[[RecordedRequest], Turn]:
+        """For the server, which answers a request without a turn with a clear 400."""
+        return cast(Callable[[RecordedRequest], Turn], self)
 
     def __call__(self, request: RecordedRequest) -> Turn | None:
         turns = self.lanes.get(request.lane)
@@ -207,7 +211,7 @@ class Observed:
         if self.error is not None:
             kind = f" [{self.error_kind}]" if self.error_kind else ""
             return f"failed{kind}: {self.error}"
-        return f"output {json.dumps(self.output)[:300]}"
+        return f"output {json.dumps(self.output, default=repr)[:300]}"
 
 
 class Harness:
@@ -252,7 +256,7 @@ class Harness:
         obs = Observed("plain run")
         calls = self._file(kit, scenario, "plain")
         script = ScenarioScript(scenario, kit, faults=False)
-        with ScriptedModelServer(responder=script) as server:
+        with ScriptedModelServer(responder=script.responder()) as server:
             env = KitEnv(base_url=server.base_url, calls_file=calls, faults=False)
             agent = kit.build(scenario, env)
             start = time.monotonic()
@@ -283,7 +287,7 @@ class Harness:
         queue = f"conf-{uuid.uuid4().hex[:10]}"
         registry.clear()
         script = ScenarioScript(scenario, kit, faults=True)
-        with ScriptedModelServer(responder=script) as server:
+        with ScriptedModelServer(responder=script.responder()) as server:
             env = KitEnv(base_url=server.base_url, calls_file=calls)
             agent = kit.build(scenario, env)
             durable = tether.durable(
@@ -346,6 +350,51 @@ class Harness:
         for tool, arg, _ in read_calls(calls)[before_calls:]:
             obs.replay_side_effects.append(f"tool {tool}({arg})")
 
+    # -- approvals (run-side waits) ---------------------------------------------------------
+
+    def approval(self, kit: ConformanceKit, scenario: Scenario) -> Observed:
+        return self.call(self._approval(kit, scenario))
+
+    async def _approval(self, kit: ConformanceKit, scenario: Scenario) -> Observed:
+        """Run until the approval wait shows, restart the worker (empty cache), approve."""
+        obs = Observed("durable run, worker restarted during the approval wait")
+        calls = self._file(kit, scenario, "approval")
+        queue = f"conf-{uuid.uuid4().hex[:10]}"
+        registry.clear()
+        with ScriptedModelServer(
+            responder=ScenarioScript(scenario, kit, faults=True).responder()
+        ) as server:
+            env = KitEnv(base_url=server.base_url, calls_file=calls)
+            durable = tether.durable(
+                kit.build(scenario, env),
+                name=kit.agent_name(scenario),
+                runtime=self.runtime,
+                task_queue=queue,
+                local_worker=False,
+            )
+            start = time.monotonic()
+            async with self.runtime.worker(task_queue=queue):
+                handle: Any = await durable.start(
+                    scenario.prompt(),
+                    id=f"conf-{kit.adapter_name}-{scenario.name}-{uuid.uuid4().hex[:6]}",
+                    **kit.run_options(scenario),
+                )
+                obs.run_id = handle.id
+                pending = await _pending(handle)
+            before = len(read_calls(calls))
+            async with self.runtime.worker(task_queue=queue, max_cached_runs=0):
+                for wait in pending:
+                    await handle.approve(getattr(wait, "id", wait))
+                await self._finish(kit, handle, obs)
+            obs.elapsed = time.monotonic() - start
+            obs.history = await read_history(self.runtime.client, handle.id)
+            obs.requests = server.requests
+        obs.calls = read_calls(calls)
+        if before:
+            obs.error = f"the tool ran {before} time(s) before it was approved"
+            obs.status = "failed"
+        return obs
+
     # -- SIGKILL ----------------------------------------------------------------------------
 
     def sigkill(self, kit: ConformanceKit, scenario: Scenario, kill_after: int) -> Observed:
@@ -358,7 +407,7 @@ class Harness:
         queue = f"conf-{uuid.uuid4().hex[:10]}"
         registry.clear()
         script = ScenarioScript(scenario, kit, faults=True, delay=CRASH_DELAY)
-        with ScriptedModelServer(responder=script) as server:
+        with ScriptedModelServer(responder=script.responder()) as server:
             env = KitEnv(base_url=server.base_url, calls_file=calls, tool_delay=CRASH_DELAY)
             durable = tether.durable(
                 kit.build(scenario, env),
@@ -476,3 +525,15 @@ def _workers() -> Iterator[list[_WorkerProcess]]:
     finally:
         for w in started:
             w.stop()
+
+
+async def _pending(handle: Any, timeout: float = 30) -> list[Any]:
+    """The run's pending waits, once there are some."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = list(await handle.pending())
+        if pending:
+            return pending
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no pending approval within {timeout:.0f}s")
+        await asyncio.sleep(0.05)

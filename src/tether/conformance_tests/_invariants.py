@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tether.conformance_tests._harness import Harness, History, Observed, model_calls_in
@@ -247,7 +248,7 @@ def crash_every_boundary(c: Checker) -> None:
 def crash_sigkill(c: Checker, kill_points: list[int]) -> None:
     plain = c.runs.plain()
     for k in kill_points:
-        obs = c.runs.get(f"kill{k}", lambda k=k: c.runs.harness.sigkill(c.kit, c.scenario, k))
+        obs = c.runs.get(f"kill{k}", partial(c.runs.harness.sigkill, c.kit, c.scenario, k))
         if obs.status == "timed_out":
             raise c.fail(f"the {obs.label}", "the run resumes and ends", obs.outcome(), obs.log)
         c.same_outcome(plain, obs)
@@ -263,14 +264,15 @@ def crash_sigkill(c: Checker, kill_points: list[int]) -> None:
                         f"answered {served.get(key, 0)} times",
                     )
         for step in c.steps_of(obs.at_kill, "tool"):
-            for tool, arg in ok:
-                if tool in step.input_text and f'"{arg}' in step.input_text.replace("\\", ""):
-                    if ok[(tool, arg)] != 1:
-                        raise c.fail(
-                            f"tool call {tool}({arg}), checkpointed before the kill ({obs.label})",
-                            "executed once",
-                            f"executed {ok[(tool, arg)]} times",
-                        )
+            text = step.input_text.replace("\\", "")
+            done = [(t, a) for t, a in ok if t in text and f'"{a}"' in text]
+            for tool, arg in done:
+                if ok[(tool, arg)] != 1:
+                    raise c.fail(
+                        f"tool call {tool}({arg}), checkpointed before the kill ({obs.label})",
+                        "executed once",
+                        f"executed {ok[(tool, arg)]} times",
+                    )
         for (lane, turn), n in served.items():
             if n > 2:
                 raise c.fail(

@@ -64,7 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    props = dict(report.user_properties)
+    props: dict[str, Any] = {str(k): v for k, v in report.user_properties}
     case = props.get("tether_case")
     if case is None:
         return

@@ -122,7 +122,7 @@ def test_conformance(case: Case, request: pytest.FixtureRequest) -> None:
     runs = _runs.get(key)
     if runs is None:
         _runs.clear()  # one scenario's runs at a time: items come grouped by scenario
-        runs = _runs[key] = Runs(harness, kit, case.scenario)  # type: ignore[arg-type]
+        runs = _runs[key] = Runs(harness, kit, case.scenario)
     assert isinstance(runs, Runs)
     checker = Checker(runs, case.invariant)
     try:

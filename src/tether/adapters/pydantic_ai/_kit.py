@@ -76,7 +76,7 @@ class PydanticAIKit(ConformanceKit):
         assert isinstance(agent, Agent)
         result = await agent.run(scenario.prompt(), **self.run_options(scenario))
         if isinstance(result.output, DeferredToolRequests):  # the person approves all
-            approvals = {call.tool_call_id: True for call in result.output.approvals}
+            approvals: dict[str, Any] = {c.tool_call_id: True for c in result.output.approvals}
             result = await agent.run(
                 None,
                 message_history=result.all_messages(),
