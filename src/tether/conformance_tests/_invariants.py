@@ -161,7 +161,7 @@ class Checker:
                     "its own step",
                 )
         tools = self.steps_of(obs.history, "tool")
-        distinct = obs.tool_runs()
+        distinct = obs.tool_runs("ok")
         if self.kit.pinned_steps and len(tools) < len(distinct):
             raise self.fail(
                 "tool steps",
