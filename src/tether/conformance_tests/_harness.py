@@ -26,11 +26,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-import tether
 from tether.conformance_tests.kit import ConformanceKit, KitEnv, read_calls
 from tether.conformance_tests.scenarios import HANDOFF_PLACEHOLDER, MAIN, Scenario
 from tether.core import registry
 from tether.core.devserver import EmbeddedEngine
+from tether.core.handle import DurableAgent
 from tether.core.run import AgentRun
 from tether.core.runtime import Runtime
 from tether.core.store import BlobStore
@@ -290,8 +290,9 @@ class Harness:
         with ScriptedModelServer(responder=script.responder()) as server:
             env = KitEnv(base_url=server.base_url, calls_file=calls)
             agent = kit.build(scenario, env)
-            durable = tether.durable(
+            durable = DurableAgent(
                 agent,
+                kit.adapter(),
                 name=kit.agent_name(scenario),
                 runtime=self.runtime,
                 task_queue=queue,
@@ -313,10 +314,9 @@ class Harness:
                 with contextlib.suppress(Exception):
                     obs.failures = (await handle.describe()).failures
                 obs.history = await read_history(self.runtime.client, handle.id)
+                obs.requests, obs.calls = server.requests, read_calls(calls)
                 if not sweep:
                     await self._replay(obs, server, calls)
-            obs.requests = server.requests
-        obs.calls = read_calls(calls)
         return obs
 
     async def _finish(self, kit: ConformanceKit, handle: Any, obs: Observed) -> None:
@@ -365,8 +365,9 @@ class Harness:
             responder=ScenarioScript(scenario, kit, faults=True).responder()
         ) as server:
             env = KitEnv(base_url=server.base_url, calls_file=calls)
-            durable = tether.durable(
+            durable = DurableAgent(
                 kit.build(scenario, env),
+                kit.adapter(),
                 name=kit.agent_name(scenario),
                 runtime=self.runtime,
                 task_queue=queue,
@@ -409,8 +410,9 @@ class Harness:
         script = ScenarioScript(scenario, kit, faults=True, delay=CRASH_DELAY)
         with ScriptedModelServer(responder=script.responder()) as server:
             env = KitEnv(base_url=server.base_url, calls_file=calls, tool_delay=CRASH_DELAY)
-            durable = tether.durable(
+            durable = DurableAgent(
                 kit.build(scenario, env),
+                kit.adapter(),
                 name=kit.agent_name(scenario),
                 runtime=self.runtime,
                 task_queue=queue,
