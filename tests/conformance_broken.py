@@ -10,12 +10,13 @@ import asyncio
 import uuid
 from typing import Any
 
-from tether import hookimpl
-from tether.core.contract import JSON, RunRequest, RunSession, StepContext, StepOutcome
-from tether.errors import NonRetryableError
 from tether_rawloop.adapter import MODEL_POLICY, RawLoopAdapter
 from tether_rawloop.agent import Message, RawAgent, RunTool, chat_request
 from tether_rawloop.kit import RawLoopKit
+
+from tether import hookimpl
+from tether.core.contract import JSON, RunRequest, RunSession, StepContext, StepOutcome
+from tether.errors import NonRetryableError
 
 
 class ToolOutsideStep(RawLoopAdapter):

@@ -256,7 +256,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         Path(tmp, "pytest.ini").write_text("[pytest]\n")
         report_json = Path(tmp, "report.json")
         cmd = [sys.executable, "-m", "pytest", "-p", "tether.conformance_tests"]
-        cmd += ["-p", "no:cacheprovider", "-q", "--tether-sigkill", args.sigkill]
+        cmd += ["-p", "no:cacheprovider", "-p", "no:asyncio", "-q"]
+        cmd += ["--tether-sigkill", args.sigkill]
         cmd += ["--tether-report-json", str(report_json)]
         for name in adapters:
             cmd += ["--tether-adapter", name]
@@ -280,6 +281,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).write_text(text + "\n")
         print(f"report written to {args.report}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
     return 1 if failed(rows) or proc.returncode not in (0, 5) else 0
 
 
@@ -336,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="sample",
         help="real SIGKILLed worker subprocesses: none, a sample (default), every boundary",
     )
+    p.add_argument("--json", help="also write every item's outcome as JSON to this file")
     p.add_argument("-k", help="pytest -k expression selecting items")
     p.add_argument("--plugins", default="", help="extra plugin objects MODULE:OBJ[,...]")
     p.add_argument("-v", "--verbose", action="store_true", help="show pytest's output")

@@ -11,7 +11,7 @@ _MARK = {"passed": "pass", "failed": "**FAIL**", "skipped": "skip"}
 
 
 def _header() -> list[str]:
-    return [f"{i.number} {i.id}" for i in INVARIANTS]
+    return [f"{i.number} {i.short}" for i in INVARIANTS]
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -21,11 +21,13 @@ def render(rows: list[dict[str, Any]]) -> str:
         by_adapter[row["adapter"]][(row["scenario"], row["invariant"])] = row
     out: list[str] = ["# Tether conformance report", ""]
     out.append(
-        "Invariants: " + "; ".join(f"{i.number} {i.id}: {i.title}" for i in INVARIANTS) + "."
+        "Invariants: "
+        + "; ".join(f"{i.number} {i.short} ({i.id}): {i.title}" for i in INVARIANTS)
+        + "."
     )
     out.append("")
     for adapter, cells in sorted(by_adapter.items()):
-        counts = defaultdict(int)
+        counts: dict[str, int] = defaultdict(int)
         for row in cells.values():
             counts[row["outcome"]] += 1
         out.append(f"## {adapter}")
@@ -45,15 +47,15 @@ def render(rows: list[dict[str, Any]]) -> str:
             marks = []
             applies = {i.id for i in applicable(scenario)}
             for inv in INVARIANTS:
-                row = cells.get((scenario.name, inv.id))
-                if row is None:
+                cell = cells.get((scenario.name, inv.id))
+                if cell is None:
                     marks.append("-" if inv.id not in applies else "")
                     continue
-                marks.append(_MARK.get(row["outcome"], row["outcome"]))
-                if row["outcome"] == "skipped":
-                    reasons[row.get("reason", "")].append(f"{scenario.name}/{inv.id}")
-                elif row["outcome"] == "failed":
-                    failures.append(row.get("reason", ""))
+                marks.append(_MARK.get(cell["outcome"], cell["outcome"]))
+                if cell["outcome"] == "skipped":
+                    reasons[cell.get("reason", "")].append(f"{scenario.name}/{inv.id}")
+                elif cell["outcome"] == "failed":
+                    failures.append(cell.get("reason", ""))
             out.append(f"| {scenario.name} | " + " | ".join(marks) + " |")
         out.append("")
         if reasons:

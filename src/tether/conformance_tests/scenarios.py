@@ -285,26 +285,42 @@ class Invariant:
 
     id: str
     number: int
+    short: str
     title: str
     applies: Any = field(default=None, compare=False, repr=False)
 
 
 INVARIANTS: tuple[Invariant, ...] = (
-    Invariant("durable_equals_plain", 1, "durable result == plain run", lambda s: not s.approvals),
+    Invariant(
+        "durable_equals_plain", 1, "plain", "durable result == plain run", lambda s: not s.approvals
+    ),
     Invariant(
         "crash_every_boundary",
         2,
+        "sweep",
         "crash at every step boundary (in-process, empty cache)",
         lambda s: s.sweep,
     ),
-    Invariant("crash_sigkill", 2, "SIGKILLed worker subprocess (sample)", lambda s: s.sigkill),
-    Invariant("replay_deterministic", 3, "history replays (Replayer)", lambda s: not s.approvals),
-    Invariant("step_names_pinned", 4, "persisted step names pinned", lambda s: not s.approvals),
-    Invariant("inputs_bounded", 5, "step inputs bounded, history linear", lambda s: s.long),
     Invariant(
-        "approval_survives_restart", 6, "approval wait survives restart", lambda s: s.approvals
+        "crash_sigkill", 2, "kill", "SIGKILLed worker subprocess (sample)", lambda s: s.sigkill
     ),
-    Invariant("errors_classified", 7, "errors classified", lambda s: s.classified_errors),
+    Invariant(
+        "replay_deterministic", 3, "replay", "history replays (Replayer)", lambda s: not s.approvals
+    ),
+    Invariant(
+        "step_names_pinned", 4, "names", "persisted step names pinned", lambda s: not s.approvals
+    ),
+    Invariant(
+        "inputs_bounded", 5, "bounded", "step inputs bounded, history linear", lambda s: s.long
+    ),
+    Invariant(
+        "approval_survives_restart",
+        6,
+        "approval",
+        "approval wait survives restart",
+        lambda s: s.approvals,
+    ),
+    Invariant("errors_classified", 7, "errors", "errors classified", lambda s: s.classified_errors),
 )
 
 INVARIANT_BY_ID: dict[str, Invariant] = {i.id: i for i in INVARIANTS}
