@@ -106,6 +106,31 @@ class BatchedModelCalls(RawLoopAdapter):
                 return {"output": last.get("content") or "", "turns": turns}
 
 
+class WholeConversationInEveryStep(RawLoopAdapter):
+    """Sends the whole conversation in every model step's payload (quadratic history)."""
+
+    name = "broken_quadratic"
+
+    async def call_model(self, ctx: StepContext, payload: JSON) -> StepOutcome:
+        agent = ctx.agent
+        assert isinstance(agent, RawAgent)
+        response = await asyncio.to_thread(chat_request, agent, payload["messages"])
+        return StepOutcome(value={"id": response.get("id"), **response["choices"][0]})
+
+    def ask_model(self, session: RunSession, agent: RawAgent) -> Any:
+        async def ask(messages: list[Message]) -> Message:
+            outcome = await session.step(
+                self.model_step,
+                {"agent": agent.name, "messages": list(messages)},
+                kind="model",
+                summary="model (whole conversation)",
+                policy=MODEL_POLICY,
+            )
+            return dict(outcome.value["message"])
+
+        return ask
+
+
 class _Plugin:
     """A tether plugin serving one broken adapter and its kit."""
 
@@ -129,11 +154,4 @@ outside = _Plugin(ToolOutsideStep)
 random_name = _Plugin(RandomStepName)
 retry = _Plugin(RetriesNonRetryable)
 batch = _Plugin(BatchedModelCalls)
-
-# The adapter, scenario and the invariant the suite must report as failed.
-CASES = {
-    "broken_outside": ("one_tool", "crash_every_boundary"),
-    "broken_random": ("final_answer", "step_names_pinned"),
-    "broken_retry": ("fatal_tool", "errors_classified"),
-    "broken_batch": ("sequential_tools", "crash_every_boundary"),
-}
+quadratic = _Plugin(WholeConversationInEveryStep)

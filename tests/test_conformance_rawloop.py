@@ -105,6 +105,7 @@ BROKEN = {
     "broken_random": ("final_answer", "step_names_pinned", "broken_random.model."),
     "broken_retry": ("fatal_tool", "errors_classified", "executed 3 times"),
     "broken_batch": ("sequential_tools", "crash_every_boundary", "2 model calls in one step"),
+    "broken_quadratic": ("long_run", "inputs_bounded", "bounded: at most 2 x step #6"),
 }
 
 
@@ -117,7 +118,7 @@ def test_each_broken_adapter_fails_the_invariant_it_breaks(
     args += [
         "--tether-plugins",
         "conformance_broken:outside,conformance_broken:random_name,"
-        "conformance_broken:retry,conformance_broken:batch",
+        "conformance_broken:retry,conformance_broken:batch,conformance_broken:quadratic",
     ]
     for adapter in BROKEN:
         args += ["--tether-adapter", adapter]
