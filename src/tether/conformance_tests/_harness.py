@@ -276,11 +276,25 @@ class Harness:
         obs.calls = read_calls(calls)
         return obs
 
-    def durable(self, kit: ConformanceKit, scenario: Scenario, *, sweep: bool = False) -> Observed:
-        return self.call(self._durable(kit, scenario, sweep=sweep))
+    def durable(
+        self,
+        kit: ConformanceKit,
+        scenario: Scenario,
+        *,
+        sweep: bool = False,
+        restart_after: int | None = None,
+    ) -> Observed:
+        return self.call(self._durable(kit, scenario, sweep=sweep, restart_after=restart_after))
 
-    async def _durable(self, kit: ConformanceKit, scenario: Scenario, *, sweep: bool) -> Observed:
-        label = "durable run, replayed at every step boundary" if sweep else "durable run"
+    async def _durable(
+        self, kit: ConformanceKit, scenario: Scenario, *, sweep: bool, restart_after: int | None
+    ) -> Observed:
+        if sweep:
+            label = "durable run, replayed at every step boundary"
+        elif restart_after:
+            label = f"durable run, worker replaced (empty cache) after {restart_after} steps"
+        else:
+            label = "durable run"
         obs = Observed(label)
         tag = "sweep" if sweep else "durable"
         calls = self._file(kit, scenario, tag)
@@ -300,23 +314,29 @@ class Harness:
             )
             # max_cached_runs=0: every run task starts from an empty cache and replays the
             # history, which is what a fresh worker does after a crash at that boundary.
-            worker = self.runtime.worker(task_queue=queue, max_cached_runs=0 if sweep else 100)
-            async with worker:
-                start = time.monotonic()
+            first = self.runtime.worker(task_queue=queue, max_cached_runs=0 if sweep else 100)
+            start = time.monotonic()
+            async with first:
                 handle = await durable.start(
                     scenario.prompt(),
                     id=f"conf-{kit.adapter_name}-{scenario.name}-{tag}-{uuid.uuid4().hex[:6]}",
                     **kit.run_options(scenario),
                 )
                 obs.run_id = handle.id
-                await self._finish(kit, handle, obs)
-                obs.elapsed = time.monotonic() - start
-                with contextlib.suppress(Exception):
-                    obs.failures = (await handle.describe()).failures
-                obs.history = await read_history(self.runtime.client, handle.id)
-                obs.requests, obs.calls = server.requests, read_calls(calls)
-                if not sweep:
-                    await self._replay(obs, server, calls)
+                if restart_after:
+                    await _wait_for_steps(self.runtime.client, handle.id, restart_after)
+                else:
+                    await self._finish(kit, handle, obs)
+            if restart_after:  # the first worker is gone; a new one rebuilds the run
+                async with self.runtime.worker(task_queue=queue):
+                    await self._finish(kit, handle, obs)
+            obs.elapsed = time.monotonic() - start
+            with contextlib.suppress(Exception):
+                obs.failures = (await handle.describe()).failures
+            obs.history = await read_history(self.runtime.client, handle.id)
+            obs.requests, obs.calls = server.requests, read_calls(calls)
+            if not sweep:
+                await self._replay(obs, server, calls)
         return obs
 
     async def _finish(self, kit: ConformanceKit, handle: Any, obs: Observed) -> None:
@@ -465,6 +485,14 @@ def completed_calls(server: ScriptedModelServer, calls: Path) -> int:
     """Model replies served plus tool executions that returned, so far."""
     served = sum(1 for r in server.requests if 200 <= r.status < 300 and not r.malformed)
     return served + sum(1 for _, _, outcome in read_calls(calls) if outcome == "ok")
+
+
+async def _wait_for_steps(client: Client, run_id: str, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len((await read_history(client, run_id)).completed()) < n:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {n} steps completed within {timeout:.0f}s")
+        await asyncio.sleep(0.05)
 
 
 async def _wait_for_calls(

@@ -75,9 +75,17 @@ class Runs:
         return self.get("plain", lambda: self.harness.plain(self.kit, self.scenario))
 
     def durable(self) -> Observed:
-        return self.get("durable", lambda: self.harness.durable(self.kit, self.scenario))
+        """The durable run; for a scenario too long to sweep, its worker is replaced by one
+        with an empty cache halfway (a crash at that boundary, checked by invariant 2)."""
+        restart = None if self.scenario.sweep else self.scenario.steps() // 2
+        return self.get(
+            "durable",
+            lambda: self.harness.durable(self.kit, self.scenario, restart_after=restart),
+        )
 
     def sweep(self) -> Observed:
+        if not self.scenario.sweep:
+            return self.durable()
         return self.get("sweep", lambda: self.harness.durable(self.kit, self.scenario, sweep=True))
 
 
@@ -206,10 +214,7 @@ class Checker:
 
 def durable_equals_plain(c: Checker) -> None:
     plain = c.runs.plain()
-    if plain.status != "completed" or plain.error is not None:
-        c.expected_outcome(plain)  # the plain run must itself be right, or the kit is wrong
-    else:
-        c.expected_outcome(plain)
+    c.expected_outcome(plain)  # the plain run must itself be right, or the kit is wrong
     durable = c.runs.durable()
     c.same_outcome(plain, durable)
     plain_bodies, durable_bodies = plain.bodies(), durable.bodies()

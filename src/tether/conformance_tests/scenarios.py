@@ -92,13 +92,19 @@ class Scenario:
     sigkill: bool = False
     """Sampled for real SIGKILLed worker subprocesses."""
     sweep: bool = True
-    """Swept at every step boundary (replay of every task with an empty cache)."""
+    """Swept at every step boundary (every run task replayed from an empty cache). A long
+    scenario sets False: the sweep replays O(n^2) steps, so its worker is replaced once,
+    halfway, instead."""
 
     def tool(self, name: str) -> ToolSpec:
         for spec in self.tools:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    def steps(self) -> int:
+        """Model and tool calls of the script (lane ``main`` and helpers)."""
+        return sum(1 + len(t.calls) for turns in self.lanes.values() for t in turns)
 
     def prompt(self) -> str:
         return f"conformance scenario {self.name}"
@@ -299,7 +305,7 @@ INVARIANTS: tuple[Invariant, ...] = (
         2,
         "sweep",
         "crash at every step boundary (in-process, empty cache)",
-        lambda s: s.sweep,
+        lambda s: not s.approvals,
     ),
     Invariant(
         "crash_sigkill", 2, "kill", "SIGKILLed worker subprocess (sample)", lambda s: s.sigkill
