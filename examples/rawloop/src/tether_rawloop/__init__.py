@@ -15,7 +15,7 @@ from tether_rawloop.agent import RawAgent, RawResult, Tool, run_plain
 
 if TYPE_CHECKING:
     from tether import Adapter
-    from tether.conformance_tests.kit import ConformanceKit
+    from tether.conformance_tests import ConformanceKit
 
 __all__ = ["RawAgent", "RawResult", "Tool", "run_plain"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tether.conformance_tests.kit import ConformanceKit, KitEnv
+from tether.conformance_tests import ConformanceKit, KitEnv
 from tether.conformance_tests.scenarios import MAIN, Scenario, ToolSpec
 from tether.core.contract import StepKind
 from tether.errors import RunFailedError
