@@ -245,6 +245,13 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from tether.conformance_tests._discovery import kits, load_plugins
     from tether.conformance_tests._report import failed, render
 
+    import importlib.util
+
+    if importlib.util.find_spec("pytest") is None:
+        raise TetherError(
+            "the conformance suite runs on pytest, which is not installed. "
+            "Fix: pip install 'tether[conformance]'"
+        )
     load_plugins(args.plugins)
     found, broken = kits()
     adapters = args.adapters or sorted(found)
