@@ -238,14 +238,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_conformance(args: argparse.Namespace) -> int:
     """Run the conformance suite (pytest in a subprocess) and print the report table."""
+    import importlib.util
     import os
     import subprocess
     import tempfile
 
     from tether.conformance_tests._discovery import kits, load_plugins
     from tether.conformance_tests._report import failed, render
-
-    import importlib.util
 
     if importlib.util.find_spec("pytest") is None:
         raise TetherError(

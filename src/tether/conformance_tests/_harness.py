@@ -74,8 +74,8 @@ class ScenarioScript:
                         delay=max(turn.delay, delay),
                     )
                 )
-            self.lanes[kit_lane(lane)] = out
-        self._base: dict[str, int] = {kit_lane(MAIN): 0}
+            self.lanes[lane] = out
+        self._base: dict[str, int] = {MAIN: 0}
         self._lock = threading.Lock()
 
     def responder(self) -> Callable[[RecordedRequest], Turn]:
@@ -90,10 +90,6 @@ class ScenarioScript:
             base = self._base.setdefault(request.lane, request.turn)
         index = request.turn - base
         return turns[index] if 0 <= index < len(turns) else None
-
-
-def kit_lane(lane: str) -> str:
-    return lane
 
 
 @dataclass
@@ -475,10 +471,8 @@ class Harness:
         return obs
 
     def _file(self, kit: ConformanceKit, scenario: Scenario, tag: str) -> Path:
-        path = (
-            self.workdir / f"{kit.adapter_name}-{scenario.name}-{tag}-{uuid.uuid4().hex[:6]}.calls"
-        )
-        return path
+        name = f"{kit.adapter_name}-{scenario.name}-{tag}-{uuid.uuid4().hex[:6]}.calls"
+        return self.workdir / name
 
 
 def completed_calls(server: ScriptedModelServer, calls: Path) -> int:

@@ -39,7 +39,8 @@ class KitEnv:
     """Seconds each tool takes (crash tests need the kill to land between steps)."""
 
     def lane(self, lane: str) -> str:
-        """The model name to use for ``lane`` (the server picks the script by model name)."""
+        """The model name for ``lane``: the lane itself (the server picks the script by the
+        request's model name)."""
         return lane
 
     def call_tool(self, spec: ToolSpec, arg: str) -> str:

@@ -81,10 +81,9 @@ def _kit(name: str) -> ConformanceKit:
     return find_kit(name)
 
 
-def _kill_points(case: Case, kit: ConformanceKit, mode: str) -> list[int]:
-    calls = sum(len(t) for t in case.scenario.lanes.values()) + sum(
-        len(t.calls) for turns in case.scenario.lanes.values() for t in turns
-    )
+def _kill_points(case: Case, mode: str) -> list[int]:
+    """After how many completed calls to SIGKILL: every boundary, or the middle one."""
+    calls = case.scenario.steps()
     if mode == "all":
         return list(range(1, calls))
     return [max(1, calls // 2)]
@@ -127,7 +126,7 @@ def test_conformance(case: Case, request: pytest.FixtureRequest) -> None:
     checker = Checker(runs, case.invariant)
     try:
         if case.invariant.id == "crash_sigkill":
-            CHECKS[case.invariant.id](checker, _kill_points(case, kit, mode))
+            CHECKS[case.invariant.id](checker, _kill_points(case, mode))
         else:
             CHECKS[case.invariant.id](checker)
     except Skip as exc:
