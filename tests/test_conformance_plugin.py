@@ -99,3 +99,19 @@ def test_the_scenarios_cover_the_issue() -> None:
         ids = {i.id for i in applicable(scenario)}
         assert ids, scenario.name
         assert "durable_equals_plain" in ids or "approval_survives_restart" in ids
+
+
+def test_tether_conformance_names_the_installed_kits_for_an_unknown_adapter(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "conformance", "nope"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "no conformance kit for adapter 'nope'" in proc.stderr
+    assert "kits installed: openai_agents, pydantic_ai" in proc.stderr

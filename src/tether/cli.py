@@ -243,7 +243,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     import subprocess
     import tempfile
 
-    from tether.conformance_tests._discovery import kits, load_plugins
+    from tether.conformance_tests._discovery import find_kit, kits, load_plugins
     from tether.conformance_tests._report import failed, render
 
     if importlib.util.find_spec("pytest") is None:
@@ -254,6 +254,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     load_plugins(args.plugins)
     found, broken = kits()
     adapters = args.adapters or sorted(found)
+    for name in adapters:
+        find_kit(name)  # a clear error naming the installed kits
     if not adapters:
         why = "".join(f"; {n}: {r}" for n, r in broken.items())
         raise TetherError(f"no installed adapter has a conformance kit{why}")
@@ -282,6 +284,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
             print(f"the suite did not run (pytest exit {proc.returncode})", file=sys.stderr)
             return proc.returncode or 2
         rows = json.loads(report_json.read_text())
+    if proc.returncode not in (0, 1, 5):
+        print(f"pytest ended with exit status {proc.returncode}; rerun with -v", file=sys.stderr)
     text = render(rows)
     print(text)
     if args.report:
