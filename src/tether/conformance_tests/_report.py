@@ -34,7 +34,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         out.append("")
         out.append(
             f"{counts['passed']} passed, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped ('-': does not apply)"
+            f"{counts['skipped']} skipped ('-': does not apply; blank: not selected)"
         )
         out.append("")
         out.append("| scenario | " + " | ".join(_header()) + " |")
