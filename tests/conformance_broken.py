@@ -131,11 +131,20 @@ class WholeConversationInEveryStep(RawLoopAdapter):
         return ask
 
 
+class KnownRetryDefect(RetriesNonRetryable):
+    """The same defect, declared by its kit as known: a strict xfail, not a failure."""
+
+    name = "broken_known"
+
+
 class _Plugin:
     """A tether plugin serving one broken adapter and its kit."""
 
-    def __init__(self, adapter: type[RawLoopAdapter]) -> None:
+    def __init__(
+        self, adapter: type[RawLoopAdapter], known: dict[tuple[str, str], str] | None = None
+    ) -> None:
         self._adapter = adapter
+        self._known = known or {}
 
     @hookimpl
     def tether_adapter(self) -> RawLoopAdapter:
@@ -147,6 +156,7 @@ class _Plugin:
         kit = RawLoopKit()
         kit.adapter_name = name
         kit.pinned_steps = {f"{name}.model": "model", f"{name}.tool": "tool"}
+        kit.known_defects = self._known
         return kit
 
 
@@ -155,3 +165,6 @@ random_name = _Plugin(RandomStepName)
 retry = _Plugin(RetriesNonRetryable)
 batch = _Plugin(BatchedModelCalls)
 quadratic = _Plugin(WholeConversationInEveryStep)
+known = _Plugin(
+    KnownRetryDefect, {("fatal_tool", "errors_classified"): "retries NonRetryableError"}
+)

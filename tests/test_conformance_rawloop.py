@@ -118,11 +118,13 @@ def test_each_broken_adapter_fails_the_invariant_it_breaks(
     args += [
         "--tether-plugins",
         "conformance_broken:outside,conformance_broken:random_name,"
-        "conformance_broken:retry,conformance_broken:batch,conformance_broken:quadratic",
+        "conformance_broken:retry,conformance_broken:batch,conformance_broken:quadratic,"
+        "conformance_broken:known",
     ]
-    for adapter in BROKEN:
+    for adapter in [*BROKEN, "broken_known"]:
         args += ["--tether-adapter", adapter]
-    args += ["-k", " or ".join(f"{a}-{s}-" for a, (s, _, _) in BROKEN.items())]
+    selected = [f"{a}-{s}-" for a, (s, _, _) in BROKEN.items()]
+    args += ["-k", " or ".join([*selected, "broken_known-fatal_tool-errors_classified"])]
     proc = suite(tmp_path, rawloop_site, *args, report=report)
     rows = json.loads(report.read_text())
     assert proc.returncode == 1, proc.stdout[-3000:]
@@ -137,6 +139,9 @@ def test_each_broken_adapter_fails_the_invariant_it_breaks(
         assert invariant in row["reason"] and shows in row["reason"], row["reason"]
         for label in ("step:", "expected:", "seen:"):
             assert label in row["reason"]
+    # A defect the kit declares as known is a strict xfail, shown with its reason.
+    [known] = [r for r in rows if r["adapter"] == "broken_known"]
+    assert known["outcome"] == "xfailed" and "retries NonRetryableError" in known["reason"]
     # Defects are not smeared over everything: the retrying adapter still gets plain == durable.
     ok = {(r["adapter"], r["scenario"], r["invariant"]) for r in rows if r["outcome"] == "passed"}
     assert ("broken_retry", "fatal_tool", "durable_equals_plain") in ok

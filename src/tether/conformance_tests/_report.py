@@ -7,7 +7,7 @@ from typing import Any
 
 from tether.conformance_tests.scenarios import INVARIANTS, SCENARIOS, applicable
 
-_MARK = {"passed": "pass", "failed": "**FAIL**", "skipped": "skip"}
+_MARK = {"passed": "pass", "failed": "**FAIL**", "skipped": "skip", "xfailed": "known"}
 
 
 def _header() -> list[str]:
@@ -34,7 +34,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         out.append("")
         out.append(
             f"{counts['passed']} passed, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped ('-': does not apply; blank: not selected)"
+            f"{counts['skipped']} skipped, {counts['xfailed']} known defects "
+            "('-': does not apply; blank: not selected)"
         )
         out.append("")
         out.append("| scenario | " + " | ".join(_header()) + " |")
@@ -52,14 +53,14 @@ def render(rows: list[dict[str, Any]]) -> str:
                     marks.append("-" if inv.id not in applies else "")
                     continue
                 marks.append(_MARK.get(cell["outcome"], cell["outcome"]))
-                if cell["outcome"] == "skipped":
+                if cell["outcome"] in ("skipped", "xfailed"):
                     reasons[cell.get("reason", "")].append(f"{scenario.name}/{inv.id}")
                 elif cell["outcome"] == "failed":
                     failures.append(cell.get("reason", ""))
             out.append(f"| {scenario.name} | " + " | ".join(marks) + " |")
         out.append("")
         if reasons:
-            out.append("Skipped:")
+            out.append("Skipped and known defects:")
             out.append("")
             for reason, where in sorted(reasons.items()):
                 out.append(f"- {reason}: {', '.join(where)}")
