@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,9 @@ EXPECTED_SKIPS = {
 }
 
 
-def run_conformance(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list]:
+def run_conformance(
+    tmp_path: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [sys.executable, "-m", "tether.cli", "conformance", *args, "--json", str(out)],
