@@ -168,6 +168,15 @@ class Checker:
                     "a crash inside this step makes every call in it again; make each call "
                     "its own step",
                 )
+        models, calls = self.steps_of(obs.history, "model"), obs.served()
+        if len(models) < len(calls):
+            raise self.fail(
+                "model steps",
+                f"one step per model call ({len(calls)} calls answered by the model server)",
+                f"{len(models)} completed model steps",
+                "a model call made outside a step, or several in one step, is made again "
+                "after a crash",
+            )
         tools = self.steps_of(obs.history, "tool")
         distinct = obs.tool_runs("ok")
         if self.kit.pinned_steps and len(tools) < len(distinct):
@@ -259,15 +268,23 @@ def crash_sigkill(c: Checker, kill_points: list[int]) -> None:
         c.same_outcome(plain, obs)
         served, ok = obs.served(), obs.tool_runs("ok")
         assert obs.at_kill is not None
-        for step in c.steps_of(obs.at_kill, "model"):
-            for key in model_calls_in(step.result_text):
-                if served.get(key, 0) != 1:
-                    raise c.fail(
-                        f"model call (lane {key[0]}, turn {key[1]}), checkpointed before "
-                        f"the kill ({obs.label})",
-                        "made once",
-                        f"answered {served.get(key, 0)} times",
-                    )
+        checkpointed = c.steps_of(obs.at_kill, "model")
+        keys = {k for step in checkpointed for k in model_calls_in(step.result_text)}
+        if checkpointed and not keys:
+            # Step results do not quote the server's ids: the first calls served, in order.
+            first: list[tuple[str, int]] = []
+            for r in obs.requests:
+                if 200 <= r.status < 300 and (r.lane, r.turn) not in first:
+                    first.append((r.lane, r.turn))
+            keys = set(first[: len(checkpointed)])
+        for key in sorted(keys):
+            if served.get(key, 0) != 1:
+                raise c.fail(
+                    f"model call (lane {key[0]}, turn {key[1]}), checkpointed before "
+                    f"the kill ({obs.label})",
+                    "made once",
+                    f"answered {served.get(key, 0)} times",
+                )
         for step in c.steps_of(obs.at_kill, "tool"):
             text = step.input_text.replace("\\", "")
             done = [(t, a) for t, a in ok if t in text and f'"{a}"' in text]
