@@ -7,6 +7,7 @@ each subclass breaks one rule. Registered with ``--tether-plugins conformance_br
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -131,6 +132,25 @@ class WholeConversationInEveryStep(RawLoopAdapter):
         return ask
 
 
+class CachesRepliesInTheRun(RawLoopAdapter):
+    """Memoizes model replies in a process-wide dict on the run side: a run rebuilt in the
+    same process takes the cache instead of its recorded step (not deterministic)."""
+
+    name = "broken_cache"
+    _replies: dict[str, Message] = {}
+
+    def ask_model(self, session: RunSession, agent: RawAgent) -> Any:
+        ask = super().ask_model(session, agent)
+
+        async def cached(messages: list[Message]) -> Message:
+            key = json.dumps(messages, sort_keys=True)
+            if key not in self._replies:
+                self._replies[key] = await ask(messages)
+            return self._replies[key]
+
+        return cached
+
+
 class KnownRetryDefect(RetriesNonRetryable):
     """The same defect, declared by its kit as known: a strict xfail, not a failure."""
 
@@ -165,6 +185,7 @@ random_name = _Plugin(RandomStepName)
 retry = _Plugin(RetriesNonRetryable)
 batch = _Plugin(BatchedModelCalls)
 quadratic = _Plugin(WholeConversationInEveryStep)
+cache = _Plugin(CachesRepliesInTheRun)
 known = _Plugin(
     KnownRetryDefect, {("fatal_tool", "errors_classified"): "retries NonRetryableError"}
 )

@@ -106,6 +106,7 @@ BROKEN = {
     "broken_retry": ("fatal_tool", "errors_classified", "executed 3 times"),
     "broken_batch": ("sequential_tools", "crash_every_boundary", "2 model calls in one step"),
     "broken_quadratic": ("long_run", "inputs_bounded", "bounded: at most 2 x step #6"),
+    "broken_cache": ("one_tool", "replay_deterministic", "the same commands as recorded"),
 }
 
 
@@ -119,7 +120,7 @@ def test_each_broken_adapter_fails_the_invariant_it_breaks(
         "--tether-plugins",
         "conformance_broken:outside,conformance_broken:random_name,"
         "conformance_broken:retry,conformance_broken:batch,conformance_broken:quadratic,"
-        "conformance_broken:known",
+        "conformance_broken:known,conformance_broken:cache",
     ]
     for adapter in [*BROKEN, "broken_known"]:
         args += ["--tether-adapter", adapter]
