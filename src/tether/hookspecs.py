@@ -7,9 +7,14 @@ entry-point module must import cheaply without its framework installed, so
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
 
 from tether.core.contract import Adapter
+
+if TYPE_CHECKING:
+    from tether.conformance_tests.kit import ConformanceKit
 
 hookspec = pluggy.HookspecMarker("tether")
 hookimpl = pluggy.HookimplMarker("tether")
@@ -22,4 +27,15 @@ def tether_adapter() -> Adapter | None:
     Called once per plugin manager. Import the framework inside the hook, not at module
     import. A plugin that cannot load should raise :class:`tether.errors.AdapterUnavailable`
     with the install command, which ``tether plugins`` shows.
+    """
+
+
+@hookspec
+def tether_conformance_kit() -> ConformanceKit | None:
+    """Return the conformance kit of this plugin's adapter, or None (no kit).
+
+    Called by the conformance suite only (``tether conformance``, ``pytest --tether-adapter``),
+    never by workers. The kit builds the framework's agents for the suite's neutral
+    scenarios; see :class:`tether.conformance_tests.kit.ConformanceKit`. Import the framework
+    inside the hook.
     """

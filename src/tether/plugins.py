@@ -72,14 +72,19 @@ def register_plugin(plugin: object) -> None:
     installed.cache_clear()
 
 
-@cache
-def installed() -> PluginReport:
-    """The adapters of this process (entry points + :func:`register_plugin`), loaded once."""
+def plugin_manager() -> pluggy.PluginManager:
+    """A new manager with the entry-point plugins and those of :func:`register_plugin`."""
     pm = make_plugin_manager()
     for plugin in _extra:
         if not pm.is_registered(plugin):
             pm.register(plugin)
-    return collect(pm)
+    return pm
+
+
+@cache
+def installed() -> PluginReport:
+    """The adapters of this process (entry points + :func:`register_plugin`), loaded once."""
+    return collect(plugin_manager())
 
 
 def adapter_for(obj: object) -> Adapter:

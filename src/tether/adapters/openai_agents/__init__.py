@@ -8,6 +8,7 @@ from tether.errors import AdapterUnavailable
 from tether.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from tether.conformance_tests.kit import ConformanceKit
     from tether.core.contract import Adapter
 
 
@@ -23,3 +24,15 @@ def tether_adapter() -> Adapter:
     from tether.adapters.openai_agents._adapter import OpenAIAgentsAdapter
 
     return OpenAIAgentsAdapter()
+
+
+@hookimpl
+def tether_conformance_kit() -> ConformanceKit | None:
+    """The conformance kit that builds openai_agents agents for the suite's scenarios."""
+    try:
+        import agents  # noqa: F401
+    except ImportError:
+        return None
+    from tether.adapters.openai_agents._kit import OpenAIAgentsKit
+
+    return OpenAIAgentsKit()

@@ -8,6 +8,7 @@ from tether.errors import AdapterUnavailable
 from tether.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from tether.conformance_tests.kit import ConformanceKit
     from tether.core.contract import Adapter
 
 
@@ -23,3 +24,15 @@ def tether_adapter() -> Adapter | None:
     from tether.adapters.pydantic_ai._adapter import PydanticAIAdapter
 
     return PydanticAIAdapter()
+
+
+@hookimpl
+def tether_conformance_kit() -> ConformanceKit | None:
+    """The conformance kit that builds pydantic_ai agents for the suite's scenarios."""
+    try:
+        import pydantic_ai  # noqa: F401
+    except ImportError:
+        return None
+    from tether.adapters.pydantic_ai._kit import PydanticAIKit
+
+    return PydanticAIKit()

@@ -60,6 +60,7 @@ class PydanticAIAdapter(Adapter):
             Capability.APPROVALS,
             Capability.SYNC_TOOLS,
             Capability.MCP,
+            Capability.MAX_TURNS,
         }
     )
 

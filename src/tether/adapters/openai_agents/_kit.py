@@ -1,0 +1,111 @@
+"""The OpenAI Agents SDK adapter's conformance kit: neutral scenarios as SDK agents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents import Agent, FunctionTool, Handoff, OpenAIResponsesModel, RunConfig, Runner
+from agents import function_tool as make_function_tool
+from agents.exceptions import MaxTurnsExceeded
+from openai import AsyncOpenAI
+from pydantic import BaseModel
+
+from tether.conformance_tests.kit import ConformanceKit, KitEnv
+from tether.conformance_tests.scenarios import HELPER, MAIN, Helper, Scenario, ToolSpec
+from tether.errors import RunFailedError
+
+
+class CityAlerts(BaseModel):
+    """The structured output of the ``structured_output`` scenario."""
+
+    city: str
+    alerts: int
+
+
+def _error_text(ctx: Any, error: Exception) -> str:
+    # The SDK's default hides the error from the model; the suite checks that the cause of a
+    # non-retryable failure reaches the model, so say what it was.
+    return f"tool failed: {error}"
+
+
+def _tool(spec: ToolSpec, env: KitEnv) -> FunctionTool:
+    if spec.sync:
+
+        def run_sync(arg: str) -> str:
+            return env.call_tool(spec, arg)
+
+        func: Any = run_sync
+    else:
+
+        async def run_async(arg: str) -> str:
+            return env.call_tool(spec, arg)
+
+        func = run_async
+    func.__doc__ = spec.description
+    return make_function_tool(
+        func,
+        name_override=spec.name,
+        description_override=spec.description,
+        failure_error_function=_error_text,
+    )
+
+
+class OpenAIAgentsKit(ConformanceKit):
+    adapter_name = "openai_agents"
+    pinned_steps = {"openai_agents.model": "model", "openai_agents.tool": "tool"}
+
+    def _model(self, env: KitEnv, lane: str) -> OpenAIResponsesModel:
+        client = AsyncOpenAI(base_url=env.base_url, api_key="conformance", max_retries=0)
+        return OpenAIResponsesModel(model=env.lane(lane), openai_client=client)
+
+    def _helper(self, scenario: Scenario, env: KitEnv | None) -> Agent[Any]:
+        model = self._model(env, HELPER) if env is not None else None
+        return Agent(name=f"{self.agent_name(scenario)}-helper", model=model)
+
+    def handoff_tool_name(self, scenario: Scenario) -> str:
+        return Handoff.default_tool_name(self._helper(scenario, None))
+
+    def build(self, scenario: Scenario, env: KitEnv) -> object:
+        tools: list[Any] = [_tool(spec, env) for spec in scenario.tools]
+        handoffs: list[Any] = []
+        if scenario.helper is Helper.HANDOFF:
+            handoffs.append(self._helper(scenario, env))
+        elif scenario.helper is Helper.AGENT_TOOL:
+            tools.append(
+                self._helper(scenario, env).as_tool(
+                    tool_name=scenario.helper_tool, tool_description="Ask the helper agent."
+                )
+            )
+        return Agent(
+            name=self.agent_name(scenario),
+            instructions="You are a conformance scenario agent.",
+            model=self._model(env, MAIN),
+            tools=tools,
+            handoffs=handoffs,
+            output_type=CityAlerts if scenario.structured else None,
+        )
+
+    def run_options(self, scenario: Scenario) -> dict[str, Any]:
+        return {"max_turns": scenario.max_turns} if scenario.max_turns else {}
+
+    async def run_plain(self, agent: object, scenario: Scenario, env: KitEnv) -> object:
+        assert isinstance(agent, Agent)
+        return await Runner.run(
+            agent,
+            scenario.prompt(),
+            run_config=RunConfig(tracing_disabled=True),
+            **self.run_options(scenario),
+        )
+
+    def output(self, result: object) -> Any:
+        value = getattr(result, "final_output", None)
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json")
+        return value
+
+    def error_kind(self, error: BaseException) -> str | None:
+        if isinstance(error, MaxTurnsExceeded):
+            return "max_turns"
+        if isinstance(error, RunFailedError) and error.error_type == "MaxTurnsExceeded":
+            return "max_turns"
+        return None

@@ -1,0 +1,99 @@
+"""The Pydantic AI adapter's conformance kit: neutral scenarios as Pydantic AI agents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openai import AsyncOpenAI
+from pydantic import BaseModel
+from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults, NativeOutput, Tool
+from pydantic_ai.exceptions import UsageLimitExceeded
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.usage import UsageLimits
+
+from tether.conformance_tests.kit import ConformanceKit, KitEnv
+from tether.conformance_tests.scenarios import MAIN, Scenario, ToolSpec
+from tether.errors import RunFailedError
+
+
+class CityAlerts(BaseModel):
+    """The structured output of the ``structured_output`` scenario."""
+
+    city: str
+    alerts: int
+
+
+def _tool(spec: ToolSpec, env: KitEnv) -> Tool[Any]:
+    if spec.sync:
+
+        def run_sync(arg: str) -> str:
+            return env.call_tool(spec, arg)
+
+        func: Any = run_sync
+    else:
+
+        async def run_async(arg: str) -> str:
+            return env.call_tool(spec, arg)
+
+        func = run_async
+    func.__doc__ = spec.description
+    return Tool(
+        func,
+        takes_ctx=False,
+        name=spec.name,
+        description=spec.description,
+        requires_approval=spec.approval,
+    )
+
+
+class PydanticAIKit(ConformanceKit):
+    adapter_name = "pydantic_ai"
+    pinned_steps = {"pydantic_ai.model": "model", "pydantic_ai.tool": "tool"}
+
+    def build(self, scenario: Scenario, env: KitEnv) -> object:
+        client = AsyncOpenAI(base_url=env.base_url, api_key="conformance", max_retries=0)
+        model = OpenAIChatModel(env.lane(MAIN), provider=OpenAIProvider(openai_client=client))
+        output: Any = str
+        if scenario.structured:
+            output = NativeOutput(CityAlerts)
+        elif scenario.approvals:
+            output = [str, DeferredToolRequests]
+        return Agent(
+            model,
+            name=self.agent_name(scenario),
+            instructions="You are a conformance scenario agent.",
+            output_type=output,
+            tools=[_tool(spec, env) for spec in scenario.tools],
+        )
+
+    def run_options(self, scenario: Scenario) -> dict[str, Any]:
+        if scenario.max_turns:
+            return {"usage_limits": UsageLimits(request_limit=scenario.max_turns)}
+        return {}
+
+    async def run_plain(self, agent: object, scenario: Scenario, env: KitEnv) -> object:
+        assert isinstance(agent, Agent)
+        result = await agent.run(scenario.prompt(), **self.run_options(scenario))
+        if isinstance(result.output, DeferredToolRequests):  # the person approves all
+            approvals: dict[str, Any] = {c.tool_call_id: True for c in result.output.approvals}
+            result = await agent.run(
+                None,
+                message_history=result.all_messages(),
+                deferred_tool_results=DeferredToolResults(approvals=approvals),
+                **self.run_options(scenario),
+            )
+        return result
+
+    def output(self, result: object) -> Any:
+        value = getattr(result, "output", None)
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json")
+        return value
+
+    def error_kind(self, error: BaseException) -> str | None:
+        if isinstance(error, UsageLimitExceeded):
+            return "max_turns"
+        if isinstance(error, RunFailedError) and error.error_type == "UsageLimitExceeded":
+            return "max_turns"
+        return None

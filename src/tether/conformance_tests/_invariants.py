@@ -1,0 +1,499 @@
+"""The invariants: each check reads what runs did and fails naming what it saw.
+
+Every failure names the adapter, the scenario, the invariant, the step, what was expected
+and what was seen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from tether.conformance_tests._harness import Harness, History, Observed, model_calls_in
+from tether.conformance_tests.kit import ConformanceKit
+from tether.conformance_tests.scenarios import (
+    INVARIANT_BY_ID,
+    Behaviour,
+    Invariant,
+    Scenario,
+)
+
+NEEDS_WAITS = "needs run-side waits (tether >= issue 5): RunHandle has no pending()/approve()"
+
+
+class ConformanceFailure(AssertionError):
+    """An invariant does not hold for an adapter on a scenario."""
+
+    def __init__(
+        self,
+        kit: ConformanceKit,
+        scenario: Scenario,
+        invariant: Invariant,
+        *,
+        step: str,
+        expected: str,
+        seen: str,
+        hint: str = "",
+    ) -> None:
+        self.adapter = kit.adapter_name
+        self.scenario = scenario.name
+        self.invariant = invariant.id
+        text = (
+            f"[{kit.adapter_name} / {scenario.name} / invariant {invariant.number} "
+            f"{invariant.id}] {invariant.title}\n"
+            f"  step:     {step}\n"
+            f"  expected: {expected}\n"
+            f"  seen:     {seen}"
+        )
+        if hint:
+            text += f"\n  hint:     {hint}"
+        super().__init__(text)
+
+
+class Skip(Exception):
+    """The invariant cannot be checked here; the reason is shown in the report."""
+
+
+@dataclass
+class Runs:
+    """The runs of one (adapter, scenario), made once and shared by its invariants."""
+
+    harness: Harness
+    kit: ConformanceKit
+    scenario: Scenario
+    _cache: dict[str, Observed] = field(default_factory=dict)
+
+    def get(self, key: str, make: Callable[[], Observed]) -> Observed:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def plain(self) -> Observed:
+        return self.get("plain", lambda: self.harness.plain(self.kit, self.scenario))
+
+    def durable(self) -> Observed:
+        """The durable run; for a scenario too long to sweep, its worker is replaced by one
+        with an empty cache halfway (a crash at that boundary, checked by invariant 2)."""
+        restart = None if self.scenario.sweep else self.scenario.steps() // 2
+        return self.get(
+            "durable",
+            lambda: self.harness.durable(self.kit, self.scenario, restart_after=restart),
+        )
+
+    def sweep(self) -> Observed:
+        if not self.scenario.sweep:
+            return self.durable()
+        return self.get("sweep", lambda: self.harness.durable(self.kit, self.scenario, sweep=True))
+
+
+class Checker:
+    """The checks of one invariant on one (adapter, scenario)."""
+
+    def __init__(self, runs: Runs, invariant: Invariant) -> None:
+        self.runs = runs
+        self.kit = runs.kit
+        self.scenario = runs.scenario
+        self.invariant = invariant
+
+    def fail(self, step: str, expected: str, seen: str, hint: str = "") -> ConformanceFailure:
+        return ConformanceFailure(
+            self.kit,
+            self.scenario,
+            self.invariant,
+            step=step,
+            expected=expected,
+            seen=seen,
+            hint=hint,
+        )
+
+    # -- shared checks ----------------------------------------------------------------------
+
+    def expected_outcome(self, obs: Observed) -> None:
+        expect = self.scenario.expect
+        if obs.status == "timed_out":
+            raise self.fail(
+                f"the {obs.label}",
+                "the run ends",
+                obs.outcome(),
+                _task_hint(obs.history),
+            )
+        if expect.error is not None:
+            if obs.error is None or obs.error_kind != expect.error:
+                raise self.fail(
+                    f"the {obs.label}",
+                    f"failed [{expect.error}]",
+                    obs.outcome(),
+                    "error_kind() of the kit maps the framework's error to the neutral kind",
+                )
+            return
+        if obs.error is not None:
+            if expect.or_fails_with and expect.or_fails_with in obs.error:
+                return
+            raise self.fail(
+                f"the {obs.label}", f"output {json.dumps(expect.output)}", obs.outcome()
+            )
+        if obs.output != expect.output:
+            raise self.fail(
+                f"the {obs.label}", f"output {json.dumps(expect.output)}", obs.outcome()
+            )
+
+    def same_outcome(self, reference: Observed, obs: Observed) -> None:
+        self.expected_outcome(obs)
+        same = (reference.error is None) == (obs.error is None) and (
+            reference.output == obs.output
+            if reference.error is None
+            else reference.error_kind == obs.error_kind
+        )
+        if not same:
+            raise self.fail(f"the {obs.label}", reference.outcome(), obs.outcome())
+
+    def steps_of(self, history: History | None, kind: str) -> list[Any]:
+        if history is None:
+            return []
+        return [s for s in history.completed() if self.kit.pinned_steps.get(s.name) == kind]
+
+    def one_call_per_step(self, obs: Observed) -> None:
+        """A completed step must hold one model call (or one tool call), never a batch:
+        a crash inside a batch makes its finished calls again."""
+        for i, step in enumerate(self.steps_of(obs.history, "model")):
+            quoted = model_calls_in(step.result_text)
+            if len(quoted) > 1:
+                raise self.fail(
+                    f"model step #{i + 1} ({step.name})",
+                    "one model call per step",
+                    f"{len(quoted)} model calls in one step: {sorted(quoted)}",
+                    "a crash inside this step makes every call in it again; make each call "
+                    "its own step",
+                )
+        models, calls = self.steps_of(obs.history, "model"), obs.served()
+        if len(models) < len(calls):
+            raise self.fail(
+                "model steps",
+                f"one step per model call ({len(calls)} calls answered by the model server)",
+                f"{len(models)} completed model steps",
+                "a model call made outside a step, or several in one step, is made again "
+                "after a crash",
+            )
+        tools = self.steps_of(obs.history, "tool")
+        distinct = obs.tool_runs("ok")
+        if self.kit.pinned_steps and len(tools) < len(distinct):
+            raise self.fail(
+                "tool steps",
+                f"one step per tool call ({len(distinct)} calls: {sorted(distinct)})",
+                f"{len(tools)} completed tool steps",
+                "a tool that runs outside a step, or several tools in one step, runs again "
+                "after a crash",
+            )
+
+    def no_call_twice(self, obs: Observed) -> None:
+        for (lane, turn), n in sorted(obs.served().items()):
+            if n != 1:
+                raise self.fail(
+                    f"model call (lane {lane}, turn {turn})",
+                    "made once (it had completed)",
+                    f"answered {n} times by the model server",
+                    "a completed model call was made again on replay: the model is called "
+                    "outside a step, or the step is not recognised as completed",
+                )
+        for (tool, arg), n in sorted(obs.tool_runs("ok").items()):
+            if n != 1:
+                raise self.fail(
+                    f"tool call {tool}({arg})",
+                    "executed once (it had completed)",
+                    f"executed {n} times",
+                    "a completed tool call ran again on replay: the tool runs outside a step",
+                )
+
+    def no_task_failures(self, obs: Observed) -> None:
+        if obs.history and obs.history.task_failures:
+            raise self.fail(
+                f"the {obs.label}",
+                "no failed run task",
+                f"{len(obs.history.task_failures)} failed run task(s): "
+                f"{obs.history.task_failures[0][:400]}",
+                "the loop is not deterministic: it took another path when replayed",
+            )
+
+
+# -- the invariants ---------------------------------------------------------------------------
+
+
+def durable_equals_plain(c: Checker) -> None:
+    plain = c.runs.plain()
+    c.expected_outcome(plain)  # the plain run must itself be right, or the kit is wrong
+    durable = c.runs.durable()
+    c.same_outcome(plain, durable)
+    plain_bodies, durable_bodies = plain.bodies(), durable.bodies()
+    if set(plain_bodies) != set(durable_bodies):
+        raise c.fail(
+            "model calls",
+            f"the calls of the plain run {sorted(plain_bodies)}",
+            f"{sorted(durable_bodies)}",
+        )
+    for key in sorted(plain_bodies):
+        where = _first_difference(plain_bodies[key], durable_bodies[key])
+        if where is not None:
+            path, a, b = where
+            raise c.fail(
+                f"model call (lane {key[0]}, turn {key[1]}): request field {path}",
+                f"what the plain run sent: {a}",
+                f"{b}",
+                "the durable run must send the provider what the framework sends alone",
+            )
+    if plain.tool_runs("ok") != durable.tool_runs("ok"):
+        raise c.fail(
+            "tool calls",
+            f"the plain run's {sorted(plain.tool_runs('ok').items())}",
+            f"{sorted(durable.tool_runs('ok').items())}",
+        )
+
+
+def crash_every_boundary(c: Checker) -> None:
+    plain, sweep = c.runs.plain(), c.runs.sweep()
+    c.no_task_failures(sweep)
+    c.same_outcome(plain, sweep)
+    c.no_call_twice(sweep)
+    c.one_call_per_step(sweep)
+
+
+def crash_sigkill(c: Checker, kill_points: list[int]) -> None:
+    plain = c.runs.plain()
+    for k in kill_points:
+        obs = c.runs.get(f"kill{k}", partial(c.runs.harness.sigkill, c.kit, c.scenario, k))
+        if obs.status == "timed_out":
+            raise c.fail(f"the {obs.label}", "the run resumes and ends", obs.outcome(), obs.log)
+        c.same_outcome(plain, obs)
+        served, ok = obs.served(), obs.tool_runs("ok")
+        assert obs.at_kill is not None
+        checkpointed = c.steps_of(obs.at_kill, "model")
+        keys = {k for step in checkpointed for k in model_calls_in(step.result_text)}
+        if checkpointed and not keys:
+            # Step results do not quote the server's ids: the first calls served, in order.
+            first: list[tuple[str, int]] = []
+            for r in obs.requests:
+                if 200 <= r.status < 300 and (r.lane, r.turn) not in first:
+                    first.append((r.lane, r.turn))
+            keys = set(first[: len(checkpointed)])
+        for key in sorted(keys):
+            if served.get(key, 0) != 1:
+                raise c.fail(
+                    f"model call (lane {key[0]}, turn {key[1]}), checkpointed before "
+                    f"the kill ({obs.label})",
+                    "made once",
+                    f"answered {served.get(key, 0)} times",
+                )
+        for step in c.steps_of(obs.at_kill, "tool"):
+            text = step.input_text.replace("\\", "")
+            done = [(t, a) for t, a in ok if t in text and f'"{a}"' in text]
+            for tool, arg in done:
+                if ok[(tool, arg)] != 1:
+                    raise c.fail(
+                        f"tool call {tool}({arg}), checkpointed before the kill ({obs.label})",
+                        "executed once",
+                        f"executed {ok[(tool, arg)]} times",
+                    )
+        for (lane, turn), n in served.items():
+            if n > 2:
+                raise c.fail(
+                    f"model call (lane {lane}, turn {turn}) ({obs.label})",
+                    "made at most twice (once more only if in flight at the kill)",
+                    f"{n} times",
+                )
+        c.one_call_per_step(obs)
+
+
+def replay_deterministic(c: Checker) -> None:
+    durable = c.runs.durable()
+    c.no_task_failures(durable)
+    if durable.replay_failure is not None:
+        raise c.fail(
+            "replaying the recorded history (temporalio.worker.Replayer)",
+            "the same commands as recorded",
+            durable.replay_failure[:600],
+            "the loop must not read clocks, random values or I/O outside steps",
+        )
+    if durable.replay_side_effects:
+        raise c.fail(
+            "replaying the recorded history",
+            "no model call and no tool execution",
+            ", ".join(durable.replay_side_effects[:5]),
+            "side effects must happen in steps, which replay reads from the history",
+        )
+
+
+def step_names_pinned(c: Checker) -> None:
+    durable = c.runs.durable()
+    pinned = dict(c.kit.pinned_steps)
+    declared = {s.name: s.kind for s in c.kit.adapter().steps()}
+    for name, kind in sorted(pinned.items()):
+        if name not in declared:
+            raise c.fail(
+                f"pinned step {name!r}",
+                "registered by the adapter (Adapter.steps())",
+                f"missing; the adapter registers {sorted(declared)}",
+                "a renamed step strands every run in flight: keep the old name registered",
+            )
+        if declared[name] != kind:
+            raise c.fail(f"pinned step {name!r}", f"kind {kind}", f"kind {declared[name]}")
+    seen = [s.name for s in (durable.history.steps if durable.history else [])]
+    for name in seen:
+        if name not in pinned:
+            raise c.fail(
+                f"step {name!r} in the run's history",
+                f"one of the pinned names {sorted(pinned)}",
+                repr(name),
+                "persisted step names must be stable (no per-run or random parts); pin new "
+                "names in the kit",
+            )
+
+
+def inputs_bounded(c: Checker) -> None:
+    durable = c.runs.durable()
+    c.expected_outcome(durable)
+    assert durable.history is not None
+    models = [s for s in durable.history.steps if c.kit.pinned_steps.get(s.name) == "model"]
+    if len(models) < 20:
+        raise c.fail("model steps", "at least 20 model steps", f"{len(models)}")
+    early, last = models[5].input_bytes, models[-1].input_bytes
+    if last > 2 * early + 4096:
+        raise c.fail(
+            f"model step #{len(models)} input",
+            f"bounded: at most 2 x step #6's {early} bytes + 4 KB",
+            f"{last} bytes (the whole conversation is sent into every step?)",
+            "send a reference to the conversation plus the new items, not the conversation",
+        )
+    steps = durable.history.completed()
+    half = steps[len(steps) // 2].bytes_at_completion
+    total = durable.history.total_bytes
+    if total > 2.6 * half:
+        raise c.fail(
+            "the run's history",
+            f"linear growth: at most 2.6 x the {half} bytes at half the steps",
+            f"{total} bytes at the end ({total / half:.1f}x: quadratic)",
+        )
+
+
+def approval_survives_restart(c: Checker) -> None:
+    from tether.core.handle import RunHandle
+
+    if not hasattr(RunHandle, "pending") or not hasattr(RunHandle, "approve"):
+        raise Skip(NEEDS_WAITS)
+    obs = c.runs.get("approval", lambda: c.runs.harness.approval(c.kit, c.scenario))
+    c.same_outcome(c.runs.plain(), obs)
+    runs = obs.tool_runs("ok")
+    if any(n != 1 for n in runs.values()) or not runs:
+        raise c.fail("the approved tool", "executed once, after approval", f"{runs}")
+
+
+def errors_classified(c: Checker) -> None:
+    s = c.scenario
+    durable = c.runs.durable()
+    if s.expect.error is not None:  # a limit: fail cleanly and promptly, not hang
+        c.expected_outcome(durable)
+        limit = s.max_turns or 0
+        made = len(durable.served())
+        if made > limit + 1:
+            raise c.fail("model calls", f"at most {limit + 1} (the turn limit)", f"{made}")
+        return
+    c.expected_outcome(durable)
+    runs = durable.tool_runs()
+    for spec in s.tools:
+        calls = {k: n for k, n in runs.items() if k[0] == spec.name}
+        for (tool, arg), n in calls.items():
+            failed = durable.tool_runs("fail").get((tool, arg), 0)
+            if spec.behaviour is Behaviour.FLAKY and (failed != spec.failures or n != failed + 1):
+                raise c.fail(
+                    f"tool call {tool}({arg}) raising ConnectionError (transient)",
+                    f"retried: {spec.failures} failure(s) then 1 success",
+                    f"{failed} failure(s), {n - failed} success(es)",
+                )
+            if spec.behaviour is Behaviour.FATAL:
+                if n != 1:
+                    raise c.fail(
+                        f"tool call {tool}({arg}) raising NonRetryableError",
+                        "executed once (fails fast, no retry)",
+                        f"executed {n} times",
+                        "a non-retryable error must not be retried",
+                    )
+                where = [durable.error or ""]
+                where += [json.dumps(r.body) for r in durable.requests]
+                where += [str(f.get("message", "")) for f in durable.failures]
+                if not any("account is closed" in w for w in where):
+                    raise c.fail(
+                        f"tool call {tool}({arg}) raising NonRetryableError",
+                        "its cause ('account is closed') in the run's error or the model's "
+                        "next request",
+                        "the cause is nowhere",
+                    )
+    for (lane, turn), turn_faults in _faults(s).items():
+        attempts = durable.attempts().get((lane, turn), 0)
+        served = durable.served().get((lane, turn), 0)
+        if attempts != turn_faults + 1 or served != 1:
+            raise c.fail(
+                f"model call (lane {lane}, turn {turn}) answered {turn_faults}x with 429",
+                f"{turn_faults + 1} requests, 1 served (retried after Retry-After)",
+                f"{attempts} requests, {served} served",
+            )
+
+
+def _faults(s: Scenario) -> dict[tuple[str, int], int]:
+    return {
+        (lane, i): len(t.faults)
+        for lane, turns in s.lanes.items()
+        for i, t in enumerate(turns)
+        if t.faults
+    }
+
+
+def _task_hint(history: History | None) -> str:
+    if history and history.task_failures:
+        return f"run task failure: {history.task_failures[-1][:400]}"
+    return ""
+
+
+def _first_difference(a: Any, b: Any, path: str = "$") -> tuple[str, str, str] | None:
+    if type(a) is not type(b):
+        return path, _short(a), _short(b)
+    if isinstance(a, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                return (
+                    f"{path}.{key}",
+                    _short(a.get(key, "<absent>")),
+                    _short(b.get(key, "<absent>")),
+                )
+            found = _first_difference(a[key], b[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path} (length)", str(len(a)), str(len(b))
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = _first_difference(x, y, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b else (path, _short(a), _short(b))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+CHECKS: dict[str, Callable[..., None]] = {
+    "durable_equals_plain": durable_equals_plain,
+    "crash_every_boundary": crash_every_boundary,
+    "crash_sigkill": crash_sigkill,
+    "replay_deterministic": replay_deterministic,
+    "step_names_pinned": step_names_pinned,
+    "inputs_bounded": inputs_bounded,
+    "approval_survives_restart": approval_survives_restart,
+    "errors_classified": errors_classified,
+}
+
+assert set(CHECKS) == set(INVARIANT_BY_ID)

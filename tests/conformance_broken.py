@@ -1,0 +1,191 @@
+"""Deliberately broken adapters, each with one defect the conformance suite must catch.
+
+Built on the out-of-tree example adapter (``examples/rawloop``), which passes the suite;
+each subclass breaks one rule. Registered with ``--tether-plugins conformance_broken:NAME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from tether_rawloop.adapter import MODEL_POLICY, RawLoopAdapter
+from tether_rawloop.agent import Message, RawAgent, RunTool, chat_request
+from tether_rawloop.kit import RawLoopKit
+
+from tether import hookimpl
+from tether.core.contract import JSON, RunRequest, RunSession, StepContext, StepOutcome
+from tether.errors import NonRetryableError
+
+
+class ToolOutsideStep(RawLoopAdapter):
+    """Runs tools in the run itself, not in a step: replay (and a crash) runs them again."""
+
+    name = "broken_outside"
+
+    def run_tool(self, session: RunSession, agent: RawAgent) -> RunTool:
+        async def run(name: str, arguments: str) -> str:
+            return await agent.tool(name)(arguments)
+
+        return run
+
+
+class RandomStepName(RawLoopAdapter):
+    """Its model step's persisted name has a random part (differs in every worker process)."""
+
+    name = "broken_random"
+
+    def __init__(self) -> None:
+        self._suffix = uuid.uuid4().hex[:6]
+
+    @property
+    def model_step(self) -> str:
+        return f"{self.name}.model.{self._suffix}"
+
+
+class RetriesNonRetryable(RawLoopAdapter):
+    """Turns a tool's non-retryable error into a retryable one."""
+
+    name = "broken_retry"
+
+    async def call_tool(self, ctx: StepContext, payload: JSON) -> StepOutcome:
+        try:
+            return await super().call_tool(ctx, payload)
+        except NonRetryableError as exc:
+            raise RuntimeError(str(exc)) from None
+
+
+class BatchedModelCalls(RawLoopAdapter):
+    """Makes two model calls (and the tools between them) in one step, so a crash inside the
+    step makes the finished ones again."""
+
+    name = "broken_batch"
+
+    async def call_model(self, ctx: StepContext, payload: JSON) -> StepOutcome:
+        agent = ctx.agent
+        assert isinstance(agent, RawAgent)
+        history: list[Message] = ctx.transcript()
+        new: list[Message] = []
+        ids: list[Any] = []
+        for _ in range(2):
+            response = await asyncio.to_thread(chat_request, agent, history + new)
+            ids.append(response.get("id"))
+            message = dict(response["choices"][0]["message"])
+            new.append(message)
+            calls = message.get("tool_calls") or []
+            if not calls:
+                break
+            for call in calls:
+                fn = call["function"]
+                result = await agent.tool(fn["name"])(fn["arguments"])
+                new.append({"role": "tool", "tool_call_id": call["id"], "content": result})
+        return StepOutcome(value={"messages": new, "ids": ids})
+
+    async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
+        assert isinstance(agent, RawAgent)
+        messages: list[Message] = [
+            {"role": "system", "content": agent.instructions},
+            {"role": "user", "content": str(request.input)},
+        ]
+        turns = 0
+        while True:
+            outcome = await session.step(
+                self.model_step,
+                {"agent": agent.name},
+                kind="model",
+                summary="model (batched)",
+                policy=MODEL_POLICY,
+                transcript=messages,
+            )
+            new = outcome.value["messages"]
+            messages.extend(new)
+            turns += len(outcome.value["ids"])
+            last = new[-1]
+            if last.get("role") == "assistant" and not last.get("tool_calls"):
+                return {"output": last.get("content") or "", "turns": turns}
+
+
+class WholeConversationInEveryStep(RawLoopAdapter):
+    """Sends the whole conversation in every model step's payload (quadratic history)."""
+
+    name = "broken_quadratic"
+
+    async def call_model(self, ctx: StepContext, payload: JSON) -> StepOutcome:
+        agent = ctx.agent
+        assert isinstance(agent, RawAgent)
+        response = await asyncio.to_thread(chat_request, agent, payload["messages"])
+        return StepOutcome(value={"id": response.get("id"), **response["choices"][0]})
+
+    def ask_model(self, session: RunSession, agent: RawAgent) -> Any:
+        async def ask(messages: list[Message]) -> Message:
+            outcome = await session.step(
+                self.model_step,
+                {"agent": agent.name, "messages": list(messages)},
+                kind="model",
+                summary="model (whole conversation)",
+                policy=MODEL_POLICY,
+            )
+            return dict(outcome.value["message"])
+
+        return ask
+
+
+class CachesRepliesInTheRun(RawLoopAdapter):
+    """Memoizes model replies in a process-wide dict on the run side: a run rebuilt in the
+    same process takes the cache instead of its recorded step (not deterministic)."""
+
+    name = "broken_cache"
+    _replies: dict[str, Message] = {}
+
+    def ask_model(self, session: RunSession, agent: RawAgent) -> Any:
+        ask = super().ask_model(session, agent)
+
+        async def cached(messages: list[Message]) -> Message:
+            key = json.dumps(messages, sort_keys=True)
+            if key not in self._replies:
+                self._replies[key] = await ask(messages)
+            return self._replies[key]
+
+        return cached
+
+
+class KnownRetryDefect(RetriesNonRetryable):
+    """The same defect, declared by its kit as known: a strict xfail, not a failure."""
+
+    name = "broken_known"
+
+
+class _Plugin:
+    """A tether plugin serving one broken adapter and its kit."""
+
+    def __init__(
+        self, adapter: type[RawLoopAdapter], known: dict[tuple[str, str], str] | None = None
+    ) -> None:
+        self._adapter = adapter
+        self._known = known or {}
+
+    @hookimpl
+    def tether_adapter(self) -> RawLoopAdapter:
+        return self._adapter()
+
+    @hookimpl
+    def tether_conformance_kit(self) -> RawLoopKit:
+        name = self._adapter.name
+        kit = RawLoopKit()
+        kit.adapter_name = name
+        kit.pinned_steps = {f"{name}.model": "model", f"{name}.tool": "tool"}
+        kit.known_defects = self._known
+        return kit
+
+
+outside = _Plugin(ToolOutsideStep)
+random_name = _Plugin(RandomStepName)
+retry = _Plugin(RetriesNonRetryable)
+batch = _Plugin(BatchedModelCalls)
+quadratic = _Plugin(WholeConversationInEveryStep)
+cache = _Plugin(CachesRepliesInTheRun)
+known = _Plugin(
+    KnownRetryDefect, {("fatal_tool", "errors_classified"): "retries NonRetryableError"}
+)

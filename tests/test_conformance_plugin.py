@@ -1,0 +1,117 @@
+"""The conformance plugin stays out of the way, and the scenarios cover what they promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tether.conformance_tests.scenarios import BY_NAME, SCENARIOS, Behaviour, applicable
+
+ISSUE_SCENARIOS = {
+    "final_answer",
+    "one_tool",
+    "sequential_tools",
+    "parallel_tools",
+    "flaky_tool",
+    "fatal_tool",
+    "structured_output",
+    "handoff",
+    "agent_as_tool",
+    "approval",
+    "model_429",
+    "long_run",
+    "large_tool_result",
+    "sync_tool",
+    "turn_limit",
+}
+
+
+def pytest_in(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_plugin_adds_nothing_without_tether_adapter(tmp_path: Path) -> None:
+    (tmp_path / "test_mine.py").write_text("def test_mine():\n    pass\n")
+    proc = pytest_in(tmp_path, "--collect-only", "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "test_mine.py::test_mine" in proc.stdout
+    assert "test_conformance" not in proc.stdout
+
+
+def test_the_plugin_module_imports_nothing_heavy() -> None:
+    # Beyond the `tether` package itself: no framework, no suite machinery.
+    code = (
+        "import sys, tether.conformance_tests.plugin\n"
+        "names = ('agents', 'pydantic_ai', 'openai', 'tether.conformance_tests._harness',\n"
+        "         'tether.conformance_tests.suite', 'tether.testing')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_an_adapter_without_a_kit_is_a_clear_error(tmp_path: Path) -> None:
+    proc = pytest_in(tmp_path, "-p", "tether.conformance_tests", "--tether-adapter", "nope")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "no conformance kit for adapter 'nope'" in out
+    assert "openai_agents" in out and "pydantic_ai" in out  # names what is installed
+
+
+def test_items_are_named_adapter_scenario_invariant(tmp_path: Path) -> None:
+    proc = pytest_in(
+        tmp_path,
+        "-p",
+        "tether.conformance_tests",
+        "--tether-adapter",
+        "openai_agents",
+        "--collect-only",
+        "-q",
+        "-k",
+        "parallel_tools",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "test_conformance[openai_agents-parallel_tools-crash_every_boundary]" in proc.stdout
+    assert "test_conformance[openai_agents-parallel_tools-crash_sigkill]" in proc.stdout
+    assert "one_tool" not in proc.stdout
+
+
+def test_the_scenarios_cover_the_issue() -> None:
+    assert set(BY_NAME) >= ISSUE_SCENARIOS
+    long_run = BY_NAME["long_run"]
+    steps = sum(1 + len(t.calls) for t in long_run.lanes["main"])
+    assert steps >= 200
+    assert max(t.size for t in BY_NAME["large_tool_result"].tools) >= 1_000_000
+    assert BY_NAME["flaky_tool"].tools[0].behaviour is Behaviour.FLAKY
+    assert BY_NAME["fatal_tool"].tools[0].behaviour is Behaviour.FATAL
+    assert BY_NAME["sync_tool"].tools[0].sync
+    assert BY_NAME["approval"].tools[0].approval
+    # Every scenario is checked by the result and crash invariants, or by the approval one.
+    for scenario in SCENARIOS:
+        ids = {i.id for i in applicable(scenario)}
+        assert ids, scenario.name
+        assert "durable_equals_plain" in ids or "approval_survives_restart" in ids
+
+
+def test_tether_conformance_names_the_installed_kits_for_an_unknown_adapter(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "conformance", "nope"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "no conformance kit for adapter 'nope'" in proc.stderr
+    assert "kits installed: openai_agents, pydantic_ai" in proc.stderr

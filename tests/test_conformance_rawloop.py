@@ -1,0 +1,149 @@
+"""The out-of-tree example adapter passes the suite from its own directory, and broken
+variants of it are each reported as a failure of the invariant they break."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tether.conformance_tests.scenarios import SCENARIOS, applicable
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "rawloop"
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def rawloop_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The example installed as a distribution (entry points included) into a temp dir."""
+    site = tmp_path_factory.mktemp("rawloop-site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    yield site
+
+
+def suite(cwd: Path, site: Path, *args: str, report: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(TESTS)])
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            *args,
+            "--tether-report-json",
+            str(report),
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+
+
+@pytest.mark.timeout(600)
+def test_example_adapter_passes_the_suite_from_its_own_directory(
+    rawloop_site: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "rows.json"
+    # Plain `pytest` in the example's directory: its pyproject names the plugin and adapter.
+    proc = suite(EXAMPLE, rawloop_site, report=report)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    rows = json.loads(report.read_text())
+    assert {r["adapter"] for r in rows} == {"rawloop"}
+    assert len(rows) == sum(len(applicable(s)) for s in SCENARIOS)
+    assert not [r for r in rows if r["outcome"] == "failed"]
+    passed = {(r["scenario"], r["invariant"]) for r in rows if r["outcome"] == "passed"}
+    for scenario in (
+        "final_answer",
+        "one_tool",
+        "sequential_tools",
+        "parallel_tools",
+        "flaky_tool",
+        "fatal_tool",
+        "structured_output",
+        "model_429",
+        "long_run",
+        "large_tool_result",
+        "sync_tool",
+        "turn_limit",
+    ):
+        assert (scenario, "durable_equals_plain") in passed, scenario
+    assert ("sequential_tools", "crash_sigkill") in passed
+    skipped = {r["scenario"]: r["reason"] for r in rows if r["outcome"] == "skipped"}
+    assert "does not declare capability handoffs" in skipped["handoff"]
+    assert "does not declare capability approvals" in skipped["approval"]
+
+
+BROKEN = {
+    # adapter: (scenario, the invariant it breaks, text the failure must show)
+    "broken_outside": ("one_tool", "crash_every_boundary", "executed 2 times"),
+    "broken_random": ("final_answer", "step_names_pinned", "broken_random.model."),
+    "broken_retry": ("fatal_tool", "errors_classified", "executed 3 times"),
+    "broken_batch": ("sequential_tools", "crash_every_boundary", "2 model calls in one step"),
+    "broken_quadratic": ("long_run", "inputs_bounded", "bounded: at most 2 x step #6"),
+    "broken_cache": ("one_tool", "replay_deterministic", "the same commands as recorded"),
+}
+
+
+@pytest.mark.timeout(300)
+def test_each_broken_adapter_fails_the_invariant_it_breaks(
+    rawloop_site: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "rows.json"
+    args = ["-p", "tether.conformance_tests", "--tether-sigkill", "none"]
+    args += [
+        "--tether-plugins",
+        "conformance_broken:outside,conformance_broken:random_name,"
+        "conformance_broken:retry,conformance_broken:batch,conformance_broken:quadratic,"
+        "conformance_broken:known,conformance_broken:cache",
+    ]
+    for adapter in [*BROKEN, "broken_known"]:
+        args += ["--tether-adapter", adapter]
+    selected = [f"{a}-{s}-" for a, (s, _, _) in BROKEN.items()]
+    args += ["-k", " or ".join([*selected, "broken_known-fatal_tool-errors_classified"])]
+    proc = suite(tmp_path, rawloop_site, *args, report=report)
+    rows = json.loads(report.read_text())
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    for adapter, (scenario, invariant, shows) in BROKEN.items():
+        [row] = [
+            r
+            for r in rows
+            if (r["adapter"], r["scenario"], r["invariant"]) == (adapter, scenario, invariant)
+        ]
+        assert row["outcome"] == "failed", row
+        assert f"[{adapter} / {scenario} / invariant" in row["reason"]
+        assert invariant in row["reason"] and shows in row["reason"], row["reason"]
+        for label in ("step:", "expected:", "seen:"):
+            assert label in row["reason"]
+    # A defect the kit declares as known is a strict xfail, shown with its reason.
+    [known] = [r for r in rows if r["adapter"] == "broken_known"]
+    assert known["outcome"] == "xfailed" and "retries NonRetryableError" in known["reason"]
+    # Defects are not smeared over everything: the retrying adapter still gets plain == durable.
+    ok = {(r["adapter"], r["scenario"], r["invariant"]) for r in rows if r["outcome"] == "passed"}
+    assert ("broken_retry", "fatal_tool", "durable_equals_plain") in ok
+    assert ("broken_batch", "sequential_tools", "durable_equals_plain") in ok
