@@ -47,6 +47,7 @@ def _tool(spec: ToolSpec, env: KitEnv) -> FunctionTool:
         name_override=spec.name,
         description_override=spec.description,
         failure_error_function=_error_text,
+        needs_approval=spec.approval,
     )
 
 
@@ -90,12 +91,15 @@ class OpenAIAgentsKit(ConformanceKit):
 
     async def run_plain(self, agent: object, scenario: Scenario, env: KitEnv) -> object:
         assert isinstance(agent, Agent)
-        return await Runner.run(
-            agent,
-            scenario.prompt(),
-            run_config=RunConfig(tracing_disabled=True),
-            **self.run_options(scenario),
-        )
+        config = RunConfig(tracing_disabled=True)
+        options = self.run_options(scenario)
+        result = await Runner.run(agent, scenario.prompt(), run_config=config, **options)
+        while result.interruptions:  # the person approves every call, as the suite does
+            state = result.to_state()
+            for item in result.interruptions:
+                state.approve(item)
+            result = await Runner.run(result.last_agent, state, run_config=config, **options)
+        return result
 
     def output(self, result: object) -> Any:
         value = getattr(result, "final_output", None)

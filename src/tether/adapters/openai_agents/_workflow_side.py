@@ -8,6 +8,7 @@ runner) are proxied on the way, so nothing in the run talks to a provider direct
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import json
@@ -333,4 +334,7 @@ def enter_run(proxy: RunProxy) -> contextvars.Token[RunProxy | None]:
 
 
 def leave_run(token: contextvars.Token[RunProxy | None]) -> None:
-    _current.reset(token)
+    # A run evicted from the worker's cache while it waits is closed by the garbage
+    # collector, in another context than the one that entered it: nothing to restore then.
+    with contextlib.suppress(ValueError):
+        _current.reset(token)

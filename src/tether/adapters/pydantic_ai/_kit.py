@@ -57,8 +57,6 @@ class PydanticAIKit(ConformanceKit):
         output: Any = str
         if scenario.structured:
             output = NativeOutput(CityAlerts)
-        elif scenario.approvals:
-            output = [str, DeferredToolRequests]
         return Agent(
             model,
             name=self.agent_name(scenario),
@@ -74,7 +72,12 @@ class PydanticAIKit(ConformanceKit):
 
     async def run_plain(self, agent: object, scenario: Scenario, env: KitEnv) -> object:
         assert isinstance(agent, Agent)
-        result = await agent.run(scenario.prompt(), **self.run_options(scenario))
+        # Durably, an approval is a wait inside the run; plainly, Pydantic AI ends the run with
+        # the deferred requests, and a second run continues with the person's answers.
+        extra: dict[str, Any] = {"output_type": [str, DeferredToolRequests]}
+        result = await agent.run(
+            scenario.prompt(), **self.run_options(scenario), **(extra if scenario.approvals else {})
+        )
         if isinstance(result.output, DeferredToolRequests):  # the person approves all
             approvals: dict[str, Any] = {c.tool_call_id: True for c in result.output.approvals}
             result = await agent.run(
