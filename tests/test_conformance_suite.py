@@ -11,20 +11,15 @@ from typing import Any
 import pytest
 
 from tether.conformance_tests.scenarios import SCENARIOS, applicable
-from tether.core.handle import RunHandle
 
 # What each built-in adapter does not declare, and the reason the report must show.
 EXPECTED_SKIPS = {
-    "openai_agents": {
-        "approval": "openai_agents does not declare capability approvals",
-    },
+    "openai_agents": {},
     "pydantic_ai": {
         "handoff": "pydantic_ai does not declare capability handoffs",
         "agent_as_tool": "pydantic_ai does not declare capability agent_as_tool",
     },
 }
-if not hasattr(RunHandle, "pending"):  # run-side waits arrive with issue 5
-    EXPECTED_SKIPS["pydantic_ai"]["approval"] = "needs run-side waits (tether >= issue 5)"
 
 
 def run_conformance(
@@ -65,6 +60,8 @@ def test_builtin_adapter_passes_every_invariant_it_declares(tmp_path: Path, adap
         assert EXPECTED_SKIPS[adapter][scenario] in reason
     for scenario in EXPECTED_SKIPS[adapter]:
         assert any(s == scenario for s, _ in skipped), scenario
+    # Both adapters declare approvals: the wait survived a worker restart.
+    assert by_case[("approval", "approval_survives_restart")]["outcome"] == "passed"
     # The sampled SIGKILL run and the every-boundary sweep really ran (not skipped).
     assert by_case[("sequential_tools", "crash_sigkill")]["outcome"] == "passed"
     assert by_case[("long_run", "inputs_bounded")]["outcome"] == "passed"

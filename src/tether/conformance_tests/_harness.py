@@ -401,7 +401,7 @@ class Harness:
             before = len(read_calls(calls))
             async with self.runtime.worker(task_queue=queue, max_cached_runs=0):
                 for wait in pending:
-                    await handle.approve(getattr(wait, "id", wait))
+                    await handle.approve(wait.id)
                 await self._finish(kit, handle, obs)
             obs.elapsed = time.monotonic() - start
             obs.history = await read_history(self.runtime.client, handle.id)

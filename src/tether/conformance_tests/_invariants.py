@@ -21,8 +21,6 @@ from tether.conformance_tests.scenarios import (
     Scenario,
 )
 
-NEEDS_WAITS = "needs run-side waits (tether >= issue 5): RunHandle has no pending()/approve()"
-
 
 class ConformanceFailure(AssertionError):
     """An invariant does not hold for an adapter on a scenario."""
@@ -377,10 +375,6 @@ def inputs_bounded(c: Checker) -> None:
 
 
 def approval_survives_restart(c: Checker) -> None:
-    from tether.core.handle import RunHandle
-
-    if not hasattr(RunHandle, "pending") or not hasattr(RunHandle, "approve"):
-        raise Skip(NEEDS_WAITS)
     obs = c.runs.get("approval", lambda: c.runs.harness.approval(c.kit, c.scenario))
     c.same_outcome(c.runs.plain(), obs)
     runs = obs.tool_runs("ok")
