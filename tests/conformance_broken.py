@@ -151,6 +151,16 @@ class CachesRepliesInTheRun(RawLoopAdapter):
         return cached
 
 
+class AnnouncesEachAttempt(RawLoopAdapter):
+    """Publishes ``tool.started`` from its tool step, so every attempt announces it again."""
+
+    name = "broken_events"
+
+    async def call_tool(self, ctx: StepContext, payload: JSON) -> StepOutcome:
+        ctx.publish("tool.started", {"tool": payload["tool"], "summary": "tool"})
+        return await super().call_tool(ctx, payload)
+
+
 class KnownRetryDefect(RetriesNonRetryable):
     """The same defect, declared by its kit as known: a strict xfail, not a failure."""
 
@@ -186,6 +196,7 @@ retry = _Plugin(RetriesNonRetryable)
 batch = _Plugin(BatchedModelCalls)
 quadratic = _Plugin(WholeConversationInEveryStep)
 cache = _Plugin(CachesRepliesInTheRun)
+events = _Plugin(AnnouncesEachAttempt)
 known = _Plugin(
     KnownRetryDefect, {("fatal_tool", "errors_classified"): "retries NonRetryableError"}
 )

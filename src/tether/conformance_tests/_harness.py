@@ -30,6 +30,7 @@ from tether.conformance_tests.kit import ConformanceKit, KitEnv, read_calls
 from tether.conformance_tests.scenarios import HANDOFF_PLACEHOLDER, MAIN, Scenario
 from tether.core import registry
 from tether.core.devserver import EmbeddedEngine
+from tether.core.events import RunEvent
 from tether.core.handle import DurableAgent
 from tether.core.run import AgentRun
 from tether.core.runtime import Runtime
@@ -171,6 +172,12 @@ class Observed:
     replay_side_effects: list[str] = field(default_factory=list)
     at_kill: History | None = None
     log: str = ""
+    events: list[RunEvent] | None = None
+    """The run's event log, read once the run ended (None: it could not be read)."""
+    events_resumed: list[RunEvent] | None = None
+    """The log read again after ``resumed_after``, as a reader that reconnects would."""
+    resumed_after: int = 0
+    events_error: str | None = None
 
     def served(self) -> dict[tuple[str, int], int]:
         """Successful replies per model call (lane, turn)."""
@@ -323,9 +330,11 @@ class Harness:
                     await _wait_for_steps(self.runtime.client, handle.id, restart_after)
                 else:
                     await self._finish(kit, handle, obs)
+                    await _read_events(handle, obs)
             if restart_after:  # the first worker is gone; a new one rebuilds the run
                 async with self.runtime.worker(task_queue=queue):
                     await self._finish(kit, handle, obs)
+                    await _read_events(handle, obs)
             obs.elapsed = time.monotonic() - start
             with contextlib.suppress(Exception):
                 obs.failures = (await handle.describe()).failures
@@ -549,6 +558,26 @@ def _workers() -> Iterator[list[_WorkerProcess]]:
     finally:
         for w in started:
             w.stop()
+
+
+async def _read_events(handle: Any, obs: Observed, timeout: float = 20) -> None:
+    """The ended run's whole event log, then its second half again from the middle offset
+    (a worker must be up: the log is read through the run)."""
+
+    async def read(after: int | None) -> list[RunEvent]:
+        return [e async for e in handle.events(after=after)]
+
+    if obs.status == "timed_out":
+        return
+    try:
+        obs.events = await asyncio.wait_for(read(None), timeout)
+        if obs.events:
+            obs.resumed_after = obs.events[len(obs.events) // 2].offset
+            obs.events_resumed = await asyncio.wait_for(read(obs.resumed_after), timeout)
+    except TimeoutError:
+        obs.events_error = f"no complete log within {timeout:.0f} s"
+    except Exception as exc:  # e.g. a run that cannot be rebuilt cannot serve its log
+        obs.events_error = f"{type(exc).__name__}: {exc}"[:400]
 
 
 async def _pending(handle: Any, timeout: float = 30) -> list[Any]:

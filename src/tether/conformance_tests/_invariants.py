@@ -148,6 +148,61 @@ class Checker:
         if not same:
             raise self.fail(f"the {obs.label}", reference.outcome(), obs.outcome())
 
+    def events_of(self, obs: Observed) -> None:
+        """The checks of invariant 8 on one run's event log."""
+        where = f"the event log of the {obs.label}"
+        events = obs.events
+        if events is None:
+            raise self.fail(where, "readable once the run ended", obs.events_error or "none")
+        offsets = [e.offset for e in events]
+        if offsets != list(range(len(events))):
+            raise self.fail(where, "offsets 0, 1, 2, ... without gaps", f"{offsets[:20]}")
+        last = "run.failed" if obs.error is not None else "run.finished"
+        types = [e.type for e in events]
+        if not types or types[0] != "run.started" or types[-1] != last:
+            raise self.fail(where, f"run.started first, {last} last", f"{types[:3]}...{types[-3:]}")
+        opened: dict[int, str] = {}
+        closed: set[int] = set()
+        for e in events:
+            step = e.data.get("step")
+            kind, _, phase = e.type.partition(".")
+            if step is None or phase not in ("started", "finished", "failed"):
+                continue
+            if phase == "started":
+                if step in opened:
+                    raise self.fail(where, f"step {step} started once", f"again at #{e.offset}")
+                opened[step] = kind
+            elif step not in opened or step in closed:
+                raise self.fail(
+                    where, f"step {step} ends once, after it started", f"{e.type} at #{e.offset}"
+                )
+            else:
+                closed.add(step)
+        if set(opened) != closed:
+            raise self.fail(
+                where, "every started step ends", f"open: {sorted(set(opened) - closed)}"
+            )
+        history = obs.history.steps if obs.history else []
+        for kind in ("model", "tool"):
+            scheduled = sum(1 for s in history if self.kit.pinned_steps.get(s.name) == kind)
+            published = sum(1 for k in opened.values() if k == kind)
+            if scheduled != published:
+                raise self.fail(
+                    where,
+                    f"one {kind}.started per {kind} step in the history ({scheduled})",
+                    f"{published}",
+                    "a step retried or replayed must not publish its events again",
+                )
+        after = obs.resumed_after
+        resumed = [(e.offset, e.type) for e in obs.events_resumed or []]
+        rest = [(e.offset, e.type) for e in events if e.offset > after]
+        if resumed != rest:
+            raise self.fail(
+                f"{where}, read again after offset {after}",
+                f"exactly the rest of the log ({len(rest)} events)",
+                f"{len(resumed)} events: {[o for o, _ in resumed][:10]}",
+            )
+
     def steps_of(self, history: History | None, kind: str) -> list[Any]:
         if history is None:
             return []
@@ -479,6 +534,17 @@ def _short(value: Any) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+def events_once_in_order(c: Checker) -> None:
+    """The run's event log: contiguous offsets, started first and ended last, one start and
+    one end per step (retries and replays publish nothing again), a step event for every
+    step in the history, and a reader resuming from an offset sees exactly the rest."""
+    runs = [c.runs.durable()]
+    if c.scenario.sweep:
+        runs.append(c.runs.sweep())
+    for obs in runs:
+        c.events_of(obs)
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "durable_equals_plain": durable_equals_plain,
     "crash_every_boundary": crash_every_boundary,
@@ -488,6 +554,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "inputs_bounded": inputs_bounded,
     "approval_survives_restart": approval_survives_restart,
     "errors_classified": errors_classified,
+    "events_once_in_order": events_once_in_order,
 }
 
 assert set(CHECKS) == set(INVARIANT_BY_ID)

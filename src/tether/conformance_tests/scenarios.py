@@ -327,6 +327,13 @@ INVARIANTS: tuple[Invariant, ...] = (
         lambda s: s.approvals,
     ),
     Invariant("errors_classified", 7, "errors", "errors classified", lambda s: s.classified_errors),
+    Invariant(
+        "events_once_in_order",
+        8,
+        "events",
+        "run events in order, once each, resumable",
+        lambda s: not s.approvals,
+    ),
 )
 
 INVARIANT_BY_ID: dict[str, Invariant] = {i.id: i for i in INVARIANTS}
