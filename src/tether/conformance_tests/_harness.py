@@ -330,14 +330,12 @@ class Harness:
                     await _wait_for_steps(self.runtime.client, handle.id, restart_after)
                 else:
                     await self._finish(kit, handle, obs)
-                    await _read_events(handle, obs)
+                    await _read_after(handle, obs)
             if restart_after:  # the first worker is gone; a new one rebuilds the run
                 async with self.runtime.worker(task_queue=queue):
                     await self._finish(kit, handle, obs)
-                    await _read_events(handle, obs)
+                    await _read_after(handle, obs)
             obs.elapsed = time.monotonic() - start
-            with contextlib.suppress(Exception):
-                obs.failures = (await handle.describe()).failures
             obs.history = await read_history(self.runtime.client, handle.id)
             obs.requests, obs.calls = server.requests, read_calls(calls)
             if not sweep:
@@ -558,6 +556,13 @@ def _workers() -> Iterator[list[_WorkerProcess]]:
     finally:
         for w in started:
             w.stop()
+
+
+async def _read_after(handle: Any, obs: Observed) -> None:
+    """What the ended run reports through queries, read while a worker can answer them."""
+    with contextlib.suppress(Exception):
+        obs.failures = (await handle.describe()).failures
+    await _read_events(handle, obs)
 
 
 async def _read_events(handle: Any, obs: Observed, timeout: float = 20) -> None:

@@ -48,6 +48,8 @@ from tether.errors import (
 )
 
 RUN_TASK_TIMEOUT = timedelta(seconds=4)
+CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
+"""How long describing a failed or cancelled run waits for a worker to replay it."""
 
 
 @dataclass(frozen=True)
@@ -154,9 +156,10 @@ class RunHandle:
                 "waits": raw.waits,
             }
         elif desc.status is not None:
-            # A failed or cancelled run still answers queries (a worker replays it).
+            # A failed or cancelled run still answers queries when a worker hosting its agent
+            # is up (it replays the run); without one, do not wait for the RPC's own timeout.
             try:
-                state = await self._handle.query(STATUS_QUERY)
+                state = await self._handle.query(STATUS_QUERY, rpc_timeout=CLOSED_QUERY_TIMEOUT)
             except Exception:
                 state = {}
         if desc.status == WorkflowExecutionStatus.RUNNING and state.get("phase") == "waiting":
