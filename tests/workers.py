@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,52 +12,10 @@ from temporalio.client import Client
 
 import tether
 from tether.core.runtime import Runtime
-from tether.testing import ScriptedModelServer
+from tether.testing import ScriptedModelServer, WorkerProcess, worker_processes
 from tether.testing._history import StepRecord, history_stats
 
 DELAY = 0.25  # each model reply and tool takes this long, so a kill lands between steps
-
-
-class WorkerProcess:
-    """One `tether worker` subprocess of a test; always stopped by its process id."""
-
-    def __init__(self, specs: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tether.cli", "worker", *specs],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no goodbye, like a machine that lost power."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-
-@contextmanager
-def worker_processes() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    try:
-        yield started
-    finally:
-        for w in started:
-            w.stop()
 
 
 async def wait_for_completed_steps(

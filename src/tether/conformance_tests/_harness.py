@@ -11,13 +11,11 @@ import contextlib
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -37,10 +35,13 @@ from tether.core.runtime import Runtime
 from tether.core.store import BlobStore
 from tether.errors import RunFailedError
 from tether.testing._model_server import RecordedRequest, ScriptedModelServer, ToolCall, Turn
+from tether.testing._workers import WorkerProcess, worker_processes
 
 T = TypeVar("T")
 
 RUN_TIMEOUT = 90.0
+HOSTED = "tether.conformance_tests._hosted:agent"
+"""The agent the SIGKILL check's `tether worker` subprocesses host."""
 """A durable run that has not ended by then is reported as hung (and terminated)."""
 CRASH_DELAY = 0.2
 """In SIGKILL runs each model reply and tool takes this long, so kills land between steps."""
@@ -455,8 +456,8 @@ class Harness:
                 }
             )
             log = self.workdir / f"{kit.adapter_name}-{scenario.name}-{tag}.log"
-            with _workers() as procs:
-                first = _WorkerProcess(proc_env, log)
+            with worker_processes() as procs:
+                first = WorkerProcess([HOSTED], proc_env, log)
                 procs.append(first)
                 start = time.monotonic()
                 handle = await durable.start(
@@ -468,7 +469,7 @@ class Harness:
                 await _wait_for_calls(server, calls, kill_after, first)
                 first.kill()
                 obs.at_kill = await read_history(self.runtime.client, handle.id)
-                procs.append(_WorkerProcess(proc_env, log))
+                procs.append(WorkerProcess([HOSTED], proc_env, log))
                 await self._finish(kit, handle, obs)
                 obs.elapsed = time.monotonic() - start
                 obs.history = await read_history(self.runtime.client, handle.id)
@@ -497,7 +498,7 @@ async def _wait_for_steps(client: Client, run_id: str, n: int, timeout: float = 
 
 
 async def _wait_for_calls(
-    server: ScriptedModelServer, calls: Path, n: int, worker: _WorkerProcess, timeout: float = 60
+    server: ScriptedModelServer, calls: Path, n: int, worker: WorkerProcess, timeout: float = 60
 ) -> None:
     deadline = time.monotonic() + timeout
     while completed_calls(server, calls) < n:
@@ -506,56 +507,6 @@ async def _wait_for_calls(
         if time.monotonic() > deadline:
             raise AssertionError(f"fewer than {n} calls completed within {timeout:.0f}s")
         await asyncio.sleep(0.01)
-
-
-class _WorkerProcess:
-    """A ``tether worker`` subprocess hosting the scenario's agent; stopped by its pid."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tether.cli",
-                    "worker",
-                    "tether.conformance_tests._hosted:agent",
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:] if self.log.exists() else ""
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-@contextlib.contextmanager
-def _workers() -> Iterator[list[_WorkerProcess]]:
-    started: list[_WorkerProcess] = []
-    try:
-        yield started
-    finally:
-        for w in started:
-            w.stop()
 
 
 async def _read_after(handle: Any, obs: Observed) -> None:

@@ -11,6 +11,7 @@ from tether.testing._model_server import (
     Usage,
     turn_index,
 )
+from tether.testing._workers import WorkerProcess, worker_processes
 
 __all__ = [
     "Fault",
@@ -22,6 +23,8 @@ __all__ = [
     "ToolCall",
     "Turn",
     "Usage",
+    "WorkerProcess",
     "history_stats",
     "turn_index",
+    "worker_processes",
 ]
