@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,24 @@ class KitEnv:
             head = f"{spec.name}({arg}): "
             return head + "x" * (spec.size - len(head))
         return f"{spec.name}({arg}): ok"
+
+    def tool_function(self, spec: ToolSpec) -> Callable[[str], Any]:
+        """A plain function (sync or async, as ``spec.sync`` says) that runs
+        :meth:`call_tool`: what a kit hands its framework's tool constructor."""
+        if spec.sync:
+
+            def run_sync(arg: str) -> str:
+                return self.call_tool(spec, arg)
+
+            func: Callable[[str], Any] = run_sync
+        else:
+
+            async def run_async(arg: str) -> str:
+                return self.call_tool(spec, arg)
+
+            func = run_async
+        func.__doc__ = spec.description
+        return func
 
     def to_environ(self) -> dict[str, str]:
         """The variables a worker subprocess reads to rebuild the same agents."""

@@ -12,17 +12,7 @@ from tether_rawloop.agent import MaxTurnsExceeded, RawAgent, Tool, run_plain
 
 
 def _tool(spec: ToolSpec, env: KitEnv) -> Tool:
-    if spec.sync:
-
-        def run_sync(arg: str) -> str:
-            return env.call_tool(spec, arg)
-
-        return Tool(spec.name, spec.description, run_sync)
-
-    async def run_async(arg: str) -> str:
-        return env.call_tool(spec, arg)
-
-    return Tool(spec.name, spec.description, run_async)
+    return Tool(spec.name, spec.description, env.tool_function(spec))
 
 
 class RawLoopKit(ConformanceKit):

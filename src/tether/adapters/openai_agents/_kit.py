@@ -29,19 +29,7 @@ def _error_text(ctx: Any, error: Exception) -> str:
 
 
 def _tool(spec: ToolSpec, env: KitEnv) -> FunctionTool:
-    if spec.sync:
-
-        def run_sync(arg: str) -> str:
-            return env.call_tool(spec, arg)
-
-        func: Any = run_sync
-    else:
-
-        async def run_async(arg: str) -> str:
-            return env.call_tool(spec, arg)
-
-        func = run_async
-    func.__doc__ = spec.description
+    func = env.tool_function(spec)
     return make_function_tool(
         func,
         name_override=spec.name,

@@ -25,19 +25,7 @@ class CityAlerts(BaseModel):
 
 
 def _tool(spec: ToolSpec, env: KitEnv) -> Tool[Any]:
-    if spec.sync:
-
-        def run_sync(arg: str) -> str:
-            return env.call_tool(spec, arg)
-
-        func: Any = run_sync
-    else:
-
-        async def run_async(arg: str) -> str:
-            return env.call_tool(spec, arg)
-
-        func = run_async
-    func.__doc__ = spec.description
+    func = env.tool_function(spec)
     return Tool(
         func,
         takes_ctx=False,
