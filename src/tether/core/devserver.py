@@ -72,7 +72,7 @@ The dev server runs one history shard, and each shard's queue readers are rate-l
 20 polls a second by default. Every step hands two tasks through the transfer queue (the
 activity, then the workflow task that follows it), so once the limiter's burst is spent a
 step waits ~50 ms for nothing: measured here, 52 ms per bare activity with the defaults
-against 9-12 ms with these values (``bench/engine_floor.py``). A production cluster spreads
+against 7-12 ms with these values (``bench/engine_floor.py``). A production cluster spreads
 runs over many shards; set the same keys there if few shards carry many steps.
 """
 
