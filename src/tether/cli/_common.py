@@ -1,0 +1,72 @@
+"""What every command group shares: loading MODULE:OBJECT, connecting, printing tables."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from tether.errors import TetherError
+
+
+def load_object(spec: str) -> object:
+    """Import ``module:attribute`` (dots in the attribute walk into it)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise TetherError(
+            f"{spec!r} is not of the form MODULE:OBJECT (e.g. myapp.agents:weather_agent)"
+        )
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TetherError(f"cannot import module {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise TetherError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return target
+
+
+def as_durable(obj: object, **kwargs: Any) -> Any:
+    from tether.core.handle import DurableAgent, durable
+
+    if isinstance(obj, DurableAgent):
+        return obj
+    return durable(obj, **kwargs)
+
+
+async def runtime_from(args: argparse.Namespace) -> Any:
+    """The runtime the command's connection options name (embedded engine when none)."""
+    from tether.core.runtime import Runtime
+
+    return await Runtime.start(
+        address=args.address, namespace=args.namespace, task_queue=args.task_queue
+    )
+
+
+def add_connection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Temporal host:port (default: env config, else embedded)")
+    p.add_argument("--namespace", help="Temporal namespace (default: env config or 'default')")
+    p.add_argument("--task-queue", help="task queue (default: $TETHER_TASK_QUEUE or 'tether')")
+
+
+def jsonable(value: Any) -> Any:
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value)
+
+
+def seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,187 @@
+"""`tether worker`, `tether run` and `tether demo`: hosting agents and starting runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tether.cli._common import add_connection, as_durable, jsonable, load_object, runtime_from
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    durables = [as_durable(load_object(spec), local_worker=False) for spec in args.agents]
+    runtime = await runtime_from(args)
+    worker = runtime.worker(max_cached_runs=args.max_cached_runs)
+    names = ", ".join(f"{d.name} ({d.adapter.name})" for d in durables)
+    print(
+        f"worker on {runtime.client.service_client.config.target_host} "
+        f"task queue {runtime.task_queue!r}: {names}",
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.shutdown()))
+    try:
+        await worker.run()
+    finally:
+        await runtime.close()
+    return 0
+
+
+async def _has_pollers(runtime: Any) -> bool:
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    resp = await runtime.client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=runtime.client.namespace,
+            task_queue=TaskQueue(name=runtime.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return len(resp.pollers) > 0
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    durable = as_durable(load_object(args.agent), local_worker=False)
+    runtime = await runtime_from(args)
+    durable._runtime = runtime
+    try:
+        if args.local_worker or not await _has_pollers(runtime):
+            if not args.local_worker:
+                print(
+                    f"no worker polls task queue {runtime.task_queue!r}: hosting the agent in "
+                    "this process (start `tether worker` to run it elsewhere)",
+                    file=sys.stderr,
+                )
+            await runtime.ensure_local_worker()
+        options: dict[str, Any] = {}
+        if args.max_turns is not None:
+            options["max_turns"] = args.max_turns
+        context = json.loads(args.context) if args.context else None
+        from tether.core.contract import Budget, WaitPolicy
+
+        if args.max_tokens is not None or args.max_cost is not None:
+            options["budget"] = Budget(max_tokens=args.max_tokens, max_cost=args.max_cost)
+        if args.wait_timeout is not None:
+            options["waits"] = WaitPolicy(timeout=args.wait_timeout, on_timeout=args.on_timeout)
+        if args.follow:
+            options["stream_text"] = True  # model text as it is generated
+        handle = await durable.start(args.prompt, id=args.id, context=context, **options)
+        print(f"run {handle.id} started", file=sys.stderr, flush=True)
+        if args.no_wait:
+            print(handle.id)
+            return 0
+        if args.follow:
+            result = await _follow_events(handle)
+        else:
+            result = await _follow(handle, quiet=args.quiet)
+        output = getattr(result, "final_output", getattr(result, "output", result))
+        print(output if isinstance(output, str) else json.dumps(jsonable(output), indent=2))
+        return 0
+    finally:
+        await runtime.close()
+
+
+async def _follow(handle: Any, *, quiet: bool = False) -> Any:
+    """Await the result, printing each step as the run reports it."""
+    task = asyncio.ensure_future(handle.result())
+    last = (-1, None)
+    start = time.monotonic()
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.5)
+        if quiet or task.done():
+            continue
+        try:
+            desc = await handle.describe()
+        except Exception:
+            continue
+        now = (desc.steps, desc.current_step)
+        if now != last:
+            last = now
+            current = f", now {desc.current_step}" if desc.current_step else ""
+            print(
+                f"  [{time.monotonic() - start:5.1f}s] {desc.steps} steps done{current}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return task.result()
+
+
+async def _follow_events(handle: Any) -> Any:
+    """Print the run's events live (stderr) until it ends; return its result."""
+    streaming = False
+    async for event in handle.events():
+        if event.type == "model.delta":
+            if not streaming:
+                print(
+                    f"  {event.time[11:23]} #{event.offset} model text: ", end="", file=sys.stderr
+                )
+                streaming = True
+            print(event.data.get("text", ""), end="", file=sys.stderr, flush=True)
+            continue
+        if streaming:
+            print(file=sys.stderr)
+            streaming = False
+        print(f"  {event.time[11:23]} {event.describe()}", file=sys.stderr, flush=True)
+        if event.type in ("approval.requested", "question.asked"):
+            verb = "--answer TEXT" if event.type == "question.asked" else "[--deny --reason R]"
+            print(
+                f"    -> tether approve {handle.id} {event.data['id']} {verb}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return await handle.result()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tether._demo import run_demo
+
+    return asyncio.run(run_demo(kill_after=args.kill_after, state_dir=args.state_dir))
+
+
+def register(sub: Any) -> None:
+    """Add this group's commands to the `tether` parser."""
+    p = sub.add_parser("worker", help="host agents: tether worker MODULE:OBJECT ...")
+    p.add_argument("agents", nargs="+", metavar="MODULE:OBJECT")
+    p.add_argument("--max-cached-runs", type=int, default=1000)
+    add_connection(p)
+    p.set_defaults(func=cmd_worker, is_async=True)
+
+    p = sub.add_parser("run", help='start a run: tether run MODULE:OBJECT "prompt"')
+    p.add_argument("agent", metavar="MODULE:OBJECT")
+    p.add_argument("prompt")
+    p.add_argument("--id", help="run id (idempotent: the same id never runs twice)")
+    p.add_argument("--context", help="run context / deps as JSON")
+    p.add_argument("--max-turns", type=int)
+    p.add_argument("--no-wait", action="store_true", help="print the run id and return")
+    p.add_argument("--local-worker", action="store_true", help="host the agent in this process")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--max-tokens", type=int, help="budget: stop the run past this many tokens")
+    p.add_argument("--max-cost", type=float, help="budget: stop the run past this many US$")
+    p.add_argument("--wait-timeout", type=float, help="seconds an approval/question may wait")
+    p.add_argument(
+        "--on-timeout",
+        choices=["deny", "fail", "default"],
+        default="deny",
+        help="what a timed-out wait does (default: deny)",
+    )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="print the run's events live (tool calls, approvals, usage) until it ends",
+    )
+    add_connection(p)
+    p.set_defaults(func=cmd_run, is_async=True)
+
+    p = sub.add_parser("demo", help="kill a worker mid-run and watch the run resume")
+    p.add_argument("--kill-after", type=int, default=3, help="kill after this many steps")
+    p.add_argument("--state-dir", type=Path, default=None, help="default: a temporary dir")
+    p.set_defaults(func=cmd_demo, is_async=False)
