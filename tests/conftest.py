@@ -12,12 +12,11 @@ import pytest
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 os.environ.setdefault("OPENAI_API_KEY", "test-key-not-used")
 
-from temporalio.worker import Worker
 
 from tether.adapters._connections import POOL
 from tether.core import registry
 from tether.core.devserver import EmbeddedEngine
-from tether.core.runtime import Runtime
+from tether.core.runtime import AgentWorker, Runtime
 from tether.core.store import BlobStore
 
 HERE = Path(__file__).parent
@@ -85,7 +84,7 @@ def _fresh_registry() -> Iterator[None]:
 
 
 @pytest.fixture
-async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[Worker]:
+async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[AgentWorker]:
     """An in-process worker on this test's task queue (MCP connections closed after it)."""
     async with runtime.worker(task_queue=task_queue) as w:
         yield w

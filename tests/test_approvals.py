@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 
 import tether
 from hitl_helpers import ADAPTERS, all_events, build_agent, output_of, wait_pending, wrap
-from tether.core.runtime import Runtime
+from tether.core.runtime import Runtime, agent_queue
 from tether.testing import ScriptedModelServer, ToolCall, Turn, Usage
 from workers import WorkerProcess, executed, wait_until_polling, worker_processes
 
@@ -206,14 +206,13 @@ async def test_a_waiting_run_survives_a_worker_sigkill_and_finishes_after_approv
         env = dict(worker_env, OPENAI_BASE_URL=server.base_url, TETHER_TEST_CALLS=str(calls))
         first = WorkerProcess([spec], env, tmp_path / "w1.log")
         procs.append(first)
-        durable = tether.durable(
-            agent, runtime=runtime, task_queue=env["TETHER_TASK_QUEUE"], local_worker=False
-        )
+        durable = tether.durable(agent, runtime=runtime, local_worker=False)
+        durable.task_queue = agent_queue(env["TETHER_TASK_QUEUE"], durable.name)
         handle = await durable.start("refund 42", id=f"hitl-crash-{uuid.uuid4().hex[:6]}")
         [request] = await wait_pending(handle)
         first.kill()  # the worker held the waiting run in its cache; now it is gone
         procs.append(WorkerProcess([spec], env, tmp_path / "w2.log"))
-        await wait_until_polling(runtime.client, env["TETHER_TASK_QUEUE"])
+        await wait_until_polling(runtime.client, durable.task_queue)
         assert [r.id for r in await handle.pending()] == [request.id]
         await handle.approve(request.id)
         result = await handle.result()

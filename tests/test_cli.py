@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tether.core.runtime import Runtime
+from tether.core.runtime import Runtime, agent_queue
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from workers import WorkerProcess, wait_until_polling, worker_processes
 
@@ -55,7 +55,7 @@ async def test_run_against_a_worker_prints_progress_and_the_answer(
     with ScriptedModelServer(script()) as server, worker_processes() as procs:
         env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
         procs.append(WorkerProcess(["apps.openai_apps:weather"], env, tmp_path / "w.log"))
-        await wait_until_polling(runtime.client, env["TETHER_TASK_QUEUE"])
+        await wait_until_polling(runtime.client, agent_queue(env["TETHER_TASK_QUEUE"], "weather"))
         proc = await tether_cli(
             "run", "apps.openai_apps:weather", "Any alerts in CA?", "--id", "cli-run-1", env=env
         )
@@ -78,7 +78,7 @@ async def test_run_without_a_worker_hosts_the_agent_itself(
         env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
         proc = await tether_cli("run", "apps.openai_apps:weather", "alerts?", env=env)
         assert proc.returncode == 0, proc.stderr
-        assert "no worker polls task queue" in proc.stderr
+        assert "no worker polls queue" in proc.stderr
         assert proc.stdout.strip() == "CA: heat advisory"
 
 
@@ -104,7 +104,9 @@ async def test_the_pydantic_example_runs_with_the_same_cli(
         env["PYTHONPATH"] = os.pathsep.join([str(root), env["PYTHONPATH"]])
         spec = "examples.pydantic_ai_weather:agent"
         procs.append(WorkerProcess([spec], env, tmp_path / "w.log"))
-        await wait_until_polling(runtime.client, env["TETHER_TASK_QUEUE"])
+        await wait_until_polling(
+            runtime.client, agent_queue(env["TETHER_TASK_QUEUE"], "weather-pai")
+        )
         proc = await tether_cli(
             "run", spec, "Alerts in CA?", "--context", '{"units": "imperial"}', env=env
         )

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from test_cli import tether_cli
-from tether.core.runtime import Runtime
+from tether.core.runtime import Runtime, agent_queue
 from tether.testing import ScriptedModelServer, ToolCall, Turn, Usage
 from workers import WorkerProcess, executed, wait_until_polling, worker_processes
 
@@ -27,7 +27,7 @@ async def test_follow_pending_approve_and_show_from_the_shell(
     with ScriptedModelServer(script) as server, worker_processes() as procs:
         env = dict(worker_env, OPENAI_BASE_URL=server.base_url, TETHER_TEST_CALLS=str(calls))
         procs.append(WorkerProcess(["apps.hitl_apps:openai_refunds"], env, tmp_path / "w.log"))
-        await wait_until_polling(runtime.client, env["TETHER_TASK_QUEUE"])
+        await wait_until_polling(runtime.client, agent_queue(env["TETHER_TASK_QUEUE"], "refunds"))
         follow = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tether.cli", "run", "apps.hitl_apps:openai_refunds",
             "Refund order 42", "--id", run_id, "--follow",

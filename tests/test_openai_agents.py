@@ -315,23 +315,6 @@ async def test_model_step_input_does_not_grow_with_the_conversation(
     assert stats.total_bytes < 50 * 12_000
 
 
-async def test_a_run_naming_an_agent_the_worker_lacks_fails_clearly(
-    runtime: Runtime, task_queue: str, worker: Worker
-) -> None:
-    from tether.core.contract import RunRequest
-    from tether.core.run import WORKFLOW_NAME
-
-    handle = await runtime.client.start_workflow(
-        WORKFLOW_NAME,
-        RunRequest(agent="ghost", adapter="openai_agents", input="hi"),
-        id=f"ghost-{task_queue}",
-        task_queue=task_queue,
-    )
-    run = tether.RunHandle(runtime, handle.id, None)
-    with pytest.raises(tether.RunFailedError, match=r"'ghost' is not registered on this worker"):
-        await run.result()
-
-
 async def test_non_serializable_tool_output_fails_the_run_naming_the_tool(
     runtime: Runtime, task_queue: str, worker: Worker
 ) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from temporalio.client import Client
 
 import tether
-from tether.core.runtime import Runtime
+from tether.core.runtime import Runtime, agent_queue
 from tether.testing import ScriptedModelServer, WorkerProcess, worker_processes
 from tether.testing._history import StepRecord, history_stats
 
@@ -79,9 +79,8 @@ async def crash_and_resume(
     calls = tmp_path / f"calls-{kill_after}.txt"
     env = dict(worker_env, OPENAI_BASE_URL=server.base_url, TETHER_TEST_CALLS=str(calls))
     env["TETHER_TEST_TOOL_DELAY"] = str(DELAY)
-    durable = tether.durable(
-        agent, runtime=runtime, task_queue=env["TETHER_TASK_QUEUE"], local_worker=False
-    )
+    durable = tether.durable(agent, runtime=runtime, local_worker=False)
+    durable.task_queue = agent_queue(env["TETHER_TASK_QUEUE"], durable.name)  # as the worker
     with worker_processes() as procs:
         first = WorkerProcess([spec], env, tmp_path / f"w1-{kill_after}.log")
         procs.append(first)

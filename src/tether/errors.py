@@ -36,14 +36,16 @@ class NoAdapterError(TetherError):
 class AgentNotRegisteredError(TetherError):
     """A run names an agent that this worker does not host."""
 
-    def __init__(self, name: str, hosted: Sequence[str]) -> None:
+    def __init__(self, name: str, hosted: Sequence[str], source: str | None = None) -> None:
         have = ", ".join(sorted(hosted)) or "none"
+        spec = source or "MODULE:OBJECT"
         super().__init__(
             f"agent {name!r} is not registered on this worker (it hosts: {have}). "
-            f"Fix: start a worker that hosts it, e.g. `tether worker mymodule:{name}`, "
-            "or run it on the task queue of a worker that does."
+            f"Fix: start a worker that hosts it: `tether worker {spec}`"
+            + ("" if source else " (the module and name that define the agent)")
         )
         self.name = name
+        self.source = source
 
 
 class DuplicateAgentError(TetherError):

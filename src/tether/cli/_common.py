@@ -33,12 +33,15 @@ def load_object(spec: str) -> object:
     return target
 
 
-def as_durable(obj: object, **kwargs: Any) -> Any:
+def as_durable(spec: str, **kwargs: Any) -> Any:
+    """The agent ``MODULE:OBJECT`` names, wrapped (or as wrapped there), knowing its spec."""
     from tether.core.handle import DurableAgent, durable
 
+    obj = load_object(spec)
     if isinstance(obj, DurableAgent):
+        obj._source = obj._source or spec
         return obj
-    return durable(obj, **kwargs)
+    return durable(obj, source=spec, **kwargs)
 
 
 async def runtime_from(args: argparse.Namespace) -> Any:

@@ -11,19 +11,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tether.cli._common import add_connection, as_durable, jsonable, load_object, runtime_from
+from tether.cli._common import add_connection, as_durable, jsonable, runtime_from
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    durables = [as_durable(load_object(spec), local_worker=False) for spec in args.agents]
+    durables = [as_durable(spec, local_worker=False) for spec in args.agents]
     runtime = await runtime_from(args)
     worker = runtime.worker(max_cached_runs=args.max_cached_runs)
-    names = ", ".join(f"{d.name} ({d.adapter.name})" for d in durables)
-    print(
-        f"worker on {runtime.client.service_client.config.target_host} "
-        f"task queue {runtime.task_queue!r}: {names}",
-        flush=True,
-    )
+    names = ", ".join(f"{d.name} ({d.adapter.name}) on {d.queue(runtime)!r}" for d in durables)
+    print(f"worker on {runtime.client.service_client.config.target_host}: {names}", flush=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.shutdown()))
@@ -34,34 +30,51 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _has_pollers(runtime: Any) -> bool:
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+STALL_CHECK = 1.0
+"""How often `tether run` looks for work of its run that no live worker takes."""
+STALLED_AFTER = 4.0
+"""Work of the run scheduled this long and not taken: `tether run` hosts the agent itself."""
 
-    resp = await runtime.client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=runtime.client.namespace,
-            task_queue=TaskQueue(name=runtime.task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-    )
-    return len(resp.pollers) > 0
+
+async def _host_when_unserved(handle: Any, runtime: Any, queue: str, spec: str) -> None:
+    """Host the agent in this process once the run's work waits for a worker for longer
+    than :data:`STALLED_AFTER` (no worker, or only dead ones the engine still lists)."""
+    loop = asyncio.get_running_loop()
+    seen: dict[str, float] = {}
+    while not runtime.hosts(queue):
+        await asyncio.sleep(STALL_CHECK)
+        try:
+            waiting = await handle.unserved_work()
+        except Exception:
+            continue
+        now = loop.time()
+        seen = {key: seen.get(key, now) for key in waiting}
+        if any(now - since >= STALLED_AFTER for since in seen.values()):
+            print(
+                f"no live worker took run {handle.id}'s work on queue {queue!r} within "
+                f"{STALLED_AFTER:.0f}s: hosting {spec} in this process",
+                file=sys.stderr,
+                flush=True,
+            )
+            await runtime.ensure_local_worker(queue)
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    durable = as_durable(load_object(args.agent), local_worker=False)
+    durable = as_durable(args.agent, local_worker=False)
     runtime = await runtime_from(args)
     durable._runtime = runtime
+    queue = durable.queue(runtime)
+    watchdog: asyncio.Task[None] | None = None
     try:
-        if args.local_worker or not await _has_pollers(runtime):
-            if not args.local_worker:
-                print(
-                    f"no worker polls task queue {runtime.task_queue!r}: hosting the agent in "
-                    "this process (start `tether worker` to run it elsewhere)",
-                    file=sys.stderr,
-                )
-            await runtime.ensure_local_worker()
+        if args.local_worker:
+            await runtime.ensure_local_worker(queue)
+        elif not args.no_local_worker and not args.no_wait and not await runtime.pollers(queue):
+            print(
+                f"no worker polls queue {queue!r}: hosting {args.agent} in this process "
+                f"(start `tether worker {args.agent}` to run it elsewhere)",
+                file=sys.stderr,
+            )
+            await runtime.ensure_local_worker(queue)
         options: dict[str, Any] = {}
         if args.max_turns is not None:
             options["max_turns"] = args.max_turns
@@ -77,8 +90,18 @@ async def cmd_run(args: argparse.Namespace) -> int:
         handle = await durable.start(args.prompt, id=args.id, context=context, **options)
         print(f"run {handle.id} started", file=sys.stderr, flush=True)
         if args.no_wait:
+            if not await runtime.pollers(queue):
+                print(
+                    f"no worker polls queue {queue!r} yet: the run starts when one does "
+                    f"(`tether worker {args.agent}`)",
+                    file=sys.stderr,
+                )
             print(handle.id)
             return 0
+        if not args.no_local_worker and not runtime.hosts(queue):
+            # The engine lists a killed worker as a poller for minutes: judge by whether the
+            # run's work is taken, and host the agent here when it is not.
+            watchdog = asyncio.create_task(_host_when_unserved(handle, runtime, queue, args.agent))
         if args.follow:
             result = await _follow_events(handle)
         else:
@@ -87,6 +110,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
         print(output if isinstance(output, str) else json.dumps(jsonable(output), indent=2))
         return 0
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         await runtime.close()
 
 
@@ -162,7 +187,14 @@ def register(sub: Any) -> None:
     p.add_argument("--context", help="run context / deps as JSON")
     p.add_argument("--max-turns", type=int)
     p.add_argument("--no-wait", action="store_true", help="print the run id and return")
-    p.add_argument("--local-worker", action="store_true", help="host the agent in this process")
+    p.add_argument(
+        "--local-worker", action="store_true", help="host the agent in this process from the start"
+    )
+    p.add_argument(
+        "--no-local-worker",
+        action="store_true",
+        help="never host the agent here, even when no live worker takes the run",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--max-tokens", type=int, help="budget: stop the run past this many tokens")
     p.add_argument("--max-cost", type=float, help="budget: stop the run past this many US$")

@@ -31,7 +31,7 @@ from tether.core.devserver import EmbeddedEngine
 from tether.core.events import RunEvent
 from tether.core.handle import DurableAgent
 from tether.core.run import AgentRun
-from tether.core.runtime import Runtime
+from tether.core.runtime import Runtime, agent_queue
 from tether.core.store import BlobStore
 from tether.errors import RunFailedError
 from tether.testing._model_server import RecordedRequest, ScriptedModelServer, ToolCall, Turn
@@ -439,7 +439,8 @@ class Harness:
                 kit.adapter(),
                 name=kit.agent_name(scenario),
                 runtime=self.runtime,
-                task_queue=queue,
+                # The `tether worker` subprocess takes ``queue`` as its prefix.
+                task_queue=agent_queue(queue, kit.agent_name(scenario)),
                 local_worker=False,
             )
             proc_env = dict(os.environ)

@@ -302,6 +302,9 @@ class RunRequest:
     waits: WaitPolicy | None = None
     stream_text: bool = False
     """Model steps stream and publish ``model.delta`` events (costs a signal per batch)."""
+    source: str | None = None
+    """Where the agent is defined, as ``MODULE:OBJECT`` (what `tether worker` takes), when
+    known: named in the error of a worker that does not host the agent."""
 
 
 class Adapter(abc.ABC):
@@ -356,6 +359,12 @@ class Adapter(abc.ABC):
     def decode_output(self, agent: object, value: JSON) -> object:
         """Turn the run's JSON output back into what the framework's run would return."""
         return value
+
+    def context_type(self, agent: object) -> Any:
+        """The type the agent declares for its run context / deps (e.g. Pydantic AI's
+        ``deps_type``), or None. Workers rebuild the context as this type, whatever module
+        the caller's value came from."""
+        return None
 
     def decode_context(self, agent: object, value: JSON) -> object:
         """Rebuild the run context / deps from JSON on the worker."""

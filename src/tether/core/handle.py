@@ -6,9 +6,15 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import PendingActivityState, PendingWorkflowTaskState
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkflowExecutionResponse,
+    GetWorkflowExecutionHistoryReverseRequest,
+)
 from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
@@ -35,7 +41,7 @@ from tether.core.run import (
     RunResult,
 )
 from tether.core.runtime import Runtime, default_runtime
-from tether.core.values import pack
+from tether.core.values import object_source, pack
 from tether.errors import (
     AlreadyAnsweredError,
     BudgetExceededError,
@@ -48,6 +54,8 @@ from tether.errors import (
 )
 
 RUN_TASK_TIMEOUT = timedelta(seconds=4)
+UNSERVED_AFTER = timedelta(seconds=5)
+"""A run's task scheduled this long ago and not taken means no live worker serves it."""
 CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
 """How long describing a failed or cancelled run waits for a worker to replay it."""
 
@@ -69,6 +77,9 @@ class RunDescription:
     waits: list[dict[str, Any]] = field(default_factory=list)
     started: str | None = None
     closed: str | None = None
+    problem: str | None = None
+    """Why a running run makes no progress, when the engine shows it (no worker hosts its
+    agent, its task fails on every worker), with the fix."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,12 @@ class RunHandle:
                 state = {}
         if desc.status == WorkflowExecutionStatus.RUNNING and state.get("phase") == "waiting":
             status = "waiting"
+        problem = None
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            problem = await self._problem(desc.raw_description)
+        if problem is not None and not state.get("agent"):
+            request = await self.request()
+            state["agent"] = request.agent if request else None
         return RunDescription(
             run_id=self.id,
             agent=state.get("agent") or (self._agent.name if self._agent else None),
@@ -178,7 +195,81 @@ class RunHandle:
             waits=list(state.get("waits", [])),
             started=desc.start_time.isoformat(timespec="seconds") if desc.start_time else None,
             closed=desc.close_time.isoformat(timespec="seconds") if desc.close_time else None,
+            problem=problem,
         )
+
+    async def request(self) -> RunRequest | None:
+        """The run's input as it was started (from the first event of its history)."""
+        async for event in self._handle.fetch_history_events():
+            attrs = event.workflow_execution_started_event_attributes
+            if not attrs.input.payloads:
+                return None
+            decoded = await self.runtime.client.data_converter.decode(
+                attrs.input.payloads, [RunRequest]
+            )
+            request = decoded[0]
+            return request if isinstance(request, RunRequest) else None
+        return None
+
+    async def unserved_work(self) -> set[str]:
+        """The run's work that is scheduled and waits for a worker to take it right now (its
+        workflow task; steps that are not in a retry backoff), as stable keys: a key seen
+        for several seconds means no live worker serves the run's queue."""
+        raw = (await self._handle.describe()).raw_description
+        keys: set[str] = set()
+        if raw.HasField("pending_workflow_task"):
+            task = raw.pending_workflow_task
+            if task.state == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_SCHEDULED:
+                keys.add(f"task:{task.attempt}:{task.scheduled_time.ToNanoseconds()}")
+        for step in raw.pending_activities:
+            if step.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED and not (
+                step.HasField("next_attempt_schedule_time")
+            ):
+                keys.add(f"step:{step.activity_id}:{step.attempt}")
+        return keys
+
+    async def _problem(self, raw: DescribeWorkflowExecutionResponse) -> str | None:
+        if not raw.HasField("pending_workflow_task"):
+            return None
+        task = raw.pending_workflow_task
+        queue = raw.execution_config.task_queue.name
+        if task.attempt > 1:
+            why = await self._last_task_failure()
+            return (
+                f"the run's task has failed {task.attempt - 1} times on the workers of queue "
+                f"{queue!r}: {why}"
+            )
+        if task.state != PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_SCHEDULED:
+            return None
+        waited = datetime.now(UTC) - task.scheduled_time.ToDatetime(UTC)
+        if waited < UNSERVED_AFTER:
+            return None
+        request = await self.request()
+        agent = request.agent if request else "?"
+        spec = (request.source if request else None) or "MODULE:OBJECT"
+        if not await self.runtime.pollers(queue):
+            return (
+                f"no worker hosts agent {agent!r} on queue {queue!r}; the run starts as soon "
+                f"as one does. Fix: `tether worker {spec}`"
+            )
+        return (
+            f"no live worker has taken the run's task for {waited.total_seconds():.0f}s (queue "
+            f"{queue!r} lists pollers, but they may be dead). Fix: start `tether worker {spec}`"
+        )
+
+    async def _last_task_failure(self) -> str:
+        service = self.runtime.client.workflow_service
+        resp = await service.get_workflow_execution_history_reverse(
+            GetWorkflowExecutionHistoryReverseRequest(
+                namespace=self.runtime.client.namespace,
+                execution=WorkflowExecution(workflow_id=self.id),
+                maximum_page_size=50,
+            )
+        )
+        for event in resp.history.events:
+            if event.HasField("workflow_task_failed_event_attributes"):
+                return event.workflow_task_failed_event_attributes.failure.message
+        return "(no failure recorded yet)"
 
     async def cancel(self) -> None:
         await self._handle.cancel()
@@ -299,6 +390,7 @@ class DurableAgent:
         runtime: Runtime | None = None,
         task_queue: str | None = None,
         local_worker: bool = True,
+        source: str | None = None,
     ) -> None:
         adapter.prepare(agent)
         self.agent = agent
@@ -307,7 +399,20 @@ class DurableAgent:
         self._runtime = runtime
         self.task_queue = task_queue
         self.local_worker = local_worker
+        self._source = source
         registry.register(self.name, agent, adapter)
+
+    @property
+    def source(self) -> str | None:
+        """Where the agent is defined, as ``MODULE:OBJECT`` (found on first use)."""
+        if self._source is None:
+            self._source = object_source(self, self.agent)
+        return self._source
+
+    def queue(self, runtime: Runtime) -> str:
+        """The task queue this agent's runs go to: its own under ``runtime``'s prefix, or the
+        exact ``task_queue`` it was wrapped with."""
+        return self.task_queue or runtime.queue_for(self.name)
 
     async def runtime(self) -> Runtime:
         if self._runtime is None:
@@ -339,11 +444,16 @@ class DurableAgent:
             context = deps
         if context is not None:
             context = self.adapter.prepare_context(self.agent, context)
-        packed = pack(context, what="run context") if context is not None else None
+        packed = (
+            pack(context, what="run context", declared=self.adapter.context_type(self.agent))
+            if context is not None
+            else None
+        )
         encoded = self.adapter.encode_options(self.agent, options)
         runtime = await self.runtime()
+        queue = self.queue(runtime)
         if self.local_worker:
-            await runtime.ensure_local_worker()
+            await runtime.ensure_local_worker(queue)
         run_id = id or f"{self.name}-{uuid.uuid4().hex[:12]}"
         request = RunRequest(
             agent=self.name,
@@ -354,13 +464,14 @@ class DurableAgent:
             budget=budget,
             waits=waits,
             stream_text=stream_text,
+            source=self.source,
         )
         try:
             await runtime.client.start_workflow(
                 WORKFLOW_NAME,
                 request,
                 id=run_id,
-                task_queue=self.task_queue or runtime.task_queue,
+                task_queue=queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 static_summary=f"{self.adapter.name}: {self.name}",
@@ -429,6 +540,7 @@ def durable(
     runtime: Runtime | None = None,
     task_queue: str | None = None,
     local_worker: bool = True,
+    source: str | None = None,
 ) -> DurableAgent:
     """Wrap an agent of any installed framework so its runs are durable.
 
@@ -444,4 +556,5 @@ def durable(
         runtime=runtime,
         task_queue=task_queue,
         local_worker=local_worker,
+        source=source,
     )

@@ -31,11 +31,13 @@ def register(name: str, agent: object, adapter: Adapter) -> Registered:
     return entry
 
 
-def lookup(name: str) -> Registered:
+def lookup(name: str, source: str | None = None) -> Registered:
+    """The agent registered as ``name``; ``source`` (its ``MODULE:OBJECT``) goes into the
+    error when this process does not host it."""
     try:
         return _agents[name]
     except KeyError:
-        raise AgentNotRegisteredError(name, list(_agents)) from None
+        raise AgentNotRegisteredError(name, list(_agents), source) from None
 
 
 def registered() -> dict[str, Registered]:

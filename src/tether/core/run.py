@@ -35,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
     from tether.core.ledger import Ledger
     from tether.core.steps import BLOB_MISSING
     from tether.core.store import canonical_json, digest
-    from tether.errors import AgentNotRegisteredError
 
 WORKFLOW_NAME = "tether.AgentRun"
 STATUS_QUERY = "tether.status"
@@ -119,13 +118,10 @@ class AgentRun:
         self._request = request
         if request.context is not None:
             self._context_ref = self.share(request.context)
-        try:
-            entry = registry.lookup(request.agent)
-        except AgentNotRegisteredError as exc:
-            self.publish(ev.RUN_FAILED, {"error": str(exc), "type": "AgentNotRegistered"})
-            raise ApplicationError(
-                str(exc), type="AgentNotRegistered", non_retryable=True
-            ) from None
+        # A worker that does not host the agent never fails the run: the lookup error fails
+        # this workflow task only, and the engine hands the task to another worker (or
+        # keeps it until one that hosts the agent polls). Nothing was recorded yet.
+        entry = registry.lookup(request.agent, request.source)
         self._phase = "running"
         self.publish(ev.RUN_STARTED, {"agent": request.agent, "adapter": request.adapter})
         try:

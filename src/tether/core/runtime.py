@@ -8,6 +8,7 @@ or a ``temporal.toml`` profile) when one is set, and otherwise starts the embedd
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -27,22 +31,36 @@ from tether.core.devserver import EmbeddedEngine, port_open
 from tether.core.run import AgentRun
 from tether.core.steps import build_activity
 from tether.core.store import BlobStore, default_home
-from tether.errors import EngineUnavailableError
+from tether.errors import ConfigurationError, EngineUnavailableError
 
 DEFAULT_TASK_QUEUE = "tether"
+"""The default task-queue prefix: agent ``weather`` runs on the queue ``tether.weather``."""
 DEFAULT_EMBEDDED_PORT = 7233
+
+
+def agent_queue(prefix: str, agent: str) -> str:
+    """The task queue of ``agent``'s runs and steps under ``prefix``.
+
+    Every agent has a queue of its own, so a worker only ever receives runs of agents it
+    hosts: workers of different agents and frameworks share a namespace without taking each
+    other's runs.
+    """
+    return f"{prefix}.{agent}"
 
 
 @dataclass
 class Runtime:
-    """A connected client, its blob store, and (when embedded) the engine it owns."""
+    """A connected client, its blob store, and (when embedded) the engine it owns.
+
+    ``task_queue`` is a prefix: each agent's runs go to :func:`agent_queue` of it, unless the
+    agent or the worker names an exact queue.
+    """
 
     client: Client
     store: BlobStore
     task_queue: str = DEFAULT_TASK_QUEUE
     engine: EmbeddedEngine | None = None
-    _workers: list[asyncio.Task[None]] = field(default_factory=list)
-    _local_worker: Worker | None = None
+    _local: dict[str, tuple[Worker, asyncio.Task[None]]] = field(default_factory=dict)
 
     @classmethod
     async def start(
@@ -95,6 +113,10 @@ class Runtime:
             address = loaded.get("target_host") or "127.0.0.1:7233"
         return await cls.start(address=address, **kwargs)
 
+    def queue_for(self, agent: str) -> str:
+        """The task queue ``agent``'s runs go to under this runtime's prefix."""
+        return agent_queue(self.task_queue, agent)
+
     def worker(
         self,
         agents: Iterable[tuple[str, object, Adapter]] = (),
@@ -102,17 +124,36 @@ class Runtime:
         task_queue: str | None = None,
         max_cached_runs: int = 1000,
         max_concurrent_steps: int = 100,
-    ) -> Worker:
-        """A worker hosting ``agents`` (and everything already registered in this process)."""
+    ) -> AgentWorker:
+        """A worker hosting ``agents`` and every agent already registered in this process.
+
+        Each agent is polled on its own queue (:meth:`queue_for`); ``task_queue`` puts them
+        all on that one exact queue instead.
+        """
         for name, agent, adapter in agents:
             registry.register(name, agent, adapter)
-        adapters = _adapters_in_use()
+        if task_queue is not None:
+            queues = [task_queue]
+        else:
+            queues = sorted({self.queue_for(name) for name in registry.registered()})
+            if not queues:
+                raise ConfigurationError(
+                    "a worker needs at least one agent to host. Fix: wrap it first "
+                    "(tether.durable(agent)) or pass agents=[...]"
+                )
+        return AgentWorker(
+            [self._temporal_worker(q, max_cached_runs, max_concurrent_steps) for q in queues]
+        )
+
+    def _temporal_worker(self, queue: str, max_cached_runs: int, max_steps: int) -> Worker:
         activities = [
-            build_activity(step, self.store) for adapter in adapters for step in adapter.steps()
+            build_activity(step, self.store)
+            for adapter in _adapters_in_use()
+            for step in adapter.steps()
         ]
         return Worker(
             self.client,
-            task_queue=task_queue or self.task_queue,
+            task_queue=queue,
             workflows=[AgentRun],
             activities=activities,
             # The run hosts the framework's own loop, not user workflow code; the sandbox's
@@ -120,28 +161,46 @@ class Runtime:
             # releases. Determinism is proven by replay tests instead (conformance suite).
             workflow_runner=UnsandboxedWorkflowRunner(),
             max_cached_workflows=max_cached_runs,
-            max_concurrent_activities=max_concurrent_steps,
+            max_concurrent_activities=max_steps,
             sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
             graceful_shutdown_timeout=timedelta(seconds=2),
         )
 
-    async def ensure_local_worker(self) -> None:
-        """Run a worker in this process for the agents wrapped here (started once)."""
-        if self._local_worker is not None:
-            return
-        worker = self.worker()
-        self._local_worker = worker
-        self._workers.append(asyncio.create_task(worker.run()))
+    async def pollers(self, queue: str) -> int:
+        """How many workers the engine lists as polling ``queue`` for run tasks (a killed
+        worker stays listed for minutes: see ``RunHandle.unserved_work`` for liveness)."""
+        resp = await self.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        return len(resp.pollers)
+
+    async def ensure_local_worker(self, queue: str) -> bool:
+        """Poll ``queue`` from this process for the agents wrapped here (once per queue).
+
+        Returns whether this call started the worker.
+        """
+        if queue in self._local:
+            return False
+        worker = self._temporal_worker(queue, 1000, 100)
+        self._local[queue] = (worker, asyncio.create_task(worker.run()))
         await asyncio.sleep(0)
+        return True
+
+    def hosts(self, queue: str) -> bool:
+        """Whether this process polls ``queue`` (:meth:`ensure_local_worker`)."""
+        return queue in self._local
 
     async def close(self) -> None:
         """Stop local workers and, when embedded, the engine."""
-        if self._local_worker is not None:
-            await self._local_worker.shutdown()
-            self._local_worker = None
-        for task in self._workers:
+        local, self._local = self._local, {}
+        for worker, task in local.values():
+            with contextlib.suppress(Exception):
+                await worker.shutdown()
             task.cancel()
-        self._workers.clear()
         if self.engine is not None:
             self.engine.stop()
             self.engine = None
@@ -156,6 +215,43 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class AgentWorker:
+    """The Temporal workers that host this process's agents: one per task queue.
+
+    Use it like a temporalio ``Worker``: ``await w.run()``, ``await w.shutdown()``, or
+    ``async with w:``.
+    """
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = list(workers)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def task_queues(self) -> list[str]:
+        return [w.task_queue for w in self.workers]
+
+    async def run(self) -> None:
+        """Poll every queue until :meth:`shutdown` (or until one worker fails)."""
+        await asyncio.gather(*(w.run() for w in self.workers))
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(w.shutdown() for w in self.workers if w.is_running))
+
+    async def __aenter__(self) -> AgentWorker:
+        for w in self.workers:
+            await w.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for w in reversed(self.workers):
+            await w.__aexit__(exc_type, exc, tb)
 
 
 def _adapters_in_use() -> Sequence[Adapter]:

@@ -63,7 +63,8 @@ class _ActivityStepContext:
         ref = self._request.context_ref
         if ref is None:
             return None
-        return self._agent.adapter.decode_context(self._agent.agent, unpack(self.shared(ref)))
+        adapter, agent = self._agent.adapter, self._agent.agent
+        return adapter.decode_context(agent, unpack(self.shared(ref), adapter.context_type(agent)))
 
     def transcript(self) -> list[JSON]:
         ref = self._request.transcript
@@ -120,7 +121,9 @@ def build_activity(
                 str(exc), exc.ref, type=BLOB_MISSING, non_retryable=True
             ) from exc
         except AgentNotRegisteredError as exc:
-            raise ApplicationError(str(exc), type="AgentNotRegistered", non_retryable=True) from exc
+            # Retryable: on a queue shared by workers of different agents, the next attempt
+            # may land on a worker that hosts this one (per-agent queues avoid the case).
+            raise ApplicationError(str(exc), type="AgentNotRegistered") from exc
         except NonRetryableError as exc:
             raise ApplicationError(str(exc), type=exc.error_type, non_retryable=True) from exc
         except RetryableError as exc:
@@ -136,6 +139,12 @@ def build_activity(
 
     run_step.__name__ = run_step.__qualname__ = definition.name.replace(".", "_")
     return activity.defn(name=definition.name)(run_step)
+
+
+def engine_non_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is the engine's own "do not retry" error (a tool written for Temporal
+    raising ``ApplicationError(non_retryable=True)``), so adapters need not import it."""
+    return isinstance(exc, ApplicationError) and exc.non_retryable
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,6 @@ from typing import Any
 import agents
 from agents import Agent, FunctionTool, RunConfig, Runner
 from agents.run import set_default_agent_runner
-from temporalio import workflow
 
 from tether.adapters.openai_agents import _mcp, _worker_side
 from tether.adapters.openai_agents._graph import index_agents
@@ -103,6 +103,12 @@ class OpenAIAgentsAdapter(Adapter):
     def passthrough_modules(self) -> Sequence[str]:
         return ("agents", "openai", "httpx", "httpx2", "mcp", "griffe", "griffelib")
 
+    def context_type(self, agent: object) -> Any:
+        # `Agent[Ctx](...)` records its context type on the instance; a plain `Agent(...)`
+        # declares none, and the value's own (importable) type is used.
+        args = typing.get_args(getattr(agent, "__orig_class__", None))
+        return args[0] if args and isinstance(args[0], type) else None
+
     def encode_input(self, value: object) -> JSON:
         if isinstance(value, str):
             return value
@@ -115,8 +121,7 @@ class OpenAIAgentsAdapter(Adapter):
         proxy = RunProxy(session, stream_text=request.stream_text)
         context = None
         if request.context is not None:
-            with workflow.unsafe.imports_passed_through():
-                context = unpack(request.context)
+            context = unpack(request.context, self.context_type(agent))
         max_turns = int(request.options.get("max_turns", DEFAULT_MAX_TURNS))
         token = enter_run(proxy)
         config = RunConfig(tracing_disabled=True)

@@ -29,11 +29,11 @@ from agents.tool import (
 from agents.tool_context import ToolContext
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
-from temporalio.exceptions import ApplicationError
 
 from tether.adapters.openai_agents._graph import index_agents
 from tether.core import registry
 from tether.core.contract import JSON, StepContext, StepError, StepOutcome
+from tether.core.steps import engine_non_retryable
 from tether.core.values import pack
 from tether.errors import NonRetryableError, RetryableError, StepInputError
 
@@ -231,7 +231,7 @@ def _model_name(model: Model, agent: Agent[Any]) -> str | None:
 def _non_retryable(exc: BaseException) -> bool:
     if isinstance(exc, NonRetryableError | ModelBehaviorError | UserError | StepInputError):
         return True
-    return isinstance(exc, ApplicationError) and exc.non_retryable
+    return engine_non_retryable(exc)
 
 
 async def tool_step(ctx: StepContext, payload: JSON) -> StepOutcome:

@@ -111,6 +111,10 @@ class PydanticAIAdapter(Adapter):
                 out[key] = to_jsonable_python(value)
         return out
 
+    def context_type(self, agent: object) -> Any:
+        deps_type = getattr(agent, "deps_type", None)
+        return None if deps_type in (None, type(None)) else deps_type
+
     def prepare_context(self, agent: object, context: object) -> object:
         assert isinstance(agent, Agent)
         deps_type = getattr(agent, "deps_type", None)
@@ -127,7 +131,11 @@ class PydanticAIAdapter(Adapter):
     async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
         assert isinstance(agent, Agent)
         opts = request.options
-        deps = unpack(request.context) if request.context is not None else None
+        deps = (
+            unpack(request.context, self.context_type(agent))
+            if request.context is not None
+            else None
+        )
         history = (
             ModelMessagesTypeAdapter.validate_python(opts["message_history"])
             if "message_history" in opts
