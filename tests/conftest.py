@@ -68,7 +68,7 @@ def worker_env(
     env.update(
         {
             "TEMPORAL_ADDRESS": engine.address,
-            "TETHER_STORE": str(store.root),
+            "TETHER_STORE": store.url,
             "TETHER_TASK_QUEUE": task_queue,
             "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
         }
