@@ -14,6 +14,7 @@ os.environ.setdefault("OPENAI_API_KEY", "test-key-not-used")
 
 from temporalio.worker import Worker
 
+from s3 import s3_env, s3_server  # noqa: F401  (fixtures: a real S3 server, started on demand)
 from tether.adapters._connections import POOL
 from tether.core import registry
 from tether.core.devserver import EmbeddedEngine

@@ -15,7 +15,7 @@ from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContex
 from temporalio.converter import StorageDriverStoreContext as StoreCtx
 from temporalio.exceptions import ApplicationError
 
-from s3 import S3Server, s3_env, s3_server  # noqa: F401  (fixtures)
+from s3 import S3Server
 from tether.core.conversation import Transcript, materialize
 from tether.core.store import (
     PAYLOAD_MISSING,

@@ -18,7 +18,7 @@ from tether.core import registry
 from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest, TranscriptRef
 from tether.core.conversation import materialize
 from tether.core.events import EVENTS_TOPIC
-from tether.core.store import BlobStore, canonical_json
+from tether.core.store import MISSING_INPUT_KEY, PAYLOAD_MISSING, BlobStore, canonical_json
 from tether.core.values import unpack
 from tether.errors import (
     AgentNotRegisteredError,
@@ -151,6 +151,11 @@ def build_activity(
         beat = asyncio.create_task(_beat(every))
         ctx: _ActivityStepContext | None = None
         try:
+            payload = request.payload
+            missing = payload.get(MISSING_INPUT_KEY) if isinstance(payload, dict) else None
+            if isinstance(missing, str):
+                # This worker's store lacks the step's (large) input: no retry can help here.
+                raise ApplicationError(missing, type=PAYLOAD_MISSING, non_retryable=True)
             ctx = _ActivityStepContext(store, request)
             await ctx.prefetch()
             outcome = await definition.handler(ctx, request.payload)

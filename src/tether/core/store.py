@@ -486,6 +486,13 @@ class StoreDriver(StorageDriver):
             try:
                 data = await self._store.get(ref)
             except BlobMissingError:
+                message = _missing_payload_message(ref, self._store)
+                if _decoding_activity_input():
+                    # The SDK would wrap any error here as a retryable "Failed decoding
+                    # arguments" and retry the step for minutes; a step input that says what
+                    # is missing fails the step at once instead (see steps.py).
+                    out.append(_missing_step_input(message))
+                    continue
                 raise ApplicationError(
                     _missing_payload_message(ref, self._store),
                     ref,
@@ -497,3 +504,29 @@ class StoreDriver(StorageDriver):
             payload.ParseFromString(data)
             out.append(payload)
         return out
+
+
+MISSING_INPUT_KEY = "__tether_payload_missing__"
+"""Marks a step payload that stands in for a step input this worker's store does not have."""
+
+
+def _decoding_activity_input() -> bool:
+    """True while Temporal's activity worker decodes an activity task's input.
+
+    The SDK offers no hook for this: its activity task coroutine is recognised by name,
+    before the activity's own context exists. Should that name change, a missing step input
+    is reported after the step's retries instead of at once.
+    """
+    import asyncio
+
+    from temporalio import activity
+
+    task = asyncio.current_task()
+    if task is None or activity.in_activity():
+        return False
+    return "_ActivityWorker." in getattr(task.get_coro(), "__qualname__", "")
+
+
+def _missing_step_input(message: str) -> Payload:
+    body = {"run_id": "", "agent": "", "payload": {MISSING_INPUT_KEY: message}}
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(body).encode())
