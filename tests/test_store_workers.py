@@ -24,6 +24,11 @@ from tether.testing import ScriptedModelServer, ToolCall, Turn, WorkerProcess, w
 from tether.testing._history import history_stats
 from workers import DELAY, executed, wait_for_completed_steps
 
+# Worker subprocesses take seconds to start (minutes on a loaded 2-core machine): generous
+# bounds, never tight wall-clock limits.
+pytestmark = pytest.mark.timeout(900)
+STEPS_WITHIN = 300.0
+RESULT_WITHIN = 400.0
 LOOP_TOOLS = 10  # 10 x (model + tool) + the final model call: 21 steps
 
 
@@ -100,11 +105,11 @@ async def test_tool_loop_alternates_between_workers_sharing_one_s3_store(
         # A takes the first steps; then B starts and A is killed; then A (a new process, same
         # local directory) and B is killed; then B again. Every hand-over is a SIGKILL.
         for n, target in enumerate((4, 9, 14)):
-            await wait_for_completed_steps(runtime.client, handle.id, target, current, 120)
+            await wait_for_completed_steps(runtime.client, handle.id, target, current, STEPS_WITHIN)
             nxt = start("b" if roles[current.proc.pid] == "a" else "a", n + 1)
             current.kill()
             current = nxt
-        result = await asyncio.wait_for(handle.result(), 150)
+        result = await asyncio.wait_for(handle.result(), RESULT_WITHIN)
         assert result.final_output == "looked up everything"
 
     stats = await history_stats(runtime.client, handle.id)
@@ -151,10 +156,10 @@ async def test_large_tool_result_survives_its_workers_death(
         a = WorkerProcess(["apps.store_apps:reporter"], env_a, tmp_path / "a.log")
         procs.append(a)
         handle = await durable.start("report?", id=f"bulky-{uuid.uuid4().hex[:6]}")
-        await wait_for_completed_steps(runtime.client, handle.id, 2, a, 120)
+        await wait_for_completed_steps(runtime.client, handle.id, 2, a, STEPS_WITHIN)
         a.kill()
         procs.append(WorkerProcess(["apps.store_apps:reporter"], env_b, tmp_path / "b.log"))
-        result = await asyncio.wait_for(handle.result(), 150)
+        result = await asyncio.wait_for(handle.result(), RESULT_WITHIN)
         assert result.final_output == "the report says all systems are nominal"
     stats = await history_stats(runtime.client, handle.id)
     tool = next(s for s in stats.steps if s.name == "openai_agents.tool")
@@ -185,12 +190,12 @@ async def test_missing_large_payload_fails_the_run_with_the_fix(
         a = WorkerProcess(["apps.store_apps:reporter"], env_a, tmp_path / "a.log")
         procs.append(a)
         handle = await durable.start("report?", id=f"lost-{uuid.uuid4().hex[:6]}")
-        await wait_for_completed_steps(runtime.client, handle.id, 2, a, 120)
+        await wait_for_completed_steps(runtime.client, handle.id, 2, a, STEPS_WITHIN)
         a.kill()
         b = WorkerProcess(["apps.store_apps:reporter"], env_b, tmp_path / "b.log")
         procs.append(b)
         with pytest.raises(Exception) as info:
-            await asyncio.wait_for(handle.result(), 240)
+            await asyncio.wait_for(handle.result(), RESULT_WITHIN)
         text = _chain_text(info.value)
         assert store_b in text, (text, b.tail())
         assert "TETHER_STORE" in text and "s3://" in text, text
