@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
@@ -16,7 +17,10 @@ from temporalio.converter import StorageDriverStoreContext as StoreCtx
 from temporalio.exceptions import ApplicationError
 
 from s3 import S3Server
+from tether.core.contract import TOOL_POLICY, StepDefinition, StepOutcome, StepRequest
 from tether.core.conversation import Transcript, materialize
+from tether.core.converter import data_converter
+from tether.core.steps import build_activity
 from tether.core.store import (
     PAYLOAD_MISSING,
     BlobStore,
@@ -188,3 +192,46 @@ async def test_worker_with_a_bad_store_exits_at_start(
     )
     assert proc.returncode != 0
     assert "bucket does not exist" in proc.stderr + proc.stdout, proc.stderr[-2000:]
+
+
+class _ActivityWorker:
+    """Named like temporalio's activity worker, whose task decodes an activity's input."""
+
+    async def _handle_start_activity_task(self, converter: Any, payloads: Any) -> Any:
+        return await converter.decode(payloads, [StepRequest])
+
+
+async def test_missing_step_input_fails_the_step_at_once() -> None:
+    """A step input stored by a worker whose store this one cannot see: the step fails with
+    the fix, non-retryable (not minutes of "Failed decoding arguments" retries)."""
+    from temporalio.testing import ActivityEnvironment
+    from temporalio.worker._activity import _ActivityWorker as SdkActivityWorker
+
+    # The detection relies on the SDK's activity task coroutine: fail loudly if it moves.
+    assert hasattr(SdkActivityWorker, "_handle_start_activity_task")
+    theirs = await open_store(f"memory://{uuid.uuid4().hex}")
+    mine = await open_store(f"memory://{uuid.uuid4().hex}")
+    big = StepRequest(run_id="r", agent="a", payload={"blob": "x" * (200 * 1024)})
+    payloads = await data_converter(theirs).encode([big])
+    assert payloads[0].ByteSize() < 10_000  # stored externally, in their store
+
+    # Workflow side (or any other reader): the missing payload is a non-retryable error.
+    with pytest.raises(ApplicationError) as info:
+        await data_converter(mine).decode(payloads, [StepRequest])
+    assert info.value.type == PAYLOAD_MISSING and info.value.non_retryable
+
+    # Activity side: the input decodes to a stand-in, and the step fails at once.
+    [request] = await asyncio.create_task(
+        _ActivityWorker()._handle_start_activity_task(data_converter(mine), payloads)
+    )
+
+    async def handler(ctx: Any, payload: Any) -> StepOutcome:
+        raise AssertionError("the handler must not run")
+
+    step = build_activity(
+        StepDefinition(name="t.step", kind="tool", handler=handler, policy=TOOL_POLICY), mine
+    )
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(step, request)
+    assert info.value.type == PAYLOAD_MISSING and info.value.non_retryable
+    assert mine.name in info.value.message and "TETHER_STORE" in info.value.message
