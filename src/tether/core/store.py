@@ -500,6 +500,13 @@ class StoreDriver(StorageDriver):
                     type=PAYLOAD_MISSING,
                     non_retryable=True,
                 ) from None
+            if digest(data) != ref:
+                raise ApplicationError(
+                    f"the stored payload {ref} in {self._store.name} does not match its hash "
+                    "(it was changed or truncated). Fix: check what else writes to that store",
+                    type=PAYLOAD_MISSING,
+                    non_retryable=True,
+                )
             payload = Payload()
             payload.ParseFromString(data)
             out.append(payload)
