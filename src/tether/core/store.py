@@ -14,6 +14,7 @@ heartbeats of the steps running beside it. See docs/storage.md.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import obstore
 from obstore.store import LocalStore, MemoryStore, from_url
+from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     StorageDriver,
@@ -524,10 +526,6 @@ def _decoding_activity_input() -> bool:
     before the activity's own context exists. Should that name change, a missing step input
     is reported after the step's retries instead of at once.
     """
-    import asyncio
-
-    from temporalio import activity
-
     task = asyncio.current_task()
     if task is None or activity.in_activity():
         return False
