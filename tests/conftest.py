@@ -13,6 +13,7 @@ os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 os.environ.setdefault("OPENAI_API_KEY", "test-key-not-used")
 
 
+from s3 import s3_env, s3_server  # noqa: F401  (fixtures: a real S3 server, started on demand)
 from tether.adapters._connections import POOL
 from tether.core import registry
 from tether.core.devserver import EmbeddedEngine
@@ -67,7 +68,7 @@ def worker_env(
     env.update(
         {
             "TEMPORAL_ADDRESS": engine.address,
-            "TETHER_STORE": str(store.root),
+            "TETHER_STORE": store.url,
             "TETHER_TASK_QUEUE": task_queue,
             "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
         }

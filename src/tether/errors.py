@@ -74,11 +74,36 @@ class RunFailedError(TetherError):
 class BlobMissingError(TetherError):
     """A referenced blob is not in this worker's store (workers do not share one)."""
 
-    def __init__(self, ref: str, root: str) -> None:
+    def __init__(self, ref: str, store: str) -> None:
+        self.ref = ref
+        self.store = store
+        super().__init__(
+            f"blob {ref} is not in the store {store}. Workers of one namespace must share "
+            "TETHER_STORE (e.g. s3://bucket/tether, or one shared directory); Tether re-sends "
+            "a conversation inline meanwhile. See docs/storage.md."
+        )
+
+
+class StoreConfigurationError(ConfigurationError):
+    """The blob store named by ``TETHER_STORE`` cannot be used (bad URL, bucket, credentials)."""
+
+    def __init__(self, store: str, cause: str, fix: str) -> None:
+        self.store = store
+        self.cause = cause
+        super().__init__(
+            f"the blob store {store!r} (TETHER_STORE) cannot be used: {cause}. Fix: {fix}."
+        )
+
+
+class StoreUnavailableError(TetherError):
+    """A read or write to the blob store failed after its retries (network, service)."""
+
+    def __init__(self, store: str, operation: str, ref: str, detail: str) -> None:
+        self.store = store
         self.ref = ref
         super().__init__(
-            f"blob {ref} is not in the store at {root}. Workers of one namespace should share a "
-            "store (set TETHER_STORE to a shared path); Tether re-sends the data inline meanwhile."
+            f"cannot {operation} blob {ref} in the store {store}: {detail}. Fix: check that "
+            "the store's service is reachable from this worker; the step is retried."
         )
 
 

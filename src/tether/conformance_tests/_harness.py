@@ -448,7 +448,7 @@ class Harness:
             proc_env.update(
                 {
                     "TEMPORAL_ADDRESS": self.runtime.client.service_client.config.target_host,
-                    "TETHER_STORE": str(self.store.root),
+                    "TETHER_STORE": self.store.url,
                     "TETHER_TASK_QUEUE": queue,
                     "TETHER_CONFORMANCE_ADAPTER": kit.adapter_name,
                     "TETHER_CONFORMANCE_SCENARIO": scenario.name,

@@ -88,6 +88,9 @@ class StepRequest:
     attachments: dict[str, JSON] = field(default_factory=dict)
     step: int = 0
     """The step's number in its run (what the run's ``<kind>.started`` event names)."""
+    shared_refs: list[str] = field(default_factory=list)
+    """References of shared values that ``payload`` names: the step reads them from the store
+    before its handler runs, so ``StepContext.shared(ref)`` needs no I/O."""
 
 
 @dataclass(frozen=True, kw_only=True)

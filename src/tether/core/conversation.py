@@ -52,11 +52,11 @@ class Transcript:
         return out
 
 
-def materialize(store: BlobStore, ref: TranscriptRef) -> list[Any]:
+async def materialize(store: BlobStore, ref: TranscriptRef) -> list[Any]:
     """Step side: store the new segment and return the whole conversation."""
-    prefix = store.load_chain(ref.base)
+    prefix = await store.load_chain(ref.base)
     if ref.head != ref.base:
-        store.put_segment(ref.base, ref.delta)
+        await store.put_segment(ref.base, ref.delta)
     items = prefix + list(ref.delta)
     store.remember(ref.head, items)
     return items

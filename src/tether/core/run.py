@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.core.conversation import Transcript
     from tether.core.ledger import Ledger
     from tether.core.steps import BLOB_MISSING
-    from tether.core.store import canonical_json, digest
+    from tether.core.store import PAYLOAD_MISSING, canonical_json, digest
 
 WORKFLOW_NAME = "tether.AgentRun"
 STATUS_QUERY = "tether.status"
@@ -84,6 +84,16 @@ class StepFailedError(Exception):
         self.kind = kind
         self.error_type = error_type
         self.reason = message
+
+
+def _payload_missing(exc: BaseException) -> ApplicationError | None:
+    """The ``TetherPayloadMissing`` error somewhere in ``exc``'s chain of causes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ApplicationError) and seen.type == PAYLOAD_MISSING:
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -372,6 +382,7 @@ class AgentRun:
         self.publish(f"{kind}.started", detail)
         tref = self._transcript.reference(transcript) if transcript is not None else None
         attachments, self._unsent = self._unsent, {}
+        shared_refs = self._refs_in(payload)
         request = StepRequest(
             run_id=self.run_id,
             agent=self.agent_name,
@@ -380,6 +391,7 @@ class AgentRun:
             context_ref=self._context_ref,
             attachments=attachments,
             step=number,
+            shared_refs=shared_refs,
         )
         self._current = summary
         try:
@@ -400,12 +412,18 @@ class AgentRun:
                     context_ref=self._context_ref,
                     attachments=inline,
                     step=number,
+                    shared_refs=shared_refs,
                 )
                 outcome = await self._execute(name, request, summary, policy)
         except ActivityError as exc:
             cause = exc.cause
             message = cause.message if isinstance(cause, FailureError) else str(exc)
             error_type = cause.type if isinstance(cause, ApplicationError) else None
+            missing = _payload_missing(exc)
+            if missing is not None:
+                # The step's input could not be read on its worker: say why, not "Failed
+                # decoding arguments".
+                message, error_type = missing.message, PAYLOAD_MISSING
             self._failures.append(
                 {"step": name, "summary": summary, "type": error_type, "message": message}
             )
@@ -476,6 +494,21 @@ class AgentRun:
             summary=summary[:200],
         )
         return outcome
+
+    def _refs_in(self, payload: JSON) -> list[str]:
+        """Shared refs the payload names (strings that are keys of ``_shared``), in order."""
+        found: dict[str, None] = {}
+        todo: list[Any] = [payload]
+        while todo:
+            value = todo.pop()
+            if isinstance(value, str):
+                if value in self._shared:
+                    found[value] = None
+            elif isinstance(value, dict):
+                todo.extend(reversed(list(value.values())))
+            elif isinstance(value, list | tuple):
+                todo.extend(reversed(value))
+        return list(found)
 
     def share(self, value: JSON) -> str:
         ref = digest(canonical_json(value))

@@ -30,7 +30,7 @@ from tether.core.converter import data_converter
 from tether.core.devserver import EmbeddedEngine, port_open
 from tether.core.run import AgentRun
 from tether.core.steps import build_activity
-from tether.core.store import BlobStore, default_home
+from tether.core.store import BlobStore, default_home, open_store
 from tether.errors import ConfigurationError, EngineUnavailableError
 
 DEFAULT_TASK_QUEUE = "tether"
@@ -76,7 +76,7 @@ class Runtime:
     ) -> Runtime:
         """Connect (address or env config), or start the embedded engine when none is set."""
         home = Path(state_dir) if state_dir is not None else default_home()
-        store = store or BlobStore(os.environ.get("TETHER_STORE") or home / "store")
+        store = await open_store(store, default=home / "store")
         connect: dict[str, Any] = {}
         if embedded is not True:
             connect = dict(ClientConfig.load_client_connect_config(profile=profile))

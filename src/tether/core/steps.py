@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,10 +15,10 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
 from tether.core import registry
-from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest
+from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest, TranscriptRef
 from tether.core.conversation import materialize
 from tether.core.events import EVENTS_TOPIC
-from tether.core.store import BlobStore
+from tether.core.store import MISSING_INPUT_KEY, PAYLOAD_MISSING, BlobStore, canonical_json
 from tether.core.values import unpack
 from tether.errors import (
     AgentNotRegisteredError,
@@ -26,11 +27,16 @@ from tether.errors import (
     RetryableError,
 )
 
+logger = logging.getLogger(__name__)
+
 BLOB_MISSING = "TetherBlobMissing"
 DELTA_BATCH = timedelta(milliseconds=200)
 
 
 class _ActivityStepContext:
+    """What a handler sees. Everything it reads from the store is fetched before it runs
+    (:meth:`prefetch`, awaited), so the synchronous accessors adapters call do no I/O."""
+
     def __init__(self, store: BlobStore, request: StepRequest) -> None:
         self._store = store
         self._request = request
@@ -39,10 +45,36 @@ class _ActivityStepContext:
         self._attempt = info.attempt
         limit = info.retry_policy.maximum_attempts if info.retry_policy else 0
         self._final = limit > 0 and info.attempt >= limit
-        for value in request.attachments.values():
-            store.put_json(value)
+        self._values: dict[str, JSON] = {}
+        self._transcript: list[JSON] = []
         self._stream: WorkflowStreamClient | None = None
         self._flusher: asyncio.Future[WorkflowStreamClient] | None = None
+
+    async def prefetch(self) -> None:
+        """Store what the run sent inline, then read the transcript and the shared values."""
+        store, request = self._store, self._request
+        wanted = [r for r in dict.fromkeys([request.context_ref, *request.shared_refs]) if r]
+
+        async def attach(ref: str, value: JSON) -> None:
+            data = canonical_json(value)
+            await store.put(data, ref)
+            if ref in wanted:
+                store.keep_value(ref, data)
+
+        # Inline values first: the transcript's chain may start in them (the resend path).
+        await asyncio.gather(*(attach(r, v) for r, v in request.attachments.items()))
+
+        async def value(ref: str) -> None:
+            if ref not in request.attachments:
+                self._values[ref] = await store.get_value(ref)
+
+        async def transcript(ref: TranscriptRef) -> None:
+            self._transcript = await materialize(store, ref)
+
+        jobs = [value(ref) for ref in wanted]
+        if request.transcript is not None:
+            jobs.append(transcript(request.transcript))
+        await asyncio.gather(*jobs)
 
     @property
     def agent(self) -> object:
@@ -57,7 +89,20 @@ class _ActivityStepContext:
         return self._final
 
     def shared(self, ref: str) -> JSON:
-        return self._request.attachments.get(ref) or self._store.get_json(ref)
+        if ref in self._request.attachments:
+            return self._request.attachments[ref]
+        if ref in self._values:
+            return self._values[ref]
+        # A ref the payload does not name (so the run could not list it): read it now. This
+        # blocks the event loop for one store read; name refs in the payload to avoid it.
+        logger.warning(
+            "step %s read shared value %s without prefetch (blocking); an adapter should "
+            "name shared refs in the step payload",
+            self._request.step,
+            ref,
+        )
+        self._values[ref] = self._store.get_value_blocking(ref)
+        return self._values[ref]
 
     def run_context(self) -> object:
         ref = self._request.context_ref
@@ -67,10 +112,7 @@ class _ActivityStepContext:
         return adapter.decode_context(agent, unpack(self.shared(ref), adapter.context_type(agent)))
 
     def transcript(self) -> list[JSON]:
-        ref = self._request.transcript
-        if ref is None:
-            return []
-        return materialize(self._store, ref)
+        return list(self._transcript)
 
     def heartbeat(self, *details: object) -> None:
         activity.heartbeat(*details)
@@ -110,7 +152,13 @@ def build_activity(
         beat = asyncio.create_task(_beat(every))
         ctx: _ActivityStepContext | None = None
         try:
+            payload = request.payload
+            missing = payload.get(MISSING_INPUT_KEY) if isinstance(payload, dict) else None
+            if isinstance(missing, str):
+                # This worker's store lacks the step's (large) input: no retry can help here.
+                raise ApplicationError(missing, type=PAYLOAD_MISSING, non_retryable=True)
             ctx = _ActivityStepContext(store, request)
+            await ctx.prefetch()
             outcome = await definition.handler(ctx, request.payload)
             if outcome.attempt != ctx.attempt:
                 outcome = dataclasses.replace(outcome, attempt=ctx.attempt)

@@ -5,21 +5,30 @@ step carries a reference plus the new items instead of the whole conversation. T
 store backs Temporal's external payload storage for single large payloads (a 1 MB tool
 result), so the run's history holds a reference and stays small.
 
-The default store is a directory (``$TETHER_HOME/store``); workers on several hosts share
-it through a shared path, and when a worker misses a blob the run re-sends it inline.
+A store is named by a URL (``TETHER_STORE``): a path or ``file://`` URL (the default is
+``$TETHER_HOME/store``), ``s3://bucket/prefix`` (any S3-compatible service), ``gs://``,
+``az://`` or ``memory://`` (one process). Every kind goes through one library, obstore,
+whose calls are async and run off the event loop, so a slow store never stalls the
+heartbeats of the steps running beside it. See docs/storage.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
-import tempfile
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import obstore
+from obstore.store import LocalStore, MemoryStore, from_url
+from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     StorageDriver,
@@ -27,8 +36,36 @@ from temporalio.converter import (
     StorageDriverRetrieveContext,
     StorageDriverStoreContext,
 )
+from temporalio.exceptions import ApplicationError
 
-from tether.errors import BlobMissingError
+from tether.errors import BlobMissingError, StoreConfigurationError, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore, RetryConfig
+
+PAYLOAD_MISSING = "TetherPayloadMissing"
+"""Error type of a run that failed because a large payload is not in the worker's store."""
+
+CLOUD_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl"})
+"""URL schemes handed to obstore as they are (bucket or container first)."""
+
+_PROBE_KEY = "tether-store.json"
+_PROBE = b'{"tether_store":1}'
+
+_RETRY: RetryConfig = {
+    "max_retries": 3,
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=100),
+        "max_backoff": timedelta(seconds=2),
+        "base": 2,
+    },
+    "retry_timeout": timedelta(seconds=20),
+}
+"""Transient errors (5xx, timeouts, connection resets) are retried briefly: a store call
+runs inside a workflow task when Temporal fetches a large payload, and that task must not
+outlast its 10 s timeout many times over."""
+
+_memory_stores: dict[str, MemoryStore] = {}
 
 
 def canonical_json(value: Any) -> bytes:
@@ -52,59 +89,317 @@ def default_home() -> Path:
     return Path(env) if env else Path.home() / ".tether"
 
 
-class BlobStore:
-    """Immutable blobs by sha256 in a directory; writes are atomic and idempotent."""
+_SECRET_KEYS = re.compile(r"sig|token|key|secret|password|credential|signature", re.I)
 
-    def __init__(self, root: Path | str | None = None, *, cache_size: int = 256) -> None:
-        env = os.environ.get("TETHER_STORE")
-        self.root = (
-            Path(root) if root is not None else Path(env) if env else default_home() / "store"
+
+def redact_url(url: str) -> str:
+    """``url`` with a password and secret-looking query values replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        name = user.split(":", 1)[0]
+        netloc = f"{name}:***@{host}" if ":" in user else f"{name}@{host}"
+    query = parts.query
+    if query:
+        pairs = [
+            (k, "***" if _SECRET_KEYS.search(k) else v)
+            for k, v in parse_qsl(query, keep_blank_values=True)
+        ]
+        query = urlencode(pairs, safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _local_path(location: str | Path) -> Path | None:
+    """The directory a path or ``file://`` URL names; None for any other URL."""
+    if isinstance(location, Path):
+        return location.expanduser().absolute()
+    if location.startswith("file://"):
+        parts = urlsplit(location)
+        if parts.netloc not in ("", "localhost"):
+            raise StoreConfigurationError(
+                location,
+                f"a file:// URL names a path on this host, not host {parts.netloc!r}",
+                "write file:///absolute/path (three slashes), or a plain path",
+            )
+        return Path(unquote(parts.path)).absolute()
+    if "://" not in location:
+        return Path(location).expanduser().absolute()
+    return None
+
+
+def _build(url: str) -> tuple[ObjectStore, Path | None]:
+    """The obstore store for ``url`` (no I/O), and its directory when it is local."""
+    path = _local_path(url)
+    if path is not None:
+        try:
+            return LocalStore(path, mkdir=True), path
+        except Exception as exc:
+            raise StoreConfigurationError(
+                url,
+                f"the directory cannot be created or opened ({exc})",
+                "point TETHER_STORE at a writable directory",
+            ) from None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        return _memory_stores.setdefault(url, MemoryStore()), None
+    if scheme not in CLOUD_SCHEMES:
+        raise StoreConfigurationError(
+            url,
+            f"unknown scheme {parts.scheme + '://'!r}",
+            "use a path, file:///path, s3://bucket/prefix, gs://bucket/prefix, "
+            "az://account/container/prefix or memory://name",
         )
+    if not parts.netloc:
+        raise StoreConfigurationError(
+            url,
+            "the URL names no bucket or container",
+            f"write {scheme}://BUCKET/optional/prefix",
+        )
+    try:
+        return from_url(url, retry_config=_RETRY), None
+    except Exception as exc:
+        raise StoreConfigurationError(
+            url, f"it cannot be configured: {_first_line(exc)}", _env_hint(scheme)
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_hint(scheme: str) -> str:
+    if scheme in ("s3", "s3a"):
+        return (
+            "set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL "
+            "for a service other than AWS, with AWS_ALLOW_HTTP=true for an http:// endpoint)"
+        )
+    if scheme == "gs":
+        return (
+            "set GOOGLE_SERVICE_ACCOUNT (a service account key file) or run with workload identity"
+        )
+    return "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token)"
+
+
+def _probe_problem(scheme: str, exc: BaseException) -> tuple[str, str]:
+    """Cause and fix for a store that failed its first request."""
+    text = _first_line(exc)
+    if scheme in ("s3", "s3a"):
+        endpoint = (
+            os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or os.environ.get("AWS_ENDPOINT")
+            or ""
+        )
+        if endpoint.startswith("http://") and not _truthy("AWS_ALLOW_HTTP"):
+            return (
+                f"the endpoint {endpoint} is plain http, which is refused by default",
+                "set AWS_ALLOW_HTTP=true (a local MinIO / test server), or use https",
+            )
+        has_keys = bool(os.environ.get("AWS_ACCESS_KEY_ID"))
+        other_source = any(
+            os.environ.get(k)
+            for k in (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            )
+        )
+        if not has_keys and not other_source and not _truthy("AWS_SKIP_SIGNATURE"):
+            return (
+                "no AWS credentials were found (AWS_ACCESS_KEY_ID is not set and the instance "
+                f"metadata service did not answer: {text})",
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a profile in ~/.aws is not "
+                "read), or run where an instance role / web identity provides them",
+            )
+        if isinstance(exc, FileNotFoundError):
+            return (
+                "the bucket does not exist (the service answered 404 Not Found)",
+                "create the bucket, or correct its name in TETHER_STORE",
+            )
+    elif isinstance(exc, FileNotFoundError):
+        return (
+            "the bucket or container does not exist (404 Not Found)",
+            "create it, or correct its name in TETHER_STORE",
+        )
+    if isinstance(exc, obstore.exceptions.PermissionDeniedError | PermissionError):
+        return (f"access was denied: {text}", "grant the credentials read and write access")
+    if isinstance(exc, obstore.exceptions.UnauthenticatedError):
+        return (f"the credentials were refused: {text}", _env_hint(scheme))
+    return (f"the store did not answer: {text}", _env_hint(scheme))
+
+
+class BlobStore:
+    """Immutable blobs by sha256 under one URL; writes are atomic and idempotent.
+
+    ``location`` is a URL or a path (None: ``TETHER_STORE``, else ``$TETHER_HOME/store``).
+    Constructing a store checks the URL's form without I/O; :meth:`open` (or
+    :func:`open_store`) makes one request, so a missing bucket or absent credentials are
+    reported when a worker starts rather than at its first step. Every I/O method is a
+    coroutine. Blobs live at ``<prefix>/<ref[:2]>/<ref>``.
+    """
+
+    def __init__(
+        self,
+        location: str | Path | None = None,
+        *,
+        cache_size: int = 256,
+        value_cache_size: int = 128,
+    ) -> None:
+        if location is None:
+            location = os.environ.get("TETHER_STORE") or default_home() / "store"
+        if isinstance(location, str) and not location.strip():
+            raise StoreConfigurationError(
+                location, "the URL is empty", "set TETHER_STORE to a path or URL, or unset it"
+            )
+        self._store, self._root = _build(str(location))
+        self.url = self._root.as_uri() if self._root is not None else str(location)
+        """The store's URL (a path becomes ``file://``); may hold secrets: see :attr:`name`."""
+        self.name = redact_url(self.url)
+        """The URL without secrets, for messages and logs."""
+        self._opened = False
         self._cache: OrderedDict[str, list[Any]] = OrderedDict()
         self._cache_size = cache_size
+        self._values: OrderedDict[str, bytes] = OrderedDict()
+        self._value_cache_size = value_cache_size
+        self._known: OrderedDict[str, None] = OrderedDict()
 
-    def _path(self, ref: str) -> Path:
-        return self.root / ref[:2] / ref
+    @classmethod
+    def from_url(cls, url: str | Path, **options: Any) -> BlobStore:
+        """The store named by ``url`` (not yet opened: see :func:`open_store`)."""
+        return cls(url, **options)
 
-    def put(self, data: bytes, ref: str | None = None) -> str:
-        ref = ref or digest(data)
-        path = self._path(ref)
-        if path.exists():
-            return ref
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    @property
+    def root(self) -> Path:
+        """The directory of a local (path / ``file://``) store."""
+        if self._root is None:
+            raise StoreConfigurationError(
+                self.name, "it is not a local directory", "use .url to pass the store on"
+            )
+        return self._root
+
+    @property
+    def is_local(self) -> bool:
+        """True for a directory on this host (other hosts see it only through a shared disk)."""
+        return self._root is not None
+
+    def __repr__(self) -> str:
+        return f"BlobStore({self.name!r})"
+
+    # -- I/O --------------------------------------------------------------------------------
+
+    async def open(self) -> BlobStore:
+        """Check the store answers (one small write and read); idempotent."""
+        if self._opened:
+            return self
+        scheme = "file" if self._root is not None else urlsplit(self.url).scheme.lower()
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            await obstore.put_async(self._store, _PROBE_KEY, _PROBE)
+            got = await obstore.get_async(self._store, _PROBE_KEY)
+            await got.bytes_async()
+        except Exception as exc:
+            cause, fix = _probe_problem(scheme, exc)
+            raise StoreConfigurationError(self.name, cause, fix) from None
+        self._opened = True
+        return self
+
+    def _key(self, ref: str) -> str:
+        return f"{ref[:2]}/{ref}"
+
+    def _remember_known(self, ref: str) -> None:
+        self._known[ref] = None
+        self._known.move_to_end(ref)
+        while len(self._known) > 4096:
+            self._known.popitem(last=False)
+
+    async def put(self, data: bytes, ref: str | None = None) -> str:
+        """Store ``data`` under ``ref`` (default: its digest) and return the reference."""
+        ref = ref or digest(data)
+        if ref in self._known:
+            return ref
+        try:
+            await obstore.put_async(self._store, self._key(ref), data)
+        except Exception as exc:
+            raise StoreUnavailableError(self.name, "write", ref, _first_line(exc)) from exc
+        self._remember_known(ref)
         return ref
 
-    def get(self, ref: str) -> bytes:
+    async def get(self, ref: str) -> bytes:
+        """The blob ``ref``; :class:`BlobMissingError` when the store does not have it."""
         try:
-            return self._path(ref).read_bytes()
+            result = await obstore.get_async(self._store, self._key(ref))
+            data = bytes(await result.bytes_async())
         except FileNotFoundError:
-            raise BlobMissingError(ref, str(self.root)) from None
+            raise BlobMissingError(ref, self.name) from None
+        except Exception as exc:
+            raise StoreUnavailableError(self.name, "read", ref, _first_line(exc)) from exc
+        self._remember_known(ref)
+        return data
 
-    def has(self, ref: str) -> bool:
-        return self._path(ref).exists()
+    async def has(self, ref: str) -> bool:
+        try:
+            await obstore.head_async(self._store, self._key(ref))
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise StoreUnavailableError(self.name, "check", ref, _first_line(exc)) from exc
+        return True
 
-    def put_json(self, value: Any) -> str:
-        return self.put(canonical_json(value))
+    async def put_json(self, value: Any) -> str:
+        return await self.put(canonical_json(value))
 
-    def get_json(self, ref: str) -> Any:
-        return json.loads(self.get(ref))
+    async def get_json(self, ref: str) -> Any:
+        return json.loads(await self.get(ref))
+
+    # -- values shared across steps (tool schemas, run context) ------------------------------
+
+    async def get_value(self, ref: str) -> Any:
+        """A shared JSON value, from this worker's LRU when a recent step fetched it.
+
+        Each call returns a fresh object (steps may change what they are given).
+        """
+        data = self._values.get(ref)
+        if data is None:
+            data = await self.get(ref)
+            self.keep_value(ref, data)
+        else:
+            self._values.move_to_end(ref)
+        return json.loads(data)
+
+    def get_value_blocking(self, ref: str) -> Any:
+        """:meth:`get_value` for synchronous callers (blocks the calling thread)."""
+        data = self._values.get(ref)
+        if data is None:
+            try:
+                data = bytes(obstore.get(self._store, self._key(ref)).bytes())
+            except FileNotFoundError:
+                raise BlobMissingError(ref, self.name) from None
+            except Exception as exc:
+                raise StoreUnavailableError(self.name, "read", ref, _first_line(exc)) from exc
+            self.keep_value(ref, data)
+        return json.loads(data)
+
+    def keep_value(self, ref: str, data: bytes) -> None:
+        """Remember a shared value's bytes (it arrived inline, or was just read)."""
+        self._values[ref] = data
+        self._values.move_to_end(ref)
+        while len(self._values) > self._value_cache_size:
+            self._values.popitem(last=False)
 
     # -- conversation chains -------------------------------------------------------------
 
-    def put_segment(self, parent: str | None, items: Sequence[Any]) -> str:
+    async def put_segment(self, parent: str | None, items: Sequence[Any]) -> str:
         """Store one segment; its reference is :func:`segment_ref` of the same content."""
         data = canonical_json({"parent": parent, "items": list(items)})
-        return self.put(data)
+        return await self.put(data)
 
-    def load_chain(self, head: str | None) -> list[Any]:
+    async def load_chain(self, head: str | None) -> list[Any]:
         """All items of the conversation ending at ``head``, oldest first."""
         if head is None:
             return []
@@ -120,7 +415,7 @@ class BlobStore:
             if hit is not None:
                 prefix = list(hit)
                 break
-            seg = self.get_json(ref)
+            seg = await self.get_json(ref)
             segments.append(seg["items"])
             ref = seg["parent"]
         for items in reversed(segments):
@@ -129,20 +424,48 @@ class BlobStore:
         return list(prefix)
 
     def remember(self, head: str, items: list[Any]) -> None:
+        """Keep a chain head's items in this worker's LRU (no I/O)."""
         self._cache[head] = items
         self._cache.move_to_end(head)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
 
+async def open_store(
+    location: BlobStore | str | Path | None = None, *, default: str | Path | None = None
+) -> BlobStore:
+    """An opened store: ``location`` (a store, URL or path), else ``TETHER_STORE``, else
+    ``default`` (else ``$TETHER_HOME/store``). Raises :class:`StoreConfigurationError`
+    naming the cause and the fix when the store cannot be used."""
+    if isinstance(location, BlobStore):
+        return await location.open()
+    chosen = location or os.environ.get("TETHER_STORE") or default
+    return await BlobStore(chosen).open()
+
+
+def _missing_payload_message(ref: str, store: BlobStore) -> str:
+    return (
+        f"a large payload (ref {ref}) that another worker stored is not in this worker's store "
+        f"{store.name}: the workers of this namespace do not share one store, so this run "
+        "cannot continue. Fix: give every worker and client of the namespace the same "
+        "TETHER_STORE (e.g. s3://bucket/tether; see docs/storage.md), then start the run again "
+        "(or reset it to before the step whose result is missing)"
+    )
+
+
 class StoreDriver(StorageDriver):
-    """Temporal external-storage driver over a :class:`BlobStore` (large single payloads)."""
+    """Temporal external-storage driver over a :class:`BlobStore` (large single payloads).
+
+    A payload that is not in the store fails what needed it with a non-retryable
+    ``TetherPayloadMissing`` error naming the store and the fix: when a workflow task cannot
+    read it, the SDK fails the run with it instead of retrying the task forever.
+    """
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
 
     def name(self) -> str:
-        return "tether-store"
+        return "tether-store"  # persisted in every reference: never rename
 
     def type(self) -> str:
         return "tether.BlobStore"
@@ -150,17 +473,65 @@ class StoreDriver(StorageDriver):
     async def store(
         self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
     ) -> list[StorageDriverClaim]:
-        return [
-            StorageDriverClaim(claim_data={"ref": self._store.put(p.SerializeToString())})
-            for p in payloads
-        ]
+        claims = []
+        for p in payloads:
+            ref = await self._store.put(p.SerializeToString())
+            claims.append(StorageDriverClaim(claim_data={"ref": ref}))
+        return claims
 
     async def retrieve(
         self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
     ) -> list[Payload]:
         out = []
         for claim in claims:
+            ref = claim.claim_data["ref"]
+            try:
+                data = await self._store.get(ref)
+            except BlobMissingError:
+                message = _missing_payload_message(ref, self._store)
+                if _decoding_activity_input():
+                    # The SDK would wrap any error here as a retryable "Failed decoding
+                    # arguments" and retry the step for minutes; a step input that says what
+                    # is missing fails the step at once instead (see steps.py).
+                    out.append(_missing_step_input(message))
+                    continue
+                raise ApplicationError(
+                    _missing_payload_message(ref, self._store),
+                    ref,
+                    self._store.name,
+                    type=PAYLOAD_MISSING,
+                    non_retryable=True,
+                ) from None
+            if digest(data) != ref:
+                raise ApplicationError(
+                    f"the stored payload {ref} in {self._store.name} does not match its hash "
+                    "(it was changed or truncated). Fix: check what else writes to that store",
+                    type=PAYLOAD_MISSING,
+                    non_retryable=True,
+                )
             payload = Payload()
-            payload.ParseFromString(self._store.get(claim.claim_data["ref"]))
+            payload.ParseFromString(data)
             out.append(payload)
         return out
+
+
+MISSING_INPUT_KEY = "__tether_payload_missing__"
+"""Marks a step payload that stands in for a step input this worker's store does not have."""
+
+
+def _decoding_activity_input() -> bool:
+    """True while Temporal's activity worker decodes an activity task's input.
+
+    The SDK offers no hook for this: its activity task coroutine is recognised by name,
+    before the activity's own context exists. Should that name change, a missing step input
+    is reported after the step's retries instead of at once.
+    """
+    task = asyncio.current_task()
+    if task is None or activity.in_activity():
+        return False
+    return "_ActivityWorker." in getattr(task.get_coro(), "__qualname__", "")
+
+
+def _missing_step_input(message: str) -> Payload:
+    body = {"run_id": "", "agent": "", "payload": {MISSING_INPUT_KEY: message}}
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(body).encode())
