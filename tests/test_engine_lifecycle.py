@@ -317,3 +317,41 @@ async def test_local_engine_is_shared_in_process_and_survives_its_starting_threa
     assert not is_engine_process(engine.pid)
     assert read_engine_record(home) is None
     assert running_engine(home) is None
+
+
+WATCHDOG_OWNER = """
+import asyncio, sys, time
+from tether.core import devserver
+devserver.GUARD = "watchdog"  # the fallback of platforms without a parent-death signal
+engine = devserver.EmbeddedEngine(port=int(sys.argv[1]), ui=False)
+asyncio.run(engine.start())
+print(engine.pid, engine._watchdog.pid, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_the_watchdog_fallback_stops_the_engine_when_its_owner_is_killed(
+    tether: Tether,
+) -> None:
+    port = free_port()
+    with (tether.tmp / "owner.log").open("ab") as out:
+        owner = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG_OWNER, str(port)],
+            env=tether.env,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            start_new_session=True,
+        )
+    tether.procs.append(owner)
+    assert owner.stdout is not None
+    line = owner.stdout.readline().decode()
+    assert line, tether.log("owner.log")
+    engine_pid, watchdog_pid = (int(part) for part in line.split())
+    assert is_engine_process(engine_pid, port)
+    assert read_engine_record(tether.home) is not None
+
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait(30)
+    wait_for(lambda: gone(engine_pid), f"engine pid {engine_pid} to exit after its owner")
+    wait_for(lambda: not _cmdline(watchdog_pid), f"watchdog pid {watchdog_pid} to exit")
+    assert engines_on(tether.db) == []

@@ -16,13 +16,14 @@ if TYPE_CHECKING:
 
 
 def _home_hint(state_dir: Path) -> str:
-    """What another shell sets so that its tether commands find this state directory."""
+    """How tether commands in other shells find this state directory."""
     from tether.core.store import default_home
 
-    if state_dir.resolve() == default_home().resolve():
-        where = "TETHER_HOME" if os.environ.get("TETHER_HOME") else "the default TETHER_HOME"
-        return f"nothing to set if they use {where} ({state_dir})"
-    return f"set TETHER_HOME={state_dir}"
+    if state_dir.resolve() != default_home().resolve():
+        return f"with TETHER_HOME={state_dir}"
+    if os.environ.get("TETHER_HOME"):
+        return f"with the same TETHER_HOME ({state_dir})"
+    return f"with nothing to set (the default TETHER_HOME, {state_dir})"
 
 
 async def cmd_dev(args: argparse.Namespace) -> int:
@@ -54,8 +55,8 @@ async def cmd_dev(args: argparse.Namespace) -> int:
     print(f"Runs kept in: {engine.db_path or 'memory only (--memory)'}")
     print(f"Engine file:  {engine.record_path}")
     print(
-        f"Other shells: tether commands find this engine ({_home_hint(state_dir)}); "
-        f"other Temporal tools: TEMPORAL_ADDRESS={engine.address}"
+        f"Other shells: tether commands find this engine {_home_hint(state_dir)}; "
+        f"other Temporal tools use TEMPORAL_ADDRESS={engine.address}"
     )
     print("Stop with Ctrl-C.", flush=True)
     stop = asyncio.Event()

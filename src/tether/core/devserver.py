@@ -10,9 +10,11 @@ exclusive lock on ``STATE_DIR/engine.lock`` for the engine's life and describes 
 in ``STATE_DIR/engine.json`` (pid, owner pid, address, Web UI, database). Every command
 finds the running engine through that file (:func:`local_engine`), so a second engine on
 the same SQLite file cannot start. The engine dies with the process that started it: on
-Linux it is spawned with a parent-death signal; elsewhere, and for anything that escaped,
-a stale ``engine.json`` (owner dead) names the orphan, which the next owner stops by pid
-after checking that the pid is still that ``temporal`` process.
+Linux it is spawned with a parent-death signal, elsewhere a watchdog process stops it when
+the owner's pipe closes. For anything that escapes both, a stale ``engine.json`` (owner
+dead) names the orphan, which the next owner stops by pid after checking that the pid is
+still that ``temporal`` process. (``temporal server start-dev`` forks no children of its
+own: the one pid is the whole engine.)
 """
 
 from __future__ import annotations
@@ -127,18 +129,52 @@ os.execv(sys.argv[2], sys.argv[2:])
 place (same pid). A small Python trampoline rather than a ``preexec_fn``, which is unsafe in
 a process with threads (the Temporal client runs several)."""
 
+_WATCHDOG = """\
+import os, signal, subprocess, sys, time
+pid, port = int(sys.argv[1]), sys.argv[2]
+sys.stdin.buffer.read()  # returns once the parent's end is closed: stopped, or dead
+
+def engine_runs():
+    try:
+        argv = subprocess.run(["ps", "-p", str(pid), "-o", "command="],
+                              capture_output=True, text=True).stdout.split()
+    except OSError:
+        return False
+    return (bool(argv) and os.path.basename(argv[0]) in ("temporal", "temporal.exe")
+            and "start-dev" in argv and port in argv)
+
+for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+    if not engine_runs():
+        break
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        break
+    end = time.monotonic() + wait
+    while time.monotonic() < end and engine_runs():
+        time.sleep(0.2)
+"""
+"""Where there is no parent-death signal: a tiny process that waits on a pipe whose only
+writer is the engine's owner. The kernel closes the pipe when the owner dies, however it
+dies; the watchdog then stops the engine by pid, once ``ps`` shows it is still that
+engine. (An owner that forks children of its own hands them the pipe too, and with it the
+engine's life until they exit.)"""
+
+GUARD = "pdeathsig" if sys.platform == "linux" else "watchdog"
+"""How an engine is tied to its owner's life: ``"pdeathsig"`` (Linux) or ``"watchdog"``."""
+
 _spawner: ThreadPoolExecutor | None = None
 
 
-def _spawn(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    """Start the engine in a session of its own, bound to this process's life.
+def _spawn(argv: list[str], log: IO[bytes], *, pdeathsig: bool) -> subprocess.Popen[bytes]:
+    """Start the engine in a session of its own (with the parent-death signal on Linux).
 
     Linux sends the parent-death signal when the *thread* that forked the child exits, not
     the process. The main thread lives as long as the process; from any other thread the
     fork is made by one long-lived spawner thread, so a short-lived thread (``to_thread``,
     an event loop in a thread) ending does not take the engine with it.
     """
-    if sys.platform == "linux":
+    if pdeathsig:
         argv = [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid()), *argv]
 
     def popen() -> subprocess.Popen[bytes]:
@@ -150,12 +186,22 @@ def _spawn(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
             start_new_session=True,
         )
 
-    if threading.current_thread() is threading.main_thread():
+    if not pdeathsig or threading.current_thread() is threading.main_thread():
         return popen()
     global _spawner
     if _spawner is None:
         _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-engine-spawn")
     return _spawner.submit(popen).result()
+
+
+def _start_watchdog(pid: int, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(pid), str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -426,6 +472,7 @@ class EmbeddedEngine:
         self.process: subprocess.Popen[bytes] | None = None
         self.started: str | None = None
         self._lock: _StateLock | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -491,7 +538,9 @@ class EmbeddedEngine:
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self._log_path, "ab") as log:
-            self.process = _spawn(self.command(), log)
+            self.process = _spawn(self.command(), log, pdeathsig=GUARD == "pdeathsig")
+        if GUARD == "watchdog":
+            self._watchdog = _start_watchdog(self.process.pid, self.port)
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
 
     async def start(self, timeout: float = 60.0) -> None:
@@ -598,6 +647,19 @@ class EmbeddedEngine:
             self._stop_process(timeout)
         finally:
             self._release()
+            self._stop_watchdog()
+
+    def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None:
+            return
+        if watchdog.stdin is not None:
+            watchdog.stdin.close()  # it wakes, finds the engine gone, and exits
+        try:
+            watchdog.wait(30)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+            watchdog.wait(5)
 
     def _stop_process(self, timeout: float) -> None:
         proc = self.process
