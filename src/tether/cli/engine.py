@@ -67,8 +67,8 @@ async def cmd_dev(args: argparse.Namespace) -> int:
         while not stop.is_set():
             if engine.process is not None and engine.process.poll() is not None:
                 print(
-                    f"tether: error: the engine exited with code {engine.process.returncode}; "
-                    f"its log: {engine.log_tail()}",
+                    f"tether: error: the engine exited with code {engine.process.returncode}, "
+                    f"saying: {engine.last_log_line()!r}. Its log: {engine.log_path}",
                     file=sys.stderr,
                 )
                 return 1

@@ -327,8 +327,14 @@ class _StateLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise EngineUnavailableError(
+                f"cannot open the engine lock {self.path}: {exc.strerror or exc}. Fix: make "
+                f"{self.path.parent} writable, or set TETHER_HOME to a writable directory."
+            ) from exc
         if sys.platform != "win32":
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -496,7 +502,7 @@ class EmbeddedEngine:
         return self.state_dir / RECORD_NAME
 
     @property
-    def _log_path(self) -> Path:
+    def log_path(self) -> Path:
         return self.state_dir / f"engine-{self.port}.log"
 
     def command(self) -> list[str]:
@@ -537,7 +543,7 @@ class EmbeddedEngine:
                 f"TEMPORAL_ADDRESS=127.0.0.1:{self.port} if it is a Temporal server."
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self._log_path, "ab") as log:
+        with open(self.log_path, "ab") as log:
             self.process = _spawn(self.command(), log, pdeathsig=GUARD == "pdeathsig")
         if GUARD == "watchdog":
             self._watchdog = _start_watchdog(self.process.pid, self.port)
@@ -563,7 +569,8 @@ class EmbeddedEngine:
             if self.process.poll() is not None:
                 raise EngineUnavailableError(
                     f"the embedded Temporal engine exited with code {self.process.returncode} "
-                    f"at start. Its log ({self._log_path}) ends with:\n{self.log_tail()}"
+                    f"at start, saying: {self.last_log_line()!r}. Fix: see its log, "
+                    f"{self.log_path}; `tether dev --port N` tries another port."
                 )
             if port_open("127.0.0.1", self.port):
                 try:
@@ -575,7 +582,8 @@ class EmbeddedEngine:
             if time.monotonic() > deadline:
                 raise EngineUnavailableError(
                     f"the embedded Temporal engine did not answer on {self.address} within "
-                    f"{timeout:.0f}s. Its log ({self._log_path}) ends with:\n{self.log_tail()}"
+                    f"{timeout:.0f}s; its last log line: {self.last_log_line()!r}. Fix: see "
+                    f"its log, {self.log_path}, and try again on a less loaded machine."
                 )
             await asyncio.sleep(0.1)
 
@@ -618,7 +626,7 @@ class EmbeddedEngine:
                 state_dir=str(self.state_dir),
                 namespace=self.namespace,
                 started=self.started or "",
-                log=str(self._log_path),
+                log=str(self.log_path),
                 ready=ready,
             ),
         )
@@ -632,9 +640,14 @@ class EmbeddedEngine:
         self._lock.release()
         self._lock = None
 
+    def last_log_line(self) -> str:
+        """The engine log's last non-empty line (for one-line error messages)."""
+        lines = [line.strip() for line in self.log_tail(50).splitlines() if line.strip()]
+        return lines[-1] if lines else "(nothing)"
+
     def log_tail(self, lines: int = 20) -> str:
         try:
-            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
 
