@@ -56,6 +56,22 @@ class EngineUnavailableError(TetherError):
     """The Temporal engine could not be reached or started."""
 
 
+class EngineAlreadyRunningError(EngineUnavailableError):
+    """An embedded engine already runs on this state directory (one engine per database)."""
+
+    def __init__(self, state_dir: str, address: str, pid: int, owner_pid: int) -> None:
+        self.state_dir = state_dir
+        self.address = address
+        self.pid = pid
+        self.owner_pid = owner_pid
+        super().__init__(
+            f"an engine already runs for {state_dir} at {address} (pid {pid}, started by "
+            f"pid {owner_pid}). Use it: tether commands with TETHER_HOME={state_dir} find it "
+            f"on their own (other tools: TEMPORAL_ADDRESS={address}). Or stop it: Ctrl-C in "
+            f"its terminal, or `kill {owner_pid}`."
+        )
+
+
 class StepInputError(TetherError):
     """A value crossing a step boundary cannot be serialized."""
 

@@ -46,11 +46,15 @@ def as_durable(spec: str, **kwargs: Any) -> Any:
 
 async def runtime_from(args: argparse.Namespace) -> Any:
     """The runtime the command's connection options name (embedded engine when none)."""
+    from tether.cli.engine import announce_owned_engine
     from tether.core.runtime import Runtime
 
-    return await Runtime.start(
+    runtime = await Runtime.start(
         address=args.address, namespace=args.namespace, task_queue=args.task_queue
     )
+    if runtime.engine is not None:
+        announce_owned_engine(runtime.engine)
+    return runtime
 
 
 def add_connection(p: argparse.ArgumentParser) -> None:

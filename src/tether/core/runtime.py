@@ -27,7 +27,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from tether.core import registry
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
-from tether.core.devserver import EmbeddedEngine, port_open
+from tether.core.devserver import EmbeddedEngine, local_engine
 from tether.core.run import AgentRun
 from tether.core.steps import build_activity
 from tether.core.store import BlobStore, default_home, open_store
@@ -83,13 +83,8 @@ class Runtime:
             configured = connect.pop("target_host", None)
             address = address or configured
         engine: EmbeddedEngine | None = None
-        if address is None:
-            if port_open("127.0.0.1", DEFAULT_EMBEDDED_PORT):
-                address = f"127.0.0.1:{DEFAULT_EMBEDDED_PORT}"  # `tether dev` is running
-            else:
-                engine = EmbeddedEngine(port=DEFAULT_EMBEDDED_PORT, state_dir=home)
-                await engine.start()
-                address = engine.address
+        if address is None:  # the state dir's engine (`tether dev`...), else one of our own
+            address, engine = await local_engine(home)
         if namespace is not None:
             connect["namespace"] = namespace
         try:
