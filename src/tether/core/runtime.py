@@ -106,15 +106,10 @@ class Runtime:
         """A worker hosting ``agents`` (and everything already registered in this process)."""
         for name, agent, adapter in agents:
             registry.register(name, agent, adapter)
-        adapters = _adapters_in_use()
-        activities = [
-            build_activity(step, self.store) for adapter in adapters for step in adapter.steps()
-        ]
         return Worker(
             self.client,
             task_queue=task_queue or self.task_queue,
-            workflows=[AgentRun],
-            activities=activities,
+            **worker_options(self.store),
             # The run hosts the framework's own loop, not user workflow code; the sandbox's
             # per-run module re-import costs memory and start time and breaks on framework
             # releases. Determinism is proven by replay tests instead (conformance suite).
@@ -156,6 +151,18 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def worker_options(store: BlobStore) -> dict[str, Any]:
+    """What a worker hosting Tether runs registers: ``workflows`` (the run workflow) and
+    ``activities`` (every installed or registered adapter's steps, reading ``store``).
+
+    Shared by :meth:`Runtime.worker` and ``tether.contrib.temporal.TetherPlugin``.
+    """
+    activities = [
+        build_activity(step, store) for adapter in _adapters_in_use() for step in adapter.steps()
+    ]
+    return {"workflows": [AgentRun], "activities": activities}
 
 
 def _adapters_in_use() -> Sequence[Adapter]:
