@@ -4,6 +4,7 @@ on the user's own client and worker (real dev server, scripted model server)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
@@ -357,3 +358,25 @@ async def test_plugin_on_a_worker_of_a_tether_client_works(
 async def test_run_agent_outside_a_workflow_says_what_to_use() -> None:
     with pytest.raises(ConfigurationError, match=r"tether.durable\(agent\).run"):
         await run_agent("weather", "hi")
+
+
+async def test_the_example_runs_without_an_api_key(engine: EmbeddedEngine) -> None:
+    example = Path(__file__).parents[1] / "examples" / "temporal_workflow.py"
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["TEMPORAL_ADDRESS"] = engine.address
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(example),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "answer    Yes: a Heat Advisory" in text, text

@@ -303,8 +303,15 @@ _wrapped: dict[str, DurableAgent] = {}
 
 def _next_number() -> int:
     instance = workflow.instance()
-    n = _started.get(instance, 0) + 1
-    _started[instance] = n
+    try:
+        n = _started.get(instance, 0) + 1
+        _started[instance] = n
+    except TypeError:
+        raise ConfigurationError(
+            f"cannot number the agent runs of workflow {type(instance).__qualname__}: its "
+            "instances cannot be weakly referenced (__slots__ without __weakref__). Fix: pass "
+            "a deterministic id=... to run_agent/start_agent."
+        ) from None
     return n
 
 
