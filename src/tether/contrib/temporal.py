@@ -33,7 +33,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from tether.core import registry
 from tether.core.contract import Budget, WaitPolicy
-from tether.core.converter import TetherPayloadConverter, data_converter
+from tether.core.converter import EXTERNAL_THRESHOLD, TetherPayloadConverter, data_converter
 from tether.core.handle import RUN_TASK_TIMEOUT, DurableAgent
 from tether.core.run import WORKFLOW_NAME, AgentRun, RunResult
 from tether.core.runtime import worker_options
@@ -103,9 +103,9 @@ class TetherPlugin(SimplePlugin):
             raise ConfigurationError(
                 "the client already stores large payloads externally (DataConverter."
                 "external_storage is set), and Tether keeps its own in its blob store. "
-                "Fix: drop external_storage from your converter (Tether's stores payloads of "
-                f"at least {ours.external_storage and ours.external_storage.payload_size_threshold}"
-                " bytes in TetherPlugin(store=...)), or run Tether on a client of its own."
+                "Fix: drop external_storage from your converter (Tether's keeps payloads of "
+                f"{EXTERNAL_THRESHOLD} bytes or more in TetherPlugin(store=...)), or run "
+                "Tether on a client of its own."
             )
         if existing.payload_converter_class not in (
             DefaultPayloadConverter,
