@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from temporalio.exceptions import ApplicationError
+
 
 class TetherError(Exception):
     """Base class of every error Tether raises on purpose."""
@@ -177,3 +179,26 @@ class BudgetExceededError(RunFailedError):
 
 class WaitTimedOutError(RunFailedError):
     """The run failed because a wait with the ``fail`` timeout policy got no answer in time."""
+
+
+class AgentRunFailedError(ApplicationError, TetherError):
+    """An agent run started from a workflow (``tether.contrib.temporal``) failed.
+
+    Raised in the calling workflow; it is a Temporal ``ApplicationError`` (type: the run's
+    own error type, e.g. ``MaxTurnsExceeded``), so left uncaught it fails that workflow with
+    the run's cause instead of retrying its task. ``__cause__`` is the child workflow error.
+    """
+
+    def __init__(
+        self, run_id: str, agent: str, message: str, *, error_type: str | None = None
+    ) -> None:
+        # Temporal puts the type in front of the text: "MaxTurnsExceeded: agent 'x' failed ..."
+        super().__init__(
+            f"agent {agent!r} failed in run {run_id!r}: {message}",
+            type=error_type or "AgentRunFailed",
+            non_retryable=True,
+        )
+        self.run_id = run_id
+        self.agent = agent
+        self.error_type = error_type
+        self.reason = message

@@ -1,0 +1,1 @@
+"""Integrations of Tether with other systems (import the submodule you need)."""

@@ -438,34 +438,20 @@ class DurableAgent:
         its usage exceeds it; ``waits`` sets the timeout and timeout policy of its approvals
         and questions; ``stream_text`` streams model text as ``model.delta`` events.
         """
-        if deps is not None:
-            if context is not None:
-                raise TypeError("pass context= or deps=, not both")
-            context = deps
-        if context is not None:
-            context = self.adapter.prepare_context(self.agent, context)
-        packed = (
-            pack(context, what="run context", declared=self.adapter.context_type(self.agent))
-            if context is not None
-            else None
+        request = self.request(
+            input,
+            context=context,
+            deps=deps,
+            budget=budget,
+            waits=waits,
+            stream_text=stream_text,
+            **options,
         )
-        encoded = self.adapter.encode_options(self.agent, options)
         runtime = await self.runtime()
         queue = self.queue(runtime)
         if self.local_worker:
             await runtime.ensure_local_worker(queue)
         run_id = id or f"{self.name}-{uuid.uuid4().hex[:12]}"
-        request = RunRequest(
-            agent=self.name,
-            adapter=self.adapter.name,
-            input=self.adapter.encode_input(input),
-            options=encoded,
-            context=packed,
-            budget=budget,
-            waits=waits,
-            stream_text=stream_text,
-            source=self.source,
-        )
         try:
             await runtime.client.start_workflow(
                 WORKFLOW_NAME,
@@ -484,6 +470,41 @@ class DurableAgent:
             if type(exc).__name__ != "WorkflowAlreadyStartedError":
                 raise
         return RunHandle(runtime, run_id, self)
+
+    def request(
+        self,
+        input: Any,
+        *,
+        context: Any = None,
+        deps: Any = None,
+        budget: Budget | None = None,
+        waits: WaitPolicy | None = None,
+        stream_text: bool = False,
+        **options: Any,
+    ) -> RunRequest:
+        """The ``RunRequest`` that starts a run of this agent (no I/O, deterministic: also
+        built inside workflows by ``tether.contrib.temporal``)."""
+        if deps is not None:
+            if context is not None:
+                raise TypeError("pass context= or deps=, not both")
+            context = deps
+        if context is not None:
+            context = self.adapter.prepare_context(self.agent, context)
+        return RunRequest(
+            agent=self.name,
+            adapter=self.adapter.name,
+            input=self.adapter.encode_input(input),
+            options=self.adapter.encode_options(self.agent, options),
+            context=(
+                pack(context, what="run context", declared=self.adapter.context_type(self.agent))
+                if context is not None
+                else None
+            ),
+            budget=budget,
+            waits=waits,
+            stream_text=stream_text,
+            source=self.source,
+        )
 
     async def run(
         self,

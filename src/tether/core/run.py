@@ -96,7 +96,10 @@ def _payload_missing(exc: BaseException) -> ApplicationError | None:
     return None
 
 
-@workflow.defn(name=WORKFLOW_NAME)
+# sandboxed=False: the run hosts a framework's loop, not user code (see Runtime.worker), and a
+# worker that also runs the user's own sandboxed workflows (tether.contrib.temporal) must
+# still run this one unsandboxed, whatever its workflow_runner is.
+@workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
 class AgentRun:
     """Hosts one agent run; its name and input shape are persisted data."""
 

@@ -141,16 +141,10 @@ class Runtime:
         )
 
     def _temporal_worker(self, queue: str, max_cached_runs: int, max_steps: int) -> Worker:
-        activities = [
-            build_activity(step, self.store)
-            for adapter in _adapters_in_use()
-            for step in adapter.steps()
-        ]
         return Worker(
             self.client,
             task_queue=queue,
-            workflows=[AgentRun],
-            activities=activities,
+            **worker_options(self.store),
             # The run hosts the framework's own loop, not user workflow code; the sandbox's
             # per-run module re-import costs memory and start time and breaks on framework
             # releases. Determinism is proven by replay tests instead (conformance suite).
@@ -247,6 +241,18 @@ class AgentWorker:
     ) -> None:
         for w in reversed(self.workers):
             await w.__aexit__(exc_type, exc, tb)
+
+
+def worker_options(store: BlobStore) -> dict[str, Any]:
+    """What a worker hosting Tether runs registers: ``workflows`` (the run workflow) and
+    ``activities`` (every installed or registered adapter's steps, reading ``store``).
+
+    Shared by :meth:`Runtime.worker` and ``tether.contrib.temporal.TetherPlugin``.
+    """
+    activities = [
+        build_activity(step, store) for adapter in _adapters_in_use() for step in adapter.steps()
+    ]
+    return {"workflows": [AgentRun], "activities": activities}
 
 
 def _adapters_in_use() -> Sequence[Adapter]:
