@@ -44,4 +44,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An error's traceback cycle can hold the engine client until interpreter shutdown,
         # where dropping it aborts the process; drop it now.
         gc.collect()
-

@@ -16,13 +16,12 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
-from temporalio.exceptions import ApplicationError, FailureError
+from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from tether.core import registry
+from tether.core import attributes, ops, registry
 from tether.core.contract import JSON, Adapter, Budget, RunRequest, WaitAnswer, WaitPolicy
-from tether.core.events import EVENTS_TOPIC, RunEvent
+from tether.core.events import RunEvent
 from tether.core.ledger import UsageReport, report_from_json
 from tether.core.run import (
     ALREADY_ANSWERED,
@@ -40,7 +39,9 @@ from tether.errors import (
     AlreadyAnsweredError,
     BudgetExceededError,
     RunFailedError,
+    RunNotFoundError,
     RunNotWaitingError,
+    RunStateError,
     UnknownWaitRequestError,
     WaitRequestError,
     WaitTimedOutError,
@@ -69,6 +70,10 @@ class RunDescription:
     waits: list[dict[str, Any]] = field(default_factory=list)
     started: str | None = None
     closed: str | None = None
+    attempts: list[ops.StepAttempt] = field(default_factory=list)
+    """Steps running or retrying now: attempt, last error, next attempt time."""
+    task_attempt: int = 0
+    """Attempt of the run's pending task; above 1 its own code keeps failing on a worker."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +106,27 @@ _RUN_ERRORS: dict[str, type[RunFailedError]] = {
 
 
 class RunHandle:
-    """A started run: await its result, describe it, cancel it. Survives restarts by id."""
+    """A started run: await its result, describe it, cancel it. Survives restarts by id.
 
-    def __init__(self, runtime: Runtime, run_id: str, agent: DurableAgent | None) -> None:
+    ``created`` says whether the call that made this handle started a new run (False: the
+    id was taken, and the handle is on the existing run, running or closed).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        run_id: str,
+        agent: DurableAgent | None,
+        *,
+        created: bool = False,
+        note: str | None = None,
+    ) -> None:
         self.runtime = runtime
         self.id = run_id
         self._agent = agent
+        self.created = created
+        self.note = note
+        """What a retry did (the step it resumed from), for the person who asked."""
         self._handle: WorkflowHandle[Any, RunResult] = runtime.client.get_workflow_handle(
             run_id, result_type=RunResult
         )
@@ -136,8 +156,13 @@ class RunHandle:
         return self._agent.adapter.decode_output(self._agent.agent, raw.output)
 
     async def describe(self) -> RunDescription:
-        desc = await self._handle.describe()
-        status = desc.status.name.lower() if desc.status else "unknown"
+        try:
+            desc = await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFoundError(self.id, self.runtime.client.namespace) from None
+            raise
+        status = ops.status_name(desc.status)
         state: dict[str, Any] = {}
         if desc.status == WorkflowExecutionStatus.RUNNING:
             try:
@@ -178,10 +203,59 @@ class RunHandle:
             waits=list(state.get("waits", [])),
             started=desc.start_time.isoformat(timespec="seconds") if desc.start_time else None,
             closed=desc.close_time.isoformat(timespec="seconds") if desc.close_time else None,
+            attempts=ops.attempts_in_progress(desc, state.get("in_flight", [])),
+            task_attempt=ops.task_attempt(desc),
         )
 
+    async def _running(self, verb: str) -> None:
+        """Raise RunNotFoundError / RunStateError unless the run is running."""
+        try:
+            desc = await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFoundError(self.id, self.runtime.client.namespace) from None
+            raise
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            status = ops.status_name(desc.status)
+            raise RunStateError(
+                self.id,
+                status,
+                f"run {self.id!r} already ended ({status}), so there is nothing to {verb}. "
+                f"Fix: `tether runs show {self.id}` for its outcome"
+                + ("" if status == "completed" else f"; `tether runs retry {self.id}` to rerun"),
+            )
+
     async def cancel(self) -> None:
+        """Ask the run to stop (Temporal cancellation). A step in flight is told to stop at
+        its next heartbeat (about a second) and its result, if any, is discarded; the run
+        publishes ``run.cancelled`` and ends *cancelled*. Raises RunStateError if it ended."""
+        await self._running("cancel")
         await self._handle.cancel()
+
+    async def terminate(self, reason: str | None = None) -> None:
+        """End the run at once: no run code runs again and a step in flight is abandoned
+        (its result is discarded). Prefer :meth:`cancel`; terminate a run that does not
+        react to it. Raises RunStateError if it already ended."""
+        await self._running("terminate")
+        await self._handle.terminate(reason=reason or "tether runs terminate")
+
+    async def retry(self, *, from_start: bool = False) -> RunHandle:
+        """Run a failed, cancelled, terminated or timed-out run again, under the same id.
+
+        By default it resumes from the failed (or interrupted) step: the run is reset to the
+        run task that scheduled that step, so completed model and tool calls are never made
+        again (RetryUnsafeError when a parallel step completed after that point).
+        ``from_start=True`` starts the run anew with the same input. The returned handle's
+        ``note`` says what was done. Raises RunStateError for a running or completed run.
+        """
+        client = self.runtime.client
+        if from_start:
+            await ops.start_again(client, self.id)
+            note = f"run {self.id!r} started again from the start, with the same input"
+        else:
+            _, plan = await ops.reset_to_last_step(client, self.id)
+            note = plan.note
+        return RunHandle(self.runtime, self.id, self._agent, created=True, note=note)
 
     async def _query(self, name: str, patience: float = 5.0) -> Any:
         """A query, retried while the engine says no worker polls: after a worker crash the
@@ -267,19 +341,14 @@ class RunHandle:
         self, after: int | None = None, *, poll_interval: float = 0.1
     ) -> AsyncIterator[RunEvent]:
         """The run's events, live, until its last one. Pass the offset of the last event
-        you saw as ``after`` to resume without gaps or repeats."""
-        stream = WorkflowStreamClient.create(self.runtime.client, self.id)
-        start = 0 if after is None else after + 1
-        async for item in stream.subscribe(
-            EVENTS_TOPIC, from_offset=start, poll_cooldown=timedelta(seconds=poll_interval)
+        you saw as ``after`` to resume without gaps or repeats.
+
+        Read through the stream's query, polled every ``poll_interval`` seconds while events
+        come (slower while the run is quiet): reading adds nothing to the run's history."""
+        async for event in ops.read_events(
+            self.runtime.client, self.id, after, poll_interval=poll_interval
         ):
-            data = item.data
-            yield RunEvent(
-                offset=item.offset,
-                type=str(data["type"]),
-                time=str(data["time"]),
-                data=dict(data.get("data") or {}),
-            )
+            yield event
 
     async def usage(self) -> UsageReport:
         """Tokens, cost and failed attempts so far (the whole run's once it ended)."""
@@ -355,24 +424,30 @@ class DurableAgent:
             waits=waits,
             stream_text=stream_text,
         )
+        shown = attributes.start_options(
+            runtime.client,
+            agent=self.name,
+            adapter=self.adapter.name,
+            with_attributes=await attributes.registered(runtime.client),
+        )
         try:
-            await runtime.client.start_workflow(
+            started = await runtime.client.start_workflow(
                 WORKFLOW_NAME,
                 request,
                 id=run_id,
                 task_queue=self.task_queue or runtime.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                static_summary=f"{self.adapter.name}: {self.name}",
                 # A task lost with a killed worker is retried after this long (Temporal's
                 # default is 10 s); a run's task is milliseconds of loop code.
                 task_timeout=RUN_TASK_TIMEOUT,
+                **shown,
             )
-        except Exception as exc:
-            # An earlier run with this id already finished: the id is the idempotency key.
-            if type(exc).__name__ != "WorkflowAlreadyStartedError":
-                raise
-        return RunHandle(runtime, run_id, self)
+            created = _created(started)
+        except WorkflowAlreadyStartedError:
+            # An earlier run with this id already closed: the id is the idempotency key.
+            created = False
+        return RunHandle(runtime, run_id, self, created=created)
 
     async def run(
         self,
@@ -402,6 +477,16 @@ class DurableAgent:
     def handle(self, run_id: str, runtime: Runtime) -> RunHandle:
         """A handle on an existing run of this agent."""
         return RunHandle(runtime, run_id, self)
+
+
+def _created(started: WorkflowHandle[Any, Any]) -> bool:
+    """Whether start_workflow started a run (False: USE_EXISTING attached to a running one).
+
+    The SDK keeps the server's StartWorkflowExecutionResponse on the handle; its
+    ``started`` field is the server's answer.
+    """
+    response = getattr(started, "_start_workflow_response", None)
+    return bool(getattr(response, "started", True))
 
 
 async def get_run(run_id: str, runtime: Runtime | None = None) -> RunHandle:
