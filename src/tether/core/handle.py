@@ -16,7 +16,14 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TerminatedError,
+    TimeoutError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from tether.core import attributes, ops, registry
@@ -145,6 +152,10 @@ class RunHandle:
                 cause = cause.cause
             message = cause.message if isinstance(cause, FailureError) else str(cause)
             error_type = cause.type if isinstance(cause, ApplicationError) else None
+            ended = {CancelledError: "Cancelled", TerminatedError: "Terminated"}
+            if isinstance(cause, CancelledError | TerminatedError | TimeoutError):
+                error_type = ended.get(type(cause), "TimedOut")
+                message = f"{message or error_type}. Fix: `tether runs retry {self.id}`"
             kind = _RUN_ERRORS.get(error_type or "", RunFailedError)
             raise kind(self.id, message, error_type=error_type) from exc
 
