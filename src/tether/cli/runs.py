@@ -258,24 +258,37 @@ async def cmd_runs_follow(args: argparse.Namespace) -> int:
         desc = await handle.describe()  # RunNotFoundError before anything is printed
         print(f"run {handle.id} ({desc.agent or '?'}): {desc.status}", file=sys.stderr)
         await follow_events(handle, after=args.after, out=sys.stdout)
-        result = await handle.result()  # RunFailedError (one line) for a failed run
+        result = _final_output(await handle.result())  # RunFailedError for a failed run
         print(result if isinstance(result, str) else json.dumps(jsonable(result), indent=2))
         return 0
     finally:
         await runtime.close()
 
 
+def _final_output(raw: Any) -> Any:
+    """The answer in a run's JSON output (adapters keep it under final_output / output)."""
+    from tether.core.values import unpack
+
+    for key in ("final_output", "output"):
+        if isinstance(raw, dict) and key in raw:
+            try:
+                return unpack(raw[key])
+            except Exception:
+                return raw[key]
+    return raw
+
+
 async def _wait_closed(handle: Any, timeout: float) -> str:
     import asyncio
+
+    from tether.core.ops import status_name
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        status = str((await handle._handle.describe()).status.name).lower()
+        status = status_name((await handle._handle.describe()).status)
         if status != "running" or loop.time() > deadline:
-            from tether.core.ops import status_name
-
-            return status_name((await handle._handle.describe()).status)
+            return status
         await asyncio.sleep(0.25)
 
 
