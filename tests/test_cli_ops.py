@@ -76,9 +76,8 @@ async def test_unknown_runs_are_one_line_errors(worker_env: dict[str, str]) -> N
         proc = await tether_cli("runs", command, run, env=worker_env)
         assert proc.returncode == 2, (command, proc.stderr)
         line = one_line_error(proc.stderr)
-        if command != "pending":
-            assert f"no run {run!r} in namespace 'default'" in line, line
-            assert "`tether runs list`" in line, line
+        assert f"no run {run!r} in namespace 'default'" in line, line
+        assert "`tether runs list`" in line, line
 
 
 async def test_list_filters_and_their_bad_values(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import getpass
 import logging
 import socket
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,13 +72,12 @@ async def registered(client: Any, *, refresh: bool = False) -> bool:
     _registered[key] = ok
     if not ok and key not in _hinted:
         _hinted.add(key)
-        print(
+        log.warning(
             "tether: hint: the search attributes TetherAgent, TetherAdapter and TetherPhase "
             f"are not registered in namespace {client.namespace!r}, so runs carry agent and "
             "adapter in their memo only and `tether runs list --status waiting/--agent` read "
             "each run. Fix: `tether runs setup` (or "
-            f"`{register_command(client.namespace)}`)",
-            file=sys.stderr,
+            f"`{register_command(client.namespace)}`)"
         )
     return ok
 

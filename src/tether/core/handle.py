@@ -288,6 +288,8 @@ class RunHandle:
         try:
             raw: list[dict[str, Any]] = await self._query(PENDING_QUERY)
         except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFoundError(self.id, self.runtime.client.namespace) from None
             raise RunNotWaitingError(
                 self.id, "", f"cannot ask run {self.id!r} what it waits for: {exc.message}"
             ) from exc
