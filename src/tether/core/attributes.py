@@ -69,6 +69,14 @@ async def registered(client: Any, *, refresh: bool = False) -> bool:
     except Exception:
         # Temporal Cloud's API keys may not reach the operator service: treat as absent.
         ok = False
+    if not ok and key[0].split(":")[0] in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        # A local dev server whose state predates them (`start-dev --search-attribute`
+        # registers them only in a new database): register them now.
+        try:
+            await register(client)
+            ok = True
+        except Exception:
+            ok = False
     _registered[key] = ok
     if not ok and key not in _hinted:
         _hinted.add(key)
