@@ -25,6 +25,7 @@ from tether.core.handle import (
     get_run,
 )
 from tether.core.ledger import StepUsage, UsageReport
+from tether.core.ops import StepAttempt
 from tether.core.runtime import Runtime, default_runtime, set_default_runtime
 from tether.errors import (
     AgentNotRegisteredError,
@@ -35,8 +36,11 @@ from tether.errors import (
     NoAdapterError,
     NonRetryableError,
     RetryableError,
+    RetryUnsafeError,
     RunFailedError,
+    RunNotFoundError,
     RunNotWaitingError,
+    RunStateError,
     StepInputError,
     TetherError,
     UnknownWaitRequestError,
@@ -61,13 +65,17 @@ __all__ = [
     "NoAdapterError",
     "NonRetryableError",
     "PendingRequest",
+    "RetryUnsafeError",
     "RetryableError",
     "RunDescription",
     "RunEvent",
     "RunFailedError",
     "RunHandle",
+    "RunNotFoundError",
     "RunNotWaitingError",
+    "RunStateError",
     "Runtime",
+    "StepAttempt",
     "StepInputError",
     "StepPolicy",
     "StepUsage",

@@ -202,3 +202,30 @@ class AgentRunFailedError(ApplicationError, TetherError):
         self.agent = agent
         self.error_type = error_type
         self.reason = message
+
+
+class RunNotFoundError(TetherError):
+    """No run with this id exists in the namespace."""
+
+    def __init__(self, run_id: str, namespace: str) -> None:
+        self.run_id = run_id
+        self.namespace = namespace
+        super().__init__(
+            f"no run {run_id!r} in namespace {namespace!r}. Fix: check the id with "
+            "`tether runs list` (or the namespace: --namespace / TEMPORAL_NAMESPACE)"
+        )
+
+
+class RunStateError(TetherError):
+    """The run is in a state where the operation does not apply (e.g. retrying a running
+    run, cancelling a completed one); the message says the state and what to do instead."""
+
+    def __init__(self, run_id: str, status: str, message: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(message)
+
+
+class RetryUnsafeError(RunStateError):
+    """Retrying from the last completed step would make a completed step run again; the
+    message names the step and the alternative (``--from-start``)."""

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from tether.cli import adapters, engine, hosting, runs
 from tether.cli._common import load_object
@@ -40,7 +43,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # One line naming cause and fix; the traceback only when asked for.
+        if os.environ.get("TETHER_DEBUG"):
+            traceback.print_exc()
+        print(f"tether: error: {explain(exc, args)}", file=sys.stderr)
+        return 2
     finally:
         # An error's traceback cycle can hold the engine client until interpreter shutdown,
         # where dropping it aborts the process; drop it now.
         gc.collect()
+
+
+def explain(exc: BaseException, args: Any) -> str:
+    """One line for an error no command turned into a TetherError."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    run = getattr(args, "run_id", None)
+    namespace = getattr(args, "namespace", None) or os.environ.get("TEMPORAL_NAMESPACE")
+    where = f" in namespace {namespace!r}" if namespace else ""
+    if isinstance(exc, RPCError):
+        text = exc.message.splitlines()[0] if exc.message else exc.status.name
+        if exc.status == RPCStatusCode.NOT_FOUND and run:
+            return f"no run {run!r}{where} ({text}). Fix: `tether runs list`"
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return f"not found{where}: {text}. Fix: check the id (`tether runs list`)"
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            return (
+                f"the Temporal server did not answer ({exc.status.name}: {text}). Fix: check "
+                "that it runs (`tether dev`) and TEMPORAL_ADDRESS / --address"
+            )
+        if exc.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED):
+            return (
+                f"the Temporal server refused the request ({exc.status.name}: {text}). Fix: "
+                "check TEMPORAL_API_KEY / TLS settings and the namespace"
+            )
+        return (
+            f"the Temporal server refused the request ({exc.status.name}: {text}). "
+            "Set TETHER_DEBUG=1 for the traceback"
+        )
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"unexpected {type(exc).__name__}: {first}. This is likely a bug in tether; "
+        "set TETHER_DEBUG=1 for the traceback"
+    )

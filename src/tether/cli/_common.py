@@ -6,8 +6,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import IO, Any
 
 from tether.errors import TetherError
 
@@ -77,3 +77,49 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def ago(when: datetime | None) -> str:
+    """``3 min ago`` (or ``-``)."""
+    if when is None:
+        return "-"
+    secs = (datetime.now(UTC) - when).total_seconds()
+    if secs < 90:
+        return f"{secs:.0f} s ago"
+    if secs < 90 * 60:
+        return f"{secs / 60:.0f} min ago"
+    if secs < 36 * 3600:
+        return f"{secs / 3600:.0f} h ago"
+    return f"{secs / 86400:.0f} days ago"
+
+
+async def follow_events(
+    handle: Any, *, after: int | None = None, out: IO[str] | None = None
+) -> int | None:
+    """Print the run's events live until its last one (``tether run --follow``,
+    ``tether runs follow``). Returns the offset of the last event printed (or ``after``)."""
+    out = out or sys.stderr
+    streaming = False
+    last = after
+    async for event in handle.events(after=after):
+        last = event.offset
+        if event.type == "model.delta":
+            if not streaming:
+                print(f"  {event.time[11:23]} #{event.offset} model text: ", end="", file=out)
+                streaming = True
+            print(event.data.get("text", ""), end="", file=out, flush=True)
+            continue
+        if streaming:
+            print(file=out)
+            streaming = False
+        print(f"  {event.time[11:23]} {event.describe()}", file=out, flush=True)
+        if event.type in ("approval.requested", "question.asked"):
+            verb = "--answer TEXT" if event.type == "question.asked" else "[--deny --reason R]"
+            print(
+                f"    -> tether approve {handle.id} {event.data['id']} {verb}",
+                file=out,
+                flush=True,
+            )
+    if streaming:
+        print(file=out)
+    return last

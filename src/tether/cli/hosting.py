@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tether.cli._common import add_connection, as_durable, jsonable, runtime_from
+from tether.cli._common import (
+    add_connection,
+    ago,
+    as_durable,
+    follow_events,
+    jsonable,
+    runtime_from,
+)
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
@@ -88,7 +95,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         if args.follow:
             options["stream_text"] = True  # model text as it is generated
         handle = await durable.start(args.prompt, id=args.id, context=context, **options)
-        print(f"run {handle.id} started", file=sys.stderr, flush=True)
+        await _say_started(handle)
         if args.no_wait:
             if not await runtime.pollers(queue):
                 print(
@@ -113,6 +120,29 @@ async def cmd_run(args: argparse.Namespace) -> int:
         if watchdog is not None:
             watchdog.cancel()
         await runtime.close()
+
+
+async def _say_started(handle: Any) -> None:
+    """``run X started``, or which existing run the id attached to."""
+    if handle.created:
+        print(f"run {handle.id} started", file=sys.stderr, flush=True)
+        return
+    from tether.core.ops import status_name
+
+    desc = await handle._handle.describe()
+    status = status_name(desc.status)
+    when = ago(desc.close_time or desc.start_time)
+    verb = "started" if status == "running" else status
+    hint = ""
+    if status in ("failed", "cancelled", "terminated", "timed_out"):
+        hint = f". Retry it with `tether runs retry {handle.id}`"
+    elif status == "completed":
+        hint = "; its result follows (use another --id for a new run)"
+    print(
+        f"run {handle.id} already exists ({verb} {when}); attached{hint}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def _follow(handle: Any, *, quiet: bool = False) -> Any:
@@ -142,27 +172,7 @@ async def _follow(handle: Any, *, quiet: bool = False) -> Any:
 
 async def _follow_events(handle: Any) -> Any:
     """Print the run's events live (stderr) until it ends; return its result."""
-    streaming = False
-    async for event in handle.events():
-        if event.type == "model.delta":
-            if not streaming:
-                print(
-                    f"  {event.time[11:23]} #{event.offset} model text: ", end="", file=sys.stderr
-                )
-                streaming = True
-            print(event.data.get("text", ""), end="", file=sys.stderr, flush=True)
-            continue
-        if streaming:
-            print(file=sys.stderr)
-            streaming = False
-        print(f"  {event.time[11:23]} {event.describe()}", file=sys.stderr, flush=True)
-        if event.type in ("approval.requested", "question.asked"):
-            verb = "--answer TEXT" if event.type == "question.asked" else "[--deny --reason R]"
-            print(
-                f"    -> tether approve {handle.id} {event.data['id']} {verb}",
-                file=sys.stderr,
-                flush=True,
-            )
+    await follow_events(handle)
     return await handle.result()
 
 

@@ -529,6 +529,9 @@ class EmbeddedEngine:
             cmd += ["--db-filename", str(self.db_path)]
         for key, value in self.dynamic_config.items():
             cmd += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+        from tether.core.attributes import dev_server_flags
+
+        cmd += dev_server_flags()  # TetherAgent, TetherAdapter, TetherPhase (Keyword)
         return cmd
 
     def start_process(self) -> None:

@@ -25,6 +25,7 @@ Types (``RunEvent.type``) and their ``data``:
 ``question.answered``   ``id``, ``value``, ``timed_out``
 ``run.finished``        ``usage`` (totals), ``cost``
 ``run.failed``          ``error``, ``type``
+``run.cancelled``       ``steps`` (completed steps; the run was cancelled)
 
 ``model.delta`` events are the one kind a *step* publishes (through a signal, batched every
 200 ms and flushed before the step's result is recorded): they are a live preview. Each
@@ -43,6 +44,7 @@ EVENTS_TOPIC = "tether.events"
 RUN_STARTED = "run.started"
 RUN_FINISHED = "run.finished"
 RUN_FAILED = "run.failed"
+RUN_CANCELLED = "run.cancelled"
 MODEL_RESPONSE = "model.response"
 MODEL_DELTA = "model.delta"
 USAGE = "usage"
@@ -64,7 +66,7 @@ class RunEvent:
     @property
     def final(self) -> bool:
         """Whether this is the run's last event."""
-        return self.type in (RUN_FINISHED, RUN_FAILED)
+        return self.type in (RUN_FINISHED, RUN_FAILED, RUN_CANCELLED)
 
     def describe(self) -> str:
         """One human-readable line (what ``tether run --follow`` prints)."""
@@ -103,6 +105,8 @@ class RunEvent:
             text = f"run finished ({d.get('usage', {}).get('total_tokens', 0)} tokens)"
         elif self.type == RUN_FAILED:
             text = f"run failed: {d.get('error')}"
+        elif self.type == RUN_CANCELLED:
+            text = f"run cancelled (after {d.get('steps', 0)} steps)"
         else:
             text = f"{self.type} {d}"
         return f"#{self.offset} {text}"

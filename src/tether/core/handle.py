@@ -22,13 +22,19 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
-from temporalio.exceptions import ApplicationError, FailureError
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TerminatedError,
+    TimeoutError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
-from tether.core import registry
+from tether.core import attributes, ops, registry
 from tether.core.contract import JSON, Adapter, Budget, RunRequest, WaitAnswer, WaitPolicy
-from tether.core.events import EVENTS_TOPIC, RunEvent
+from tether.core.events import RunEvent
 from tether.core.ledger import UsageReport, report_from_json
 from tether.core.run import (
     ALREADY_ANSWERED,
@@ -46,7 +52,9 @@ from tether.errors import (
     AlreadyAnsweredError,
     BudgetExceededError,
     RunFailedError,
+    RunNotFoundError,
     RunNotWaitingError,
+    RunStateError,
     UnknownWaitRequestError,
     WaitRequestError,
     WaitTimedOutError,
@@ -80,6 +88,10 @@ class RunDescription:
     problem: str | None = None
     """Why a running run makes no progress, when the engine shows it (no worker hosts its
     agent, its task fails on every worker), with the fix."""
+    attempts: list[ops.StepAttempt] = field(default_factory=list)
+    """Steps running or retrying now: attempt, last error, next attempt time."""
+    task_attempt: int = 0
+    """Attempt of the run's pending task; above 1 its own code keeps failing on a worker."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +124,27 @@ _RUN_ERRORS: dict[str, type[RunFailedError]] = {
 
 
 class RunHandle:
-    """A started run: await its result, describe it, cancel it. Survives restarts by id."""
+    """A started run: await its result, describe it, cancel it. Survives restarts by id.
 
-    def __init__(self, runtime: Runtime, run_id: str, agent: DurableAgent | None) -> None:
+    ``created`` says whether the call that made this handle started a new run (False: the
+    id was taken, and the handle is on the existing run, running or closed).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        run_id: str,
+        agent: DurableAgent | None,
+        *,
+        created: bool = False,
+        note: str | None = None,
+    ) -> None:
         self.runtime = runtime
         self.id = run_id
         self._agent = agent
+        self.created = created
+        self.note = note
+        """What a retry did (the step it resumed from), for the person who asked."""
         self._handle: WorkflowHandle[Any, RunResult] = runtime.client.get_workflow_handle(
             run_id, result_type=RunResult
         )
@@ -136,6 +163,10 @@ class RunHandle:
                 cause = cause.cause
             message = cause.message if isinstance(cause, FailureError) else str(cause)
             error_type = cause.type if isinstance(cause, ApplicationError) else None
+            ended = {CancelledError: "Cancelled", TerminatedError: "Terminated"}
+            if isinstance(cause, CancelledError | TerminatedError | TimeoutError):
+                error_type = ended.get(type(cause), "TimedOut")
+                message = f"{message or error_type}. Fix: `tether runs retry {self.id}`"
             kind = _RUN_ERRORS.get(error_type or "", RunFailedError)
             raise kind(self.id, message, error_type=error_type) from exc
 
@@ -147,8 +178,13 @@ class RunHandle:
         return self._agent.adapter.decode_output(self._agent.agent, raw.output)
 
     async def describe(self) -> RunDescription:
-        desc = await self._handle.describe()
-        status = desc.status.name.lower() if desc.status else "unknown"
+        try:
+            desc = await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFoundError(self.id, self.runtime.client.namespace) from None
+            raise
+        status = ops.status_name(desc.status)
         state: dict[str, Any] = {}
         if desc.status == WorkflowExecutionStatus.RUNNING:
             try:
@@ -196,6 +232,8 @@ class RunHandle:
             started=desc.start_time.isoformat(timespec="seconds") if desc.start_time else None,
             closed=desc.close_time.isoformat(timespec="seconds") if desc.close_time else None,
             problem=problem,
+            attempts=ops.attempts_in_progress(desc, state.get("in_flight", [])),
+            task_attempt=ops.task_attempt(desc),
         )
 
     async def request(self) -> RunRequest | None:
@@ -271,8 +309,55 @@ class RunHandle:
                 return event.workflow_task_failed_event_attributes.failure.message
         return "(no failure recorded yet)"
 
+    async def _running(self, verb: str) -> None:
+        """Raise RunNotFoundError / RunStateError unless the run is running."""
+        try:
+            desc = await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFoundError(self.id, self.runtime.client.namespace) from None
+            raise
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            status = ops.status_name(desc.status)
+            raise RunStateError(
+                self.id,
+                status,
+                f"run {self.id!r} already ended ({status}), so there is nothing to {verb}. "
+                f"Fix: `tether runs show {self.id}` for its outcome"
+                + ("" if status == "completed" else f"; `tether runs retry {self.id}` to rerun"),
+            )
+
     async def cancel(self) -> None:
+        """Ask the run to stop (Temporal cancellation). A step in flight is told to stop at
+        its next heartbeat (about a second) and its result, if any, is discarded; the run
+        publishes ``run.cancelled`` and ends *cancelled*. Raises RunStateError if it ended."""
+        await self._running("cancel")
         await self._handle.cancel()
+
+    async def terminate(self, reason: str | None = None) -> None:
+        """End the run at once: no run code runs again and a step in flight is abandoned
+        (its result is discarded). Prefer :meth:`cancel`; terminate a run that does not
+        react to it. Raises RunStateError if it already ended."""
+        await self._running("terminate")
+        await self._handle.terminate(reason=reason or "tether runs terminate")
+
+    async def retry(self, *, from_start: bool = False) -> RunHandle:
+        """Run a failed, cancelled, terminated or timed-out run again, under the same id.
+
+        By default it resumes from the failed (or interrupted) step: the run is reset to the
+        run task that scheduled that step, so completed model and tool calls are never made
+        again (RetryUnsafeError when a parallel step completed after that point).
+        ``from_start=True`` starts the run anew with the same input. The returned handle's
+        ``note`` says what was done. Raises RunStateError for a running or completed run.
+        """
+        client = self.runtime.client
+        if from_start:
+            await ops.start_again(client, self.id)
+            note = f"run {self.id!r} started again from the start, with the same input"
+        else:
+            _, plan = await ops.reset_to_last_step(client, self.id)
+            note = plan.note
+        return RunHandle(self.runtime, self.id, self._agent, created=True, note=note)
 
     async def _query(self, name: str, patience: float = 5.0) -> Any:
         """A query, retried while the engine says no worker polls: after a worker crash the
@@ -294,6 +379,8 @@ class RunHandle:
         try:
             raw: list[dict[str, Any]] = await self._query(PENDING_QUERY)
         except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFoundError(self.id, self.runtime.client.namespace) from None
             raise RunNotWaitingError(
                 self.id, "", f"cannot ask run {self.id!r} what it waits for: {exc.message}"
             ) from exc
@@ -358,19 +445,14 @@ class RunHandle:
         self, after: int | None = None, *, poll_interval: float = 0.1
     ) -> AsyncIterator[RunEvent]:
         """The run's events, live, until its last one. Pass the offset of the last event
-        you saw as ``after`` to resume without gaps or repeats."""
-        stream = WorkflowStreamClient.create(self.runtime.client, self.id)
-        start = 0 if after is None else after + 1
-        async for item in stream.subscribe(
-            EVENTS_TOPIC, from_offset=start, poll_cooldown=timedelta(seconds=poll_interval)
+        you saw as ``after`` to resume without gaps or repeats.
+
+        Read through the stream's query, polled every ``poll_interval`` seconds while events
+        come (slower while the run is quiet): reading adds nothing to the run's history."""
+        async for event in ops.read_events(
+            self.runtime.client, self.id, after, poll_interval=poll_interval
         ):
-            data = item.data
-            yield RunEvent(
-                offset=item.offset,
-                type=str(data["type"]),
-                time=str(data["time"]),
-                data=dict(data.get("data") or {}),
-            )
+            yield event
 
     async def usage(self) -> UsageReport:
         """Tokens, cost and failed attempts so far (the whole run's once it ended)."""
@@ -452,24 +534,30 @@ class DurableAgent:
         if self.local_worker:
             await runtime.ensure_local_worker(queue)
         run_id = id or f"{self.name}-{uuid.uuid4().hex[:12]}"
+        shown = attributes.start_options(
+            runtime.client,
+            agent=self.name,
+            adapter=self.adapter.name,
+            with_attributes=await attributes.registered(runtime.client),
+        )
         try:
-            await runtime.client.start_workflow(
+            started = await runtime.client.start_workflow(
                 WORKFLOW_NAME,
                 request,
                 id=run_id,
                 task_queue=queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                static_summary=f"{self.adapter.name}: {self.name}",
                 # A task lost with a killed worker is retried after this long (Temporal's
                 # default is 10 s); a run's task is milliseconds of loop code.
                 task_timeout=RUN_TASK_TIMEOUT,
+                **shown,
             )
-        except Exception as exc:
-            # An earlier run with this id already finished: the id is the idempotency key.
-            if type(exc).__name__ != "WorkflowAlreadyStartedError":
-                raise
-        return RunHandle(runtime, run_id, self)
+            created = _created(started)
+        except WorkflowAlreadyStartedError:
+            # An earlier run with this id already closed: the id is the idempotency key.
+            created = False
+        return RunHandle(runtime, run_id, self, created=created)
 
     def request(
         self,
@@ -534,6 +622,16 @@ class DurableAgent:
     def handle(self, run_id: str, runtime: Runtime) -> RunHandle:
         """A handle on an existing run of this agent."""
         return RunHandle(runtime, run_id, self)
+
+
+def _created(started: WorkflowHandle[Any, Any]) -> bool:
+    """Whether start_workflow started a run (False: USE_EXISTING attached to a running one).
+
+    The SDK keeps the server's StartWorkflowExecutionResponse on the handle; its
+    ``started`` field is the server's answer.
+    """
+    response = getattr(started, "_start_workflow_response", None)
+    return bool(getattr(response, "started", True))
 
 
 async def get_run(run_id: str, runtime: Runtime | None = None) -> RunHandle:

@@ -7,6 +7,7 @@ by replaying its history after a crash.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,11 +15,17 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError, RetryState
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    RetryState,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
+    from tether.core import attributes, registry
     from tether.core import events as ev
-    from tether.core import registry
     from tether.core.contract import (
         JSON,
         RunRequest,
@@ -122,6 +129,9 @@ class AgentRun:
         self._waits: list[dict[str, Any]] = []
         self._over_budget: str | None = None
         self._timed_out: str | None = None
+        self._cancelled = False
+        self._phase_attribute = False
+        self._in_flight: dict[int, dict[str, Any]] = {}
         # The run's event log: rebuilt by replay, so replays never publish twice.
         self._stream = WorkflowStream()
         self._events = self._stream.topic(ev.EVENTS_TOPIC)
@@ -135,16 +145,30 @@ class AgentRun:
         # this workflow task only, and the engine hands the task to another worker (or
         # keeps it until one that hosts the agent polls). Nothing was recorded yet.
         entry = registry.lookup(request.agent, request.source)
-        self._phase = "running"
+        # Started with Tether's search attributes (they are registered): keep TetherPhase
+        # current. Decided from the start event, so replays decide the same.
+        self._phase_attribute = (
+            workflow.info().typed_search_attributes.get(attributes.PHASE) is not None
+        )
+        self._phase = "running"  # as the run was started
         self.publish(ev.RUN_STARTED, {"agent": request.agent, "adapter": request.adapter})
         try:
             output = await entry.adapter.run(self, entry.agent, request)
             if self._over_budget is not None:
                 raise BudgetExceeded(self._over_budget)
+        except asyncio.CancelledError:
+            await self._end_cancelled()
+            raise
         except FailureError as exc:
+            if self._cancelled or is_cancelled_exception(exc):
+                await self._end_cancelled()
+                raise asyncio.CancelledError() from None
             await self._fail(str(exc), type(exc).__name__)
             raise
         except StepFailedError as exc:
+            if self._cancelled:
+                await self._end_cancelled()
+                raise asyncio.CancelledError() from None
             await self._fail(str(exc), exc.error_type or "StepFailed")
             raise ApplicationError(
                 str(exc), type=exc.error_type or "StepFailed", non_retryable=True
@@ -153,6 +177,9 @@ class AgentRun:
             # Deterministic errors of the loop (max turns, bad output, a user error) fail the
             # run with their cause; retrying the workflow task forever would only hide them.
             # A budget stop may surface wrapped by the framework: the run's own flag decides.
+            if self._cancelled:
+                await self._end_cancelled()
+                raise asyncio.CancelledError() from None
             if self._over_budget is not None:
                 message = (
                     f"the run's budget was exceeded ({self._over_budget}); it stopped before "
@@ -169,7 +196,7 @@ class AgentRun:
             message = f"{type(exc).__name__}: {exc}"
             await self._fail(message, type(exc).__name__)
             raise ApplicationError(message, type=type(exc).__name__, non_retryable=True) from exc
-        self._phase = "completed"
+        self._set_phase("completed")
         self.publish(ev.RUN_FINISHED, {"usage": dict(self._usage), "cost": self._ledger.cost})
         await self._close_stream()
         return RunResult(
@@ -184,9 +211,23 @@ class AgentRun:
         )
 
     async def _fail(self, message: str, error_type: str) -> None:
-        self._phase = "failed"
+        self._set_phase("failed")
         self.publish(ev.RUN_FAILED, {"error": message, "type": error_type})
         await self._close_stream()
+
+    async def _end_cancelled(self) -> None:
+        # Cancelled (`tether runs cancel`, handle.cancel()): a step in flight was asked to
+        # stop and its result, if any, is discarded; the run ends CANCELED, not failed.
+        self._set_phase("cancelled")
+        self.publish(ev.RUN_CANCELLED, {"steps": self._steps})
+        await self._close_stream()
+
+    def _set_phase(self, phase: str) -> None:
+        if phase == self._phase:
+            return
+        self._phase = phase
+        if self._phase_attribute:
+            workflow.upsert_search_attributes([attributes.PHASE.value_set(phase)])
 
     async def _close_stream(self) -> None:
         # Waiting readers get their last batch (with the final event) before the run closes;
@@ -201,6 +242,7 @@ class AgentRun:
             "agent": self._request.agent if self._request else None,
             "steps": self._steps,
             "current_step": self._current,
+            "in_flight": [dict(v) for _, v in sorted(self._in_flight.items())],
             "usage": dict(self._usage),
             "failures": list(self._failures),
             "ledger": self._ledger.report(),
@@ -302,7 +344,7 @@ class AgentRun:
                 ev.QUESTION_ASKED,
                 {"id": request.id, "question": request.question, "timeout": timeout},
             )
-        self._phase = "waiting"
+        self._set_phase("waiting")
         try:
             await workflow.wait_condition(lambda: request.id in self._answers, timeout=timeout)
             answer = self._answers[request.id]
@@ -329,7 +371,8 @@ class AgentRun:
             self._answers[request.id] = answer
         finally:
             self._pending.pop(request.id, None)
-            self._phase = "running"
+            if not self._pending and self._phase == "waiting":
+                self._set_phase("running")
         record = {
             "id": request.id,
             "kind": request.kind,
@@ -397,6 +440,7 @@ class AgentRun:
             shared_refs=shared_refs,
         )
         self._current = summary
+        self._in_flight[number] = {"step": number, "name": name, "summary": summary}
         try:
             try:
                 outcome = await self._execute(name, request, summary, policy)
@@ -419,6 +463,10 @@ class AgentRun:
                 )
                 outcome = await self._execute(name, request, summary, policy)
         except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                # The run was cancelled while this step ran: no step failure to record.
+                self._cancelled = True
+                raise asyncio.CancelledError() from None
             cause = exc.cause
             message = cause.message if isinstance(cause, FailureError) else str(exc)
             error_type = cause.type if isinstance(cause, ApplicationError) else None
@@ -440,6 +488,7 @@ class AgentRun:
             raise StepFailedError(name, kind, message, error_type) from None
         finally:
             self._current = None
+            self._in_flight.pop(number, None)
         self._steps += 1
         error = outcome.error.message if outcome.error is not None else None
         if outcome.error is not None:
