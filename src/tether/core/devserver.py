@@ -424,17 +424,28 @@ async def local_engine(
     if not fallback:  # one port given: only the other may move
         port = port or preferred_port(PREFERRED_PORT)
         ui_port = ui_port or preferred_port(PREFERRED_UI_PORT)
-    engine = EmbeddedEngine(
-        port=port or PREFERRED_PORT,
-        ui_port=ui_port or PREFERRED_UI_PORT,
-        state_dir=home,
-        fallback_ports=fallback,
-    )
-    try:
-        await engine.start(timeout)
-    except EngineAlreadyRunningError as running:
-        return running.address, None
-    return engine.address, engine
+    for attempt in (1, 2):
+        engine = EmbeddedEngine(
+            port=port or PREFERRED_PORT,
+            ui_port=ui_port or PREFERRED_UI_PORT,
+            state_dir=home,
+            fallback_ports=fallback,
+        )
+        try:
+            await engine.start(timeout)
+        except EngineAlreadyRunningError as running:
+            return running.address, None
+        except EngineUnavailableError:
+            # Another program may have bound the free port between our check and the
+            # engine's bind: the second attempt takes other free ports.
+            taken = port_open("127.0.0.1", engine.port) or (
+                engine.ui_port is not None and port_open("127.0.0.1", engine.ui_port)
+            )
+            if attempt == 2 or not fallback or not taken:
+                raise
+            continue
+        return engine.address, engine
+    raise AssertionError("unreachable")
 
 
 class EmbeddedEngine:
