@@ -218,9 +218,9 @@ async def test_user_worker_killed_mid_agent_resumes_on_another(
     for turn, step in enumerate(models):
         assert seen[("gpt-weather", turn)] <= attempts[step.scheduled_event_id], (turn, seen)
     counted = executed(calls)
-    completed_tools = sum(1 for s in done if s.name == "openai_agents.tool")
-    for state in ["CA", "NY", "TX"][:completed_tools]:
-        assert counted[f"get_weather_alerts:{state}"] == 1, counted
+    tools = [s for s in done if s.name == "openai_agents.tool"]
+    for state, step in zip(["CA", "NY", "TX"], tools, strict=False):
+        assert counted[f"get_weather_alerts:{state}"] <= attempts[step.scheduled_event_id]
     # The user's own activity completed before the agent started: never run again.
     assert counted["lookup_customer:7"] == 1, counted
 
