@@ -27,7 +27,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from tether.core import registry
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
-from tether.core.devserver import EmbeddedEngine, local_engine
+from tether.core.devserver import EmbeddedEngine, local_engine, running_engine
 from tether.core.run import AgentRun
 from tether.core.steps import build_activity
 from tether.core.store import BlobStore, default_home, open_store
@@ -104,8 +104,13 @@ class Runtime:
     async def connect(cls, address: str | None = None, **kwargs: Any) -> Runtime:
         """Connect to a running Temporal server (never starts the embedded engine)."""
         if address is None:
-            loaded = ClientConfig.load_client_connect_config(profile=kwargs.pop("profile", None))
-            address = loaded.get("target_host") or "127.0.0.1:7233"
+            loaded = ClientConfig.load_client_connect_config(profile=kwargs.get("profile"))
+            record = running_engine(kwargs.get("state_dir"))
+            address = (
+                loaded.get("target_host")
+                or (record.address if record is not None else None)
+                or f"127.0.0.1:{DEFAULT_EMBEDDED_PORT}"
+            )
         return await cls.start(address=address, **kwargs)
 
     def queue_for(self, agent: str) -> str:
