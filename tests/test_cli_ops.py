@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.core.runtime import Runtime
+from tether.core.runtime import Runtime, agent_queue
 from tether.testing import Fault, RecordedRequest, ScriptedModelServer, ToolCall, Turn
 from workers import WorkerProcess, executed, wait_until_polling, worker_processes
 
@@ -98,7 +98,9 @@ async def test_list_filters_and_their_bad_values(
         env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
         specs = ["apps.hitl_apps:openai_refunds", WEATHER]
         procs.append(WorkerProcess(specs, env, tmp_path / "w.log"))
-        await wait_until_polling(runtime.client, env["TETHER_TASK_QUEUE"], timeout=180)
+        for name in ("refunds", "weather"):
+            queue = agent_queue(env["TETHER_TASK_QUEUE"], name)
+            await wait_until_polling(runtime.client, queue, timeout=180)
         started = await tether_cli(
             "run", "apps.hitl_apps:openai_refunds", "refund 7", "--id", waiting, "--no-wait",
             env=env,
@@ -147,7 +149,9 @@ async def test_failed_run_id_reuse_retry_and_follow(
     with ScriptedModelServer(responder=switch) as server, worker_processes() as procs:
         env = dict(worker_env, OPENAI_BASE_URL=server.base_url, TETHER_TEST_CALLS=str(calls))
         procs.append(WorkerProcess([WEATHER], env, tmp_path / "w.log"))
-        await wait_until_polling(runtime.client, env["TETHER_TASK_QUEUE"], timeout=180)
+        await wait_until_polling(
+            runtime.client, agent_queue(env["TETHER_TASK_QUEUE"], "weather"), timeout=180
+        )
         first = await tether_cli("run", WEATHER, "alerts?", "--id", run, env=env)
         assert first.returncode == 2
         assert f"run {run} started" in first.stderr
@@ -194,7 +198,9 @@ async def test_cancel_terminate_and_retry_from_start(
     with ScriptedModelServer(script) as server, worker_processes() as procs:
         env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
         procs.append(WorkerProcess([WEATHER], env, tmp_path / "w.log"))
-        await wait_until_polling(runtime.client, env["TETHER_TASK_QUEUE"], timeout=180)
+        await wait_until_polling(
+            runtime.client, agent_queue(env["TETHER_TASK_QUEUE"], "weather"), timeout=180
+        )
         for run in (cancelled, terminated):
             started = await tether_cli("run", WEATHER, "x", "--id", run, "--no-wait", env=env)
             assert started.returncode == 0, started.stderr
@@ -227,7 +233,9 @@ async def test_show_lists_attempts_in_progress(
     with ScriptedModelServer(script) as server, worker_processes() as procs:
         env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
         procs.append(WorkerProcess([WEATHER], env, tmp_path / "w.log"))
-        await wait_until_polling(runtime.client, env["TETHER_TASK_QUEUE"], timeout=180)
+        await wait_until_polling(
+            runtime.client, agent_queue(env["TETHER_TASK_QUEUE"], "weather"), timeout=180
+        )
         started = await tether_cli("run", WEATHER, "x", "--id", run, "--no-wait", env=env)
         assert started.returncode == 0, started.stderr
         out = await until("last error:", "runs", "show", run, env=env)

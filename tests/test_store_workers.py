@@ -17,7 +17,7 @@ from temporalio.client import Client
 
 import tether
 from s3 import S3Server
-from tether.core.runtime import Runtime
+from tether.core.runtime import Runtime, agent_queue
 from tether.core.steps import BLOB_MISSING
 from tether.core.store import PAYLOAD_MISSING
 from tether.testing import ScriptedModelServer, ToolCall, Turn, WorkerProcess, worker_processes
@@ -84,9 +84,8 @@ async def test_tool_loop_alternates_between_workers_sharing_one_s3_store(
         Turn.text("looked up everything", delay=DELAY),
     ]
     base = dict(worker_env, **s3_env)
-    durable = tether.durable(
-        looper, runtime=runtime, task_queue=base["TETHER_TASK_QUEUE"], local_worker=False
-    )
+    durable = tether.durable(looper, runtime=runtime, local_worker=False)
+    durable.task_queue = agent_queue(base["TETHER_TASK_QUEUE"], durable.name)
     with ScriptedModelServer({"gpt-looper": script}) as server, worker_processes() as procs:
         envs = {r: worker_env_for(base, tmp_path, r, server, store) for r in ("a", "b")}
         roles: dict[int, str] = {}
@@ -147,9 +146,8 @@ async def test_large_tool_result_survives_its_workers_death(
         Turn.text("the report says all systems are nominal", delay=DELAY),
     ]
     base = dict(worker_env, **s3_env)
-    durable = tether.durable(
-        reporter, runtime=runtime, task_queue=base["TETHER_TASK_QUEUE"], local_worker=False
-    )
+    durable = tether.durable(reporter, runtime=runtime, local_worker=False)
+    durable.task_queue = agent_queue(base["TETHER_TASK_QUEUE"], durable.name)
     with ScriptedModelServer({"gpt-reporter": script}) as server, worker_processes() as procs:
         env_a = worker_env_for(base, tmp_path, "a", server, store)
         env_b = worker_env_for(base, tmp_path, "b", server, store)
@@ -181,9 +179,8 @@ async def test_missing_large_payload_fails_the_run_with_the_fix(
         Turn.text("never reached", delay=DELAY),
     ]
     store_a, store_b = (tmp_path / "store-a").as_uri(), (tmp_path / "store-b").as_uri()
-    durable = tether.durable(
-        reporter, runtime=runtime, task_queue=worker_env["TETHER_TASK_QUEUE"], local_worker=False
-    )
+    durable = tether.durable(reporter, runtime=runtime, local_worker=False)
+    durable.task_queue = agent_queue(worker_env["TETHER_TASK_QUEUE"], durable.name)
     with ScriptedModelServer({"gpt-reporter": script}) as server, worker_processes() as procs:
         env_a = worker_env_for(worker_env, tmp_path, "a", server, store_a)
         env_b = worker_env_for(worker_env, tmp_path, "b", server, store_b)

@@ -316,11 +316,11 @@ def _next_number() -> int:
 
 
 def _wrap(agent: object) -> DurableAgent:
-    if isinstance(agent, DurableAgent):
-        return agent
     from tether.core.handle import durable
 
-    return durable(agent, local_worker=False)
+    wrapped = agent if isinstance(agent, DurableAgent) else durable(agent, local_worker=False)
+    _ = wrapped.source  # looked up here, outside workflows, for workers' error messages
+    return wrapped
 
 
 def _resolve(agent: object) -> DurableAgent:

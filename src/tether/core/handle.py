@@ -520,6 +520,7 @@ class DurableAgent:
         its usage exceeds it; ``waits`` sets the timeout and timeout policy of its approvals
         and questions; ``stream_text`` streams model text as ``model.delta`` events.
         """
+        _ = self.source  # find where the agent is defined, for workers' error messages
         request = self.request(
             input,
             context=context,
@@ -591,7 +592,9 @@ class DurableAgent:
             budget=budget,
             waits=waits,
             stream_text=stream_text,
-            source=self.source,
+            # Known once `start` or a plugin looked it up (never looked up here: this also
+            # runs inside workflows, where scanning modules is not allowed).
+            source=self._source,
         )
 
     async def run(
