@@ -25,7 +25,7 @@ async def tether_cli(
         env=env or dict(os.environ),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=400,  # a Python process starting on a loaded 2-core machine can take minutes
     )
 
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
+from test_cli import tether_cli
 from tether.core.runtime import Runtime, agent_queue
 from tether.testing import Fault, RecordedRequest, ScriptedModelServer, ToolCall, Turn
 from workers import WorkerProcess, executed, wait_until_polling, worker_processes
@@ -29,20 +27,6 @@ SCRIPT = [
     Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})),
     Turn.text("CA: heat advisory"),
 ]
-
-
-async def tether_cli(
-    *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`tether ARGS` in a subprocess (test_cli's helper, with room for a loaded machine)."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "tether.cli", *args],
-        env=env or dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
 
 
 def one_line_error(stderr: str) -> str:

@@ -220,7 +220,6 @@ class AgentWorker:
 
     def __init__(self, workers: Sequence[Worker]) -> None:
         self.workers = list(workers)
-        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def task_queues(self) -> list[str]:
