@@ -148,7 +148,8 @@ async def _say_started(handle: Any) -> None:
 async def _follow(handle: Any, *, quiet: bool = False) -> Any:
     """Await the result, printing each step as the run reports it."""
     task = asyncio.ensure_future(handle.result())
-    last = (-1, None)
+    last: tuple[int, str | None] = (-1, None)
+    problem: str | None = None
     start = time.monotonic()
     while not task.done():
         await asyncio.wait({task}, timeout=0.5)
@@ -158,6 +159,10 @@ async def _follow(handle: Any, *, quiet: bool = False) -> Any:
             desc = await handle.describe()
         except Exception:
             continue
+        if desc.problem != problem:
+            problem = desc.problem
+            if problem:
+                print(f"  waiting: {problem}", file=sys.stderr, flush=True)
         now = (desc.steps, desc.current_step)
         if now != last:
             last = now

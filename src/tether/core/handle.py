@@ -186,11 +186,17 @@ class RunHandle:
             raise
         status = ops.status_name(desc.status)
         state: dict[str, Any] = {}
+        problem = None
         if desc.status == WorkflowExecutionStatus.RUNNING:
-            try:
-                state = await self._query(STATUS_QUERY)
-            except RPCError:
-                state = {}
+            # A run that no worker serves cannot answer a query: say why instead of waiting
+            # for the query's own timeout.
+            problem = await self._problem(desc.raw_description)
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            if problem is None and not await self._nobody_polls(desc.raw_description):
+                try:
+                    state = await self._query(STATUS_QUERY)
+                except RPCError:
+                    state = {}
         elif desc.status == WorkflowExecutionStatus.COMPLETED:
             raw = await self._handle.result()
             state = {
@@ -211,9 +217,6 @@ class RunHandle:
                 state = {}
         if desc.status == WorkflowExecutionStatus.RUNNING and state.get("phase") == "waiting":
             status = "waiting"
-        problem = None
-        if desc.status == WorkflowExecutionStatus.RUNNING:
-            problem = await self._problem(desc.raw_description)
         if problem is not None and not state.get("agent"):
             request = await self.request()
             state["agent"] = request.agent if request else None
@@ -294,6 +297,15 @@ class RunHandle:
             f"no live worker has taken the run's task for {waited.total_seconds():.0f}s (queue "
             f"{queue!r} lists pollers, but they may be dead). Fix: start `tether worker {spec}`"
         )
+
+    async def _nobody_polls(self, raw: DescribeWorkflowExecutionResponse) -> bool:
+        """The run's task waits on a queue no worker polls (so a query would only time out)."""
+        if not raw.HasField("pending_workflow_task"):
+            return False
+        task = raw.pending_workflow_task
+        if task.state != PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_SCHEDULED:
+            return False
+        return not await self.runtime.pollers(raw.execution_config.task_queue.name)
 
     async def _last_task_failure(self) -> str:
         service = self.runtime.client.workflow_service
