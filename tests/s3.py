@@ -7,8 +7,6 @@ fresh bucket each.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tether.testing._workers import stop_process_group
 
 
 def free_port() -> int:
@@ -75,18 +75,8 @@ def _start(log: Path) -> tuple[subprocess.Popen[bytes], str]:
                     return proc, endpoint
             except OSError:
                 time.sleep(0.2)
-        _stop(proc)  # the port was taken meanwhile, or the server is slow: try another
+        stop_process_group(proc)  # the port was taken meanwhile, or the server is slow: try another
     raise RuntimeError(f"moto server did not start; log:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +86,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     try:
         yield S3Server(endpoint=endpoint, pid=proc.pid)
     finally:
-        _stop(proc)
+        stop_process_group(proc)
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from typing import Any
 
 from agents import Agent, function_tool
 
+from tether.testing._workers import stop_process_group
+
 PROMPT = "Are there any weather alerts in California, and what is the forecast for LA and SF?"
 
 _ALERTS = {
@@ -80,16 +82,6 @@ def _spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
     finally:
         out.close()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 async def run_demo(*, kill_after: int = 3, state_dir: Path | None = None) -> int:
@@ -182,7 +174,7 @@ async def run_demo(*, kill_after: int = 3, state_dir: Path | None = None) -> int
         return 0
     finally:
         for proc in workers:
-            _stop(proc)
+            stop_process_group(proc)
         await runtime.close()
         if server is not None:
             server.stop()

@@ -11,6 +11,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop the process group ``proc`` leads, by its id: SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+
+
 class WorkerProcess:
     """One ``tether worker SPEC...`` subprocess, in its own process group.
 
@@ -42,12 +54,7 @@ class WorkerProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process_group(self.proc)
 
 
 @contextlib.contextmanager
