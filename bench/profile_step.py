@@ -46,9 +46,9 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("run: transcript", ("tether/core/conversation", "tether/core/store")),
     ("run: events", ("tether/core/events", "workflow_streams")),
     ("payload conversion", ("temporalio/converter", "tether/core/converter", "google/protobuf")),
+    ("step: tether", ("_worker_side", "tether/core/steps")),
     ("run: framework loop", ("agents/", "pydantic_ai/", "pydantic_graph/")),
     ("run: tether", ("tether/core/run", "tether/adapters/", "tether/core/ledger")),
-    ("step: tether", ("tether/core/steps",)),
     ("engine SDK", ("temporalio/",)),
     ("asyncio", ("asyncio/",)),
 ]
