@@ -8,7 +8,7 @@ One long run per adapter (N model calls, each but the last asking for a tool who
 hosted by a `tether worker` subprocess; the model server and the engine are outside it. At
 each model call number in --at, py-spy samples the worker for --window model calls, and the
 worker's CPU time is read from /proc. Each sample is put in one bucket by its innermost
-frame that names one (see BUCKETS), so the table says, per model call, how much worker CPU
+frame that names one (see PARTS), so the table says, per model call, how much worker CPU
 went to the run side (framework loop, engine SDK, payloads, transcript, events) and how
 much to the step side (the provider client building the request, HTTP).
 
@@ -37,21 +37,22 @@ from _common import script
 HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
-# (bucket, substrings of a frame's file): the first bucket, from the innermost frame outwards,
-# whose pattern a frame's file contains takes the sample.
-BUCKETS: list[tuple[str, tuple[str, ...]]] = [
-    ("step: openai request transform", ("openai/_utils/_transform",)),
-    ("step: HTTP", ("httpx/", "httpcore/", "h11/", "anyio/", "ssl.py", "socket.py")),
-    ("step: provider client", ("openai/", "pydantic_ai/models/")),
-    ("run: transcript", ("tether/core/conversation", "tether/core/store")),
-    ("run: events", ("tether/core/events", "workflow_streams")),
+# (part, substrings of a frame's file): a sample's part is the first one, from the innermost
+# frame outwards, whose pattern a frame's file contains. Its side comes from the SDK frame
+# that runs it: the run task (the framework's loop, replayable) or a step (an activity).
+PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("openai request transform", ("openai/_utils/_transform",)),
+    ("HTTP", ("httpx/", "httpcore/", "h11/", "anyio/", "ssl.py", "socket.py")),
+    ("provider client", ("openai/", "pydantic_ai/models/")),
+    ("transcript", ("tether/core/conversation", "tether/core/store")),
+    ("events", ("tether/core/events", "workflow_streams")),
     ("payload conversion", ("temporalio/converter", "tether/core/converter", "google/protobuf")),
-    ("step: tether", ("_worker_side", "tether/core/steps")),
-    ("run: framework loop", ("agents/", "pydantic_ai/", "pydantic_graph/")),
-    ("run: tether", ("tether/core/run", "tether/adapters/", "tether/core/ledger")),
+    ("framework", ("agents/", "pydantic_ai/", "pydantic_graph/", "pydantic/")),
+    ("tether", ("tether/",)),
     ("engine SDK", ("temporalio/",)),
     ("asyncio", ("asyncio/",)),
 ]
+SIDES = (("run", "temporalio/worker/_workflow_instance"), ("step", "temporalio/worker/_activity"))
 OTHER = "other"
 AGENTS = {
     "openai_agents": ("_profile_agents:openai_agent", "profile-openai", "lookup"),
@@ -60,12 +61,12 @@ AGENTS = {
 
 
 def bucket_of(stack: str) -> str:
-    frames = stack.split(";")
-    for frame in reversed(frames):
-        for name, patterns in BUCKETS:
+    side = next((name for name, marker in SIDES if marker in stack), "worker")
+    for frame in reversed(stack.split(";")):
+        for name, patterns in PARTS:
             if any(p in frame for p in patterns):
-                return name
-    return OTHER
+                return f"{side}: {name}"
+    return f"{side}: {OTHER}"
 
 
 def read_raw(path: Path) -> collections.Counter[str]:
@@ -115,7 +116,7 @@ async def profile(adapter: str, args: argparse.Namespace, address: str) -> dict[
             PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src")]),
         )
         os.environ.update({k: env[k] for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")})
-        worker = subprocess.Popen(
+        worker = subprocess.Popen(  # noqa: ASYNC220 - a bench driver
             [sys.executable, "-m", "tether.cli", "worker", target, "--address", address],
             env=env,
             start_new_session=True,
@@ -132,7 +133,7 @@ async def profile(adapter: str, args: argparse.Namespace, address: str) -> dict[
             for at in sorted(args.at):
                 await wait_calls(server, at, worker)
                 raw = work / f"{adapter}-{at}.txt"
-                spy = subprocess.Popen(
+                spy = subprocess.Popen(  # noqa: ASYNC220
                     [
                         args.py_spy,
                         "record",
@@ -171,7 +172,10 @@ async def profile(adapter: str, args: argparse.Namespace, address: str) -> dict[
         finally:
             stop_process_group(worker)
             await runtime.close()
-            shutil.rmtree(work, ignore_errors=True)
+            if args.keep:
+                print(f"  raw py-spy stacks kept in {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     return {"adapter": adapter, "rows": rows}
 
 
@@ -195,8 +199,7 @@ async def start(adapter: str, runtime: Any, queue: str) -> Any:
 
 def print_report(result: dict[str, Any]) -> None:
     rows = result["rows"]
-    names = [b for b, _ in BUCKETS if any(b in r["buckets"] for r in rows)]
-    names += [OTHER] if any(OTHER in r["buckets"] for r in rows) else []
+    names = sorted({b for r in rows for b in r["buckets"]})
     print(f"\n{result['adapter']}: worker CPU per model call (ms), by part\n")
     head = "| part | " + " | ".join(f"call {r['at']}" for r in rows) + " |"
     print(head)
@@ -219,7 +222,7 @@ async def main_async(args: argparse.Namespace) -> None:
     for result in results:
         print_report(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240
 
 
 def main() -> None:
@@ -231,6 +234,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--keep", action="store_true", help="keep py-spy's raw stacks")
     asyncio.run(main_async(parser.parse_args()))
 
 
