@@ -1,0 +1,235 @@
+"""Encryption at rest, one switch: with a keyring, the raw history and every file of the
+blob store hold no plaintext prompt, tool result or secret, and the run still completes and
+reads back decoded; keys rotate (an old key still decrypts)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+import tether
+from tether.core import codec
+from tether.core.codec import BLOB_MAGIC, ENCODING, KEY_ID_METADATA, Keyring
+from tether.core.devserver import EmbeddedEngine
+from tether.core.runtime import Runtime
+from tether.core.store import BlobStore
+from tether.errors import ConfigurationError, DecryptionError
+from tether.testing import ScriptedModelServer, ToolCall, Turn
+
+
+@dataclass
+class Account:
+    owner: str
+    api_token: str  # a plain field: the payload codec alone must keep it out of history
+
+
+@pytest.fixture(autouse=True)
+def _restore_keyring() -> Iterator[None]:
+    before = codec.active_keyring()
+    yield
+    codec.configure(before)
+
+
+@pytest.fixture
+async def encrypted(
+    engine: EmbeddedEngine, tmp_path: Path
+) -> AsyncIterator[tuple[Runtime, Path, Keyring]]:
+    keyring = Keyring.generate("k1")
+    root = tmp_path / "store"
+    rt = await Runtime.start(address=engine.address, store=BlobStore(root), encryption=keyring)
+    try:
+        yield rt, root, keyring
+    finally:
+        await rt.close()
+
+
+def store_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def planted(tag: str) -> dict[str, str]:
+    return {
+        "prompt": f"PROMPT-{tag}-what is on my account",
+        "secret": f"SECRET-{tag}-sk-live-123",
+        "tool": f"TOOLRESULT-{tag}-",
+    }
+
+
+def balance_agent(server: ScriptedModelServer, marks: dict[str, str], name: str) -> Agent:
+    model = OpenAIChatModel(
+        "gpt-enc", provider=OpenAIProvider(base_url=server.base_url, api_key="t")
+    )
+    agent = Agent(model, name=name, deps_type=Account)
+
+    @agent.tool
+    def statement(ctx: RunContext[Account]) -> str:
+        """The account's statement (large: stored outside the history)."""
+        assert ctx.deps.api_token == marks["secret"]
+        return marks["tool"] + "x" * 300_000
+
+    return agent
+
+
+def script() -> list[Turn]:
+    return [Turn.tool_calls(ToolCall("statement", {})), Turn.text("Your balance is fine.")]
+
+
+async def test_history_and_store_hold_no_plaintext(
+    encrypted: tuple[Runtime, Path, Keyring], task_queue: str
+) -> None:
+    runtime, root, _ = encrypted
+    marks = planted(uuid.uuid4().hex[:8])
+    with ScriptedModelServer(script()) as server:
+        agent = balance_agent(server, marks, "enc-balance")
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        async with runtime.worker(task_queue=task_queue):
+            handle = await durable.start(marks["prompt"], deps=Account("ada", marks["secret"]))
+            result = await handle.result()
+            # the model saw the (decrypted) tool result: the run worked end to end
+            assert marks["tool"] in server.requests[-1].body_text
+            # events and the run's state read back decoded (queries need a worker)
+            events = [e async for e in handle.events()]
+            responses = [json.dumps(e.data) for e in events if e.type == "model.response"]
+            assert any("Your balance is fine." in r for r in responses)
+            assert (await handle.describe()).status == "completed"
+        assert result.output == "Your balance is fine."
+        request = await handle.request()  # the start event's input, decoded
+        assert request is not None and request.input == marks["prompt"]
+
+        # Raw history: every payload encrypted, no marker in any byte of it.
+        history = await runtime.client.get_workflow_handle(handle.id).fetch_history()
+        raw = history.to_json().encode() + b"".join(e.SerializeToString() for e in history.events)
+        for what, mark in marks.items():
+            assert mark.encode() not in raw, f"{what} found in the raw history"
+        started = history.events[0].workflow_execution_started_event_attributes
+        assert started.input.payloads[0].metadata["encoding"] == ENCODING
+
+        # Raw store: every file is encrypted, and none holds a marker.
+        files = store_files(root)
+        blobs = [p for p in files if p.name != "tether-store.json"]
+        assert blobs, "the run stored nothing"
+        assert any(p.stat().st_size > 300_000 for p in blobs), "no large payload was stored"
+        for path in blobs:
+            data = path.read_bytes()
+            assert data.startswith(BLOB_MAGIC), f"{path} is not encrypted"
+            for what, mark in marks.items():
+                assert mark.encode() not in data, f"{what} found in {path}"
+
+
+async def test_rotation_old_key_still_decrypts(
+    engine: EmbeddedEngine, tmp_path: Path, task_queue: str
+) -> None:
+    old, new = Keyring.generate("k1"), Keyring.generate("k2")
+    root = tmp_path / "store"
+    with ScriptedModelServer([Turn.text("done")]) as server:
+        model = OpenAIChatModel(
+            "gpt-rot", provider=OpenAIProvider(base_url=server.base_url, api_key="t")
+        )
+        agent = Agent(model, name="enc-rotate")
+        first = await Runtime.start(address=engine.address, store=BlobStore(root), encryption=old)
+        try:
+            durable = tether.durable(
+                agent, runtime=first, task_queue=task_queue, local_worker=False
+            )
+            async with first.worker(task_queue=task_queue):
+                handle = await durable.start("before the rotation")
+                assert (await handle.result()).output == "done"
+            blob = await first.store.put(b"written under k1")
+        finally:
+            await first.close()
+
+        rotated = await Runtime.start(
+            address=engine.address, store=BlobStore(root), encryption=old.rotated(new)
+        )
+        try:
+            assert rotated.keyring is not None and rotated.keyring.current == "k2"
+            # what k1 wrote still reads: history and store
+            request = await durable.handle(handle.id, rotated).request()
+            assert request is not None and request.input == "before the rotation"
+            assert await rotated.store.get(blob) == b"written under k1"
+            # what is written now names k2
+            fresh = await rotated.store.put(b"written under k2")
+            raw = (root / fresh[:2] / fresh).read_bytes()
+            assert raw.startswith(BLOB_MAGIC + bytes([2]) + b"k2")
+            durable2 = tether.durable(
+                agent, runtime=rotated, task_queue=task_queue, local_worker=False
+            )
+            async with rotated.worker(task_queue=task_queue):
+                handle2 = await durable2.start("after the rotation")
+                assert (await handle2.result()).output == "done"
+            history = await rotated.client.get_workflow_handle(handle2.id).fetch_history()
+            started = history.events[0].workflow_execution_started_event_attributes
+            assert started.input.payloads[0].metadata[KEY_ID_METADATA] == b"k2"
+        finally:
+            await rotated.close()
+
+        # without the old key, what it wrote does not decrypt, and the error says which key
+        only_new = await Runtime.start(
+            address=engine.address, store=BlobStore(root), encryption=new
+        )
+        try:
+            with pytest.raises(DecryptionError, match="'k1'"):
+                await durable.handle(handle.id, only_new).request()
+            with pytest.raises(DecryptionError, match="'k1'"):
+                await only_new.store.get(blob)
+        finally:
+            await only_new.close()
+
+
+def test_keys_parse_from_env_and_file(tmp_path: Path) -> None:
+    one, two = Keyring.generate("current"), Keyring.generate("old")
+    ring = Keyring.from_env({codec.KEY_ENV: f"{one.export()}, {two.export()}"})
+    assert ring is not None and ring.current == "current" and ring.ids == ["current", "old"]
+    assert Keyring.from_env({}) is None
+    path = tmp_path / "keys"
+    path.write_text(f"# rotated 2026-12\n{two.export()}\n{one.export()}\n")
+    path.chmod(0o600)
+    from_file = Keyring.from_env({codec.KEY_FILE_ENV: str(path)})
+    assert from_file is not None and from_file.current == "old"
+    assert from_file.keys == {**two.keys, **one.keys}
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [
+        ("nocolon", "ID:BASE64KEY"),
+        ("k1:!!!notbase64", "not valid base64"),
+        ("k1:" + "QUJD", "3 bytes, AES-256 needs 32"),
+        ("bad id:QUJD", "key id"),
+        ("", "holds no key"),
+    ],
+)
+def test_a_bad_key_is_a_clear_error_without_the_key(text: str, cause: str) -> None:
+    with pytest.raises(ConfigurationError, match="Fix:") as info:
+        Keyring.from_env({codec.KEY_ENV: text} if text else {codec.KEY_ENV: " , "})
+    assert cause in str(info.value)
+    assert "QUJD" not in str(info.value) and "!!!notbase64" not in str(info.value)
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(Keyring.generate("k1").export())
+    path.chmod(0o644)
+    with pytest.raises(ConfigurationError, match="chmod 600"):
+        Keyring.from_env({codec.KEY_FILE_ENV: str(path)})
+    with pytest.raises(ConfigurationError, match="only one"):
+        Keyring.from_env({codec.KEY_FILE_ENV: str(path), codec.KEY_ENV: "x:y"})
+
+
+async def test_unencrypted_history_and_blobs_still_read_after_switching_on(tmp_path: Path) -> None:
+    store = await BlobStore(tmp_path / "store").open()
+    ref = await store.put(b"plain, from before")
+    store.encrypt_with(Keyring.generate("k1"))
+    assert await store.get(ref) == b"plain, from before"
+    sealed = await store.put(b"sealed now")
+    store.encrypt_with(None)
+    with pytest.raises(DecryptionError, match="TETHER_ENCRYPTION_KEY"):
+        await store.get(sealed)
