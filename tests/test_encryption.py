@@ -4,25 +4,36 @@ reads back decoded; keys rotate (an old key still decrypts)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from temporalio.api.common.v1 import Payload, Payloads
 
 import tether
 from tether.core import codec
-from tether.core.codec import BLOB_MAGIC, ENCODING, KEY_ID_METADATA, Keyring
-from tether.core.devserver import EmbeddedEngine
+from tether.core.codec import BLOB_MAGIC, ENCODING, KEY_ID_METADATA, EncryptionCodec, Keyring
+from tether.core.devserver import EmbeddedEngine, find_temporal_binary, free_port, port_open
 from tether.core.runtime import Runtime
 from tether.core.store import BlobStore
 from tether.errors import ConfigurationError, DecryptionError
 from tether.testing import ScriptedModelServer, ToolCall, Turn
+from tether.testing._workers import stop_process_group
 
 
 @dataclass
@@ -233,3 +244,127 @@ async def test_unencrypted_history_and_blobs_still_read_after_switching_on(tmp_p
     store.encrypt_with(None)
     with pytest.raises(DecryptionError, match="TETHER_ENCRYPTION_KEY"):
         await store.get(sealed)
+
+
+# -- the codec server: a real `tether codec-server` process, real HTTP --------------------
+
+
+@pytest.fixture
+def codec_server(tmp_path: Path) -> Iterator[tuple[str, Keyring, str]]:
+    keyring = Keyring.generate("k1").rotated(Keyring.generate("k2"))
+    token = uuid.uuid4().hex
+    port = free_port()
+    env = {**os.environ, codec.KEY_ENV: keyring.export(), "TETHER_CODEC_TOKEN": token}
+    env.pop(codec.KEY_FILE_ENV, None)
+    log = tmp_path / "codec.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether.cli", "codec-server", "--port", str(port),
+             "--origin", "http://localhost:8233"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the codec server did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", keyring, token
+    finally:
+        stop_process_group(proc)
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def payloads_json(*payloads: Payload) -> bytes:
+    return json_format.MessageToJson(Payloads(payloads=list(payloads))).encode()
+
+
+def test_codec_server_round_trips_over_http(codec_server: tuple[str, Keyring, str]) -> None:
+    url, keyring, token = codec_server
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"prompt":"hello"}')
+    assert keyring.current == "k2"  # k1 is the old key
+    old = EncryptionCodec(Keyring(keys=keyring.keys, current="k1")).encode_one(plain)
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    # encode: what comes back is encrypted under the current key, and decodes locally
+    status, _, body = post(f"{url}/encode", payloads_json(plain), auth)
+    assert status == 200
+    encoded = json_format.Parse(body, Payloads()).payloads[0]
+    assert encoded.metadata["encoding"] == ENCODING and encoded.metadata[KEY_ID_METADATA] == b"k2"
+    assert b"hello" not in encoded.data
+    assert EncryptionCodec(keyring).decode_one(encoded) == plain
+    # decode: a payload of the current key and one of the old key, as the UI sends them
+    headers = {**auth, "Origin": "http://localhost:8233", "X-Namespace": "default"}
+    status, got, body = post(f"{url}/decode", payloads_json(encoded, old), headers)
+    assert status == 200
+    assert got["Access-Control-Allow-Origin"] == "http://localhost:8233"
+    assert list(json_format.Parse(body, Payloads()).payloads) == [plain, plain]
+
+
+def test_codec_server_refuses_what_it_should(codec_server: tuple[str, Keyring, str]) -> None:
+    url, keyring, token = codec_server
+    encoded = EncryptionCodec(keyring).encode_one(Payload(data=b"x"))
+    body = payloads_json(encoded)
+    status, _, _ = post(f"{url}/decode", body, {"Content-Type": "application/json"})
+    assert status == 401  # no token
+    auth = {"Authorization": f"Bearer {token}"}
+    status, _, _ = post(f"{url}/decode", body, {**auth, "Origin": "https://evil.example"})
+    assert status == 403
+    status, _, answer = post(f"{url}/decode", b"{not json", auth)
+    assert status == 400 and b"Payloads JSON" in answer
+    foreign = EncryptionCodec(Keyring.generate("k9")).encode_one(Payload(data=b"x"))
+    status, _, answer = post(f"{url}/decode", payloads_json(foreign), auth)
+    assert status == 400 and b"'k9'" in answer
+    # a CORS preflight from the UI's origin is answered; from another it is not
+    preflight = urllib.request.Request(
+        f"{url}/decode",
+        method="OPTIONS",
+        headers={"Origin": "http://localhost:8233", "Access-Control-Request-Method": "POST"},
+    )
+    with urllib.request.urlopen(preflight, timeout=30) as response:
+        assert response.status == 204
+        assert "X-Namespace" in response.headers["Access-Control-Allow-Headers"]
+
+
+async def test_temporal_cli_shows_decoded_history_through_the_codec_server(
+    engine: EmbeddedEngine,
+    tmp_path: Path,
+    task_queue: str,
+    codec_server: tuple[str, Keyring, str],
+) -> None:
+    url, keyring, token = codec_server
+    prompt = f"PROMPT-{uuid.uuid4().hex[:8]}"
+    rt = await Runtime.start(
+        address=engine.address, store=BlobStore(tmp_path / "store"), encryption=keyring
+    )
+    try:
+        with ScriptedModelServer([Turn.text("shown")]) as server:
+            model = OpenAIChatModel(
+                "gpt-cli", provider=OpenAIProvider(base_url=server.base_url, api_key="t")
+            )
+            durable = tether.durable(
+                Agent(model, name="enc-cli"), runtime=rt, task_queue=task_queue, local_worker=False
+            )
+            async with rt.worker(task_queue=task_queue):
+                handle = await durable.start(prompt)
+                await handle.result()
+    finally:
+        await rt.close()
+    show = [find_temporal_binary(), "workflow", "show", "-w", handle.id, "--address",
+            engine.address, "-o", "json"]  # fmt: skip
+    raw = (await asyncio.to_thread(subprocess.run, show, capture_output=True, check=True)).stdout
+    assert prompt.encode() not in raw and base64.b64encode(prompt.encode()) not in raw
+    with_codec = [*show, "--codec-endpoint", url, "--codec-auth", f"Bearer {token}"]
+    decoded = (
+        await asyncio.to_thread(subprocess.run, with_codec, capture_output=True, check=True)
+    ).stdout
+    started = json.loads(decoded)["events"][0]["workflowExecutionStartedEventAttributes"]
+    data = base64.b64decode(started["input"]["payloads"][0]["data"])
+    assert json.loads(data)["input"] == prompt

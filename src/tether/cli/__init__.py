@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from tether.cli import adapters, engine, hosting, runs
+from tether.cli import adapters, codec, engine, hosting, runs
 from tether.cli._common import load_object
 from tether.errors import TetherError
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tether", description="Durable execution for AI agents, on Temporal."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (engine, hosting, runs, adapters):
+    for group in (engine, hosting, runs, adapters, codec):
         group.register(sub)
     return parser
 
