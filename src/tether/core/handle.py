@@ -47,6 +47,7 @@ from tether.core.run import (
     RunResult,
 )
 from tether.core.runtime import Runtime, default_runtime
+from tether.core.sealed import seal_keys
 from tether.core.values import object_source, pack
 from tether.errors import (
     AlreadyAnsweredError,
@@ -595,7 +596,8 @@ class DurableAgent:
             agent=self.name,
             adapter=self.adapter.name,
             input=self.adapter.encode_input(input),
-            options=self.adapter.encode_options(self.agent, options),
+            # extra_headers & co. are sealed, never written in clear (core/sealed.py)
+            options=seal_keys(self.adapter.encode_options(self.agent, options)),
             context=(
                 pack(context, what="run context", declared=self.adapter.context_type(self.agent))
                 if context is not None

@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from tether.core import codec, registry
+from tether.core import codec, registry, sealed
 from tether.core.codec import Keyring
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
@@ -86,6 +86,7 @@ class Runtime:
         home = Path(state_dir) if state_dir is not None else default_home()
         keyring = encryption if encryption is not None else Keyring.from_env()
         codec.configure(keyring)
+        sealed.use_home(home)
         store = await open_store(store, default=home / "store")
         if keyring is not None:
             store.encrypt_with(keyring)
