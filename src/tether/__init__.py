@@ -5,6 +5,7 @@ durable = tether.durable(agent)      # any installed adapter's agent
 result = await durable.run("...")   # a durable run on Temporal
 """
 
+from tether.core.codec import Keyring
 from tether.core.contract import (
     Adapter,
     Budget,
@@ -26,7 +27,6 @@ from tether.core.handle import (
 )
 from tether.core.ledger import StepUsage, UsageReport
 from tether.core.ops import StepAttempt
-from tether.core.codec import Keyring
 from tether.core.runtime import Runtime, default_runtime, set_default_runtime
 from tether.core.sealed import Secret
 from tether.errors import (
