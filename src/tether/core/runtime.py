@@ -28,7 +28,7 @@ from tether.core import codec, registry, sealed
 from tether.core.codec import Keyring
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
-from tether.core.devserver import EmbeddedEngine, local_engine, running_engine
+from tether.core.devserver import EmbeddedEngine, local_engine, private_dir, running_engine
 from tether.core.run import AgentRun
 from tether.core.steps import build_activity
 from tether.core.store import BlobStore, default_home, open_store
@@ -87,6 +87,8 @@ class Runtime:
         keyring = encryption if encryption is not None else Keyring.from_env()
         codec.configure(keyring)
         sealed.use_home(home)
+        if store is None and not os.environ.get("TETHER_STORE"):
+            private_dir(home)  # the default store lives there: this user only (0700)
         store = await open_store(store, default=home / "store")
         if keyring is not None:
             store.encrypt_with(keyring)
