@@ -24,10 +24,19 @@ from pydantic_ai import Agent, RunContext
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.failure.v1 import Failure
 
 import tether
 from tether.core import codec
-from tether.core.codec import BLOB_MAGIC, ENCODING, KEY_ID_METADATA, EncryptionCodec, Keyring
+from tether.core.codec import (
+    BLOB_MAGIC,
+    ENCODING,
+    KEY_ID_METADATA,
+    EncryptionCodec,
+    Keyring,
+    failure_message,
+)
+from tether.core.converter import data_converter
 from tether.core.devserver import EmbeddedEngine, find_temporal_binary, free_port, port_open
 from tether.core.runtime import Runtime
 from tether.core.store import BlobStore
@@ -368,3 +377,13 @@ async def test_temporal_cli_shows_decoded_history_through_the_codec_server(
     started = json.loads(decoded)["events"][0]["workflowExecutionStartedEventAttributes"]
     data = base64.b64decode(started["input"]["payloads"][0]["data"])
     assert json.loads(data)["input"] == prompt
+
+
+async def test_failure_messages_are_encrypted_and_shown_decoded() -> None:
+    secret = f"SECRET-{uuid.uuid4().hex[:8]}"
+    converter = data_converter(None, Keyring.generate("k1"))
+    failure = Failure()
+    await converter.encode_failure(RuntimeError(f"the tool said {secret}"), failure)
+    assert secret.encode() not in failure.SerializeToString()
+    assert failure.message == "Encoded failure"
+    assert await failure_message(converter, failure) == f"the tool said {secret}"

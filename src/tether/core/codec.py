@@ -35,7 +35,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import PayloadCodec
+from temporalio.api.failure.v1 import Failure
+from temporalio.converter import DataConverter, PayloadCodec
 
 from tether.errors import ConfigurationError, DecryptionError
 
@@ -294,6 +295,21 @@ def with_encryption(existing: PayloadCodec | None, keyring: Keyring) -> PayloadC
     ):
         return existing
     return _Chain(existing, EncryptionCodec(keyring))
+
+
+async def failure_message(converter: DataConverter, failure: Failure) -> str:
+    """A raw failure's message, decrypted when encryption moved it into the failure's
+    encoded attributes (the raw message is then ``"Encoded failure"``)."""
+    if not failure.HasField("encoded_attributes") or converter.payload_codec is None:
+        return failure.message
+    try:
+        [payload] = await converter.payload_codec.decode([failure.encoded_attributes])
+        attrs = converter.payload_converter.from_payloads([payload])[0]
+    except Exception:
+        return failure.message
+    return (
+        str(attrs.get("message", failure.message)) if isinstance(attrs, dict) else failure.message
+    )
 
 
 _active: Keyring | None = None
