@@ -387,3 +387,36 @@ async def test_failure_messages_are_encrypted_and_shown_decoded() -> None:
     assert secret.encode() not in failure.SerializeToString()
     assert failure.message == "Encoded failure"
     assert await failure_message(converter, failure) == f"the tool said {secret}"
+
+
+def test_tether_dev_points_its_web_ui_at_a_codec_server(tmp_path: Path) -> None:
+    keyring = Keyring.generate("k1")
+    env = {**os.environ, codec.KEY_ENV: keyring.export(), "TETHER_HOME": str(tmp_path)}
+    env.pop(codec.KEY_FILE_ENV, None)
+    port, ui_port = free_port(), free_port()
+    out = tmp_path / "dev.out"
+    with out.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether.cli", "dev", "--memory", "--port", str(port),
+             "--ui-port", str(ui_port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "Stop with Ctrl-C" not in out.read_text():
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        [line] = [ln for ln in out.read_text().splitlines() if ln.startswith("Codec server:")]
+        endpoint = line.split()[2]
+        ui = f"http://127.0.0.1:{ui_port}"
+        with urllib.request.urlopen(f"{ui}/api/v1/settings", timeout=30) as response:
+            assert json.loads(response.read())["Codec"]["Endpoint"] == endpoint
+        # the browser's request from the UI's origin decodes
+        encoded = EncryptionCodec(keyring).encode_one(Payload(data=b"for the operator"))
+        headers = {"Content-Type": "application/json", "Origin": ui}
+        status, got, body = post(f"{endpoint}/decode", payloads_json(encoded), headers)
+        assert status == 200 and got["Access-Control-Allow-Origin"] == ui
+        assert json_format.Parse(body, Payloads()).payloads[0].data == b"for the operator"
+    finally:
+        stop_process_group(proc)

@@ -518,8 +518,11 @@ class EmbeddedEngine:
         dynamic_config: dict[str, object] | None = None,
         register: bool = False,
         fallback_ports: bool = False,
+        ui_codec_endpoint: str | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.ui_codec_endpoint = ui_codec_endpoint
+        """A codec server the Web UI decodes payloads through (``tether codec-server``)."""
         self.ui_port = ui_port or (free_port() if ui else None)
         self.state_dir = Path(state_dir) if state_dir is not None else default_home()
         self.persist = persist
@@ -578,6 +581,8 @@ class EmbeddedEngine:
         ]
         if self.ui and self.ui_port:
             cmd += ["--ui-port", str(self.ui_port), "--ui-ip", "127.0.0.1"]
+            if self.ui_codec_endpoint:
+                cmd += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         else:
             cmd += ["--headless"]
         if self.db_path is not None:
