@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +25,13 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.failure.v1 import Failure
+from temporalio.client import Client
+from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.worker import Worker
 
 import tether
+from apps.user_workflows import SupportTicket, Ticket, TicketReply, lookup_customer
+from tether.contrib.temporal import TetherPlugin
 from tether.core import codec
 from tether.core.codec import (
     BLOB_MAGIC,
@@ -420,3 +425,59 @@ def test_tether_dev_points_its_web_ui_at_a_codec_server(tmp_path: Path) -> None:
         assert json_format.Parse(body, Payloads()).payloads[0].data == b"for the operator"
     finally:
         stop_process_group(proc)
+
+
+# -- a user's own Temporal worker (tether.contrib.temporal.TetherPlugin) --------------------
+
+
+class CountingCodec(PayloadCodec):
+    """A user's own codec (compression, say): kept, and run before Tether's encryption."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        self.encoded += len(payloads)
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+
+async def test_a_user_worker_with_the_plugin_encrypts_parent_and_agent_runs(
+    engine: EmbeddedEngine, tmp_path: Path, task_queue: str
+) -> None:
+    keyring = Keyring.generate("k1")
+    prompt = f"PROMPT-{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "store"
+    own = CountingCodec()
+    with ScriptedModelServer([Turn.text("CA: heat advisory.")]) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="t")
+        agent = Agent(OpenAIChatModel("gpt-user", provider=provider), name="enc-support")
+        plugin = TetherPlugin(agents=[agent], store=BlobStore(root), encryption=keyring)
+        client = await Client.connect(
+            engine.address, data_converter=DataConverter(payload_codec=own), plugins=[plugin]
+        )
+        async with Worker(
+            client, task_queue=task_queue, workflows=[SupportTicket], activities=[lookup_customer]
+        ):
+            parent = f"ticket-{uuid.uuid4().hex[:8]}"
+            reply = await client.execute_workflow(
+                SupportTicket.run,
+                Ticket(text=prompt, agent="enc-support"),
+                id=parent,
+                task_queue=task_queue,
+                result_type=TicketReply,
+            )
+        assert prompt in server.requests[0].body_text  # the agent got it, decrypted
+    assert reply.answer == "CA: heat advisory."
+    assert own.encoded > 0  # the user's codec still runs
+    for run_id in (parent, reply.run_id):
+        history = await client.get_workflow_handle(run_id).fetch_history()
+        raw = b"".join(e.SerializeToString() for e in history.events)
+        assert prompt.encode() not in raw, f"the prompt is in the history of {run_id}"
+        started = history.events[0].workflow_execution_started_event_attributes
+        assert started.input.payloads[0].metadata["encoding"] == ENCODING
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert prompt.encode() not in path.read_bytes()
