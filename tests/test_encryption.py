@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -249,15 +250,60 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
         Keyring.from_env({codec.KEY_FILE_ENV: str(path), codec.KEY_ENV: "x:y"})
 
 
-async def test_unencrypted_history_and_blobs_still_read_after_switching_on(tmp_path: Path) -> None:
+async def test_plaintext_blobs_are_refused_unless_accepted_while_migrating(tmp_path: Path) -> None:
     store = await BlobStore(tmp_path / "store").open()
     ref = await store.put(b"plain, from before")
-    store.encrypt_with(Keyring.generate("k1"))
+    key = Keyring.generate("k1")
+    store.encrypt_with(key)
+    with pytest.raises(DecryptionError, match=codec.PLAINTEXT_ENV):
+        await store.get(ref)  # fail closed: someone without the key may have written it
+    store.encrypt_with(dataclasses.replace(key, accept_plaintext=True))
     assert await store.get(ref) == b"plain, from before"
     sealed = await store.put(b"sealed now")
     store.encrypt_with(None)
     with pytest.raises(DecryptionError, match="TETHER_ENCRYPTION_KEY"):
         await store.get(sealed)
+    ring = Keyring.from_env({codec.KEY_ENV: key.export(), codec.PLAINTEXT_ENV: "1"})
+    assert ring is not None and ring.accept_plaintext
+
+
+async def test_a_run_started_without_the_key_never_executes(
+    encrypted: tuple[Runtime, Path, Keyring], engine: EmbeddedEngine, task_queue: str
+) -> None:
+    """Anyone who reaches the engine can start a run; with encryption on, a worker refuses
+    one whose input is not encrypted, so it never spends the worker's provider key."""
+    runtime, root, _ = encrypted
+    with ScriptedModelServer([Turn.text("should not happen")]) as server:
+        model = OpenAIChatModel(
+            "gpt-intruder", provider=OpenAIProvider(base_url=server.base_url, api_key="t")
+        )
+        agent = Agent(model, name="enc-intruder")
+        outsider = await Runtime.start(
+            address=engine.address, store=BlobStore(root), encryption=None
+        )
+        codec.configure(runtime.keyring)
+        try:
+            started = await tether.durable(
+                agent, runtime=outsider, task_queue=task_queue, local_worker=False
+            ).start("spend their tokens")
+        finally:
+            await outsider.close()
+        history = runtime.client.get_workflow_handle(started.id)
+        async with runtime.worker(task_queue=task_queue):
+            deadline = time.monotonic() + 60
+            why = ""
+            while "not encrypted" not in why:
+                assert time.monotonic() < deadline, why
+                await asyncio.sleep(0.5)
+                async for event in history.fetch_history_events():
+                    if event.HasField("workflow_task_failed_event_attributes"):
+                        failure = event.workflow_task_failed_event_attributes.failure
+                        why = await failure_message(runtime.client.data_converter, failure)
+        # `tether runs show` says the same in one line
+        with pytest.raises(DecryptionError, match="not encrypted"):
+            await (await tether.get_run(started.id, runtime)).describe()
+        assert server.requests == []
+        assert codec.PLAINTEXT_ENV in why
 
 
 # -- the codec server: a real `tether codec-server` process, real HTTP --------------------

@@ -42,6 +42,8 @@ from tether.errors import ConfigurationError, DecryptionError
 
 KEY_ENV = "TETHER_ENCRYPTION_KEY"
 KEY_FILE_ENV = "TETHER_ENCRYPTION_KEY_FILE"
+PLAINTEXT_ENV = "TETHER_ENCRYPTION_ACCEPT_PLAINTEXT"
+"""Set to 1 while runs written before encryption was switched on finish (see Keyring)."""
 
 ENCODING = b"binary/encrypted"
 """The ``encoding`` of an encrypted payload (the name Temporal's samples use)."""
@@ -67,10 +69,16 @@ def _config_error(source: str, cause: str) -> ConfigurationError:
 
 @dataclass(frozen=True)
 class Keyring:
-    """AES-256-GCM keys by id: ``current`` encrypts, any of ``keys`` decrypts."""
+    """AES-256-GCM keys by id: ``current`` encrypts, any of ``keys`` decrypts.
+
+    Data that is not encrypted is refused (fail closed: whoever lacks the key cannot start
+    runs or plant blobs), unless ``accept_plaintext`` (``TETHER_ENCRYPTION_ACCEPT_PLAINTEXT``)
+    lets history and blobs written before encryption was switched on be read meanwhile.
+    """
 
     keys: Mapping[str, bytes]
     current: str
+    accept_plaintext: bool = False
 
     def __post_init__(self) -> None:
         if self.current not in self.keys:
@@ -82,7 +90,10 @@ class Keyring:
                 raise ValueError(f"key {key_id!r} must be 32 bytes (AES-256), not {len(key)}")
 
     def __repr__(self) -> str:  # never print key material
-        return f"Keyring(current={self.current!r}, ids={list(self.keys)!r})"
+        return (
+            f"Keyring(current={self.current!r}, ids={list(self.keys)!r}, "
+            f"accept_plaintext={self.accept_plaintext})"
+        )
 
     @property
     def ids(self) -> list[str]:
@@ -91,7 +102,9 @@ class Keyring:
     # -- construction ----------------------------------------------------------------------
 
     @classmethod
-    def parse(cls, text: str, *, source: str = "the key") -> Keyring:
+    def parse(
+        cls, text: str, *, source: str = "the key", accept_plaintext: bool = False
+    ) -> Keyring:
         """Keys written as ``ID:BASE64KEY``, separated by commas or lines, current first.
 
         Lines starting with ``#`` are comments. Errors name ``source``, never the key.
@@ -120,10 +133,10 @@ class Keyring:
             keys[key_id] = key
         if not keys:
             raise _config_error(source, "it holds no key")
-        return cls(keys=keys, current=next(iter(keys)))
+        return cls(keys=keys, current=next(iter(keys)), accept_plaintext=accept_plaintext)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Keyring:
+    def from_file(cls, path: str | Path, *, accept_plaintext: bool = False) -> Keyring:
         """The keyring in ``path`` (refused when other users may read it)."""
         path = Path(path).expanduser()
         try:
@@ -139,7 +152,7 @@ class Keyring:
                 f"the encryption key file {path} can be read by other users (mode "
                 f"{stat.S_IMODE(mode):o}). Fix: chmod 600 {path}"
             )
-        return cls.parse(text, source=str(path))
+        return cls.parse(text, source=str(path), accept_plaintext=accept_plaintext)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Keyring | None:
@@ -152,10 +165,11 @@ class Keyring:
             raise ConfigurationError(
                 f"both {KEY_ENV} and {KEY_FILE_ENV} are set. Fix: set only one of them"
             )
+        plaintext = env.get(PLAINTEXT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
         if inline:
-            return cls.parse(inline, source=KEY_ENV)
+            return cls.parse(inline, source=KEY_ENV, accept_plaintext=plaintext)
         if path:
-            return cls.from_file(path)
+            return cls.from_file(path, accept_plaintext=plaintext)
         return None
 
     @classmethod
@@ -173,12 +187,13 @@ class Keyring:
     def rotated(self, new: Keyring) -> Keyring:
         """``new``'s current key encrypting, every key of both still decrypting."""
         keys = {**new.keys, **{k: v for k, v in self.keys.items() if k not in new.keys}}
-        return Keyring(keys=keys, current=new.current)
+        plaintext = self.accept_plaintext or new.accept_plaintext
+        return Keyring(keys=keys, current=new.current, accept_plaintext=plaintext)
 
     def merged(self, other: Keyring) -> Keyring:
         """This keyring's current key encrypting; ``other``'s keys decrypt too."""
         keys = {**self.keys, **{k: v for k, v in other.keys.items() if k not in self.keys}}
-        return Keyring(keys=keys, current=self.current)
+        return Keyring(keys=keys, current=self.current, accept_plaintext=self.accept_plaintext)
 
     # -- bytes -----------------------------------------------------------------------------
 
@@ -220,10 +235,12 @@ class Keyring:
         return BLOB_MAGIC + bytes([len(kid)]) + kid + blob
 
     def open_blob(self, data: bytes, name: str) -> bytes:
-        """The plaintext of a :meth:`seal_blob` blob (a plaintext blob, written before
-        encryption was switched on, is returned as it is)."""
+        """The plaintext of a :meth:`seal_blob` blob (a plaintext blob is returned as it is
+        with ``accept_plaintext``, else refused)."""
         if not data.startswith(BLOB_MAGIC):
-            return data
+            if self.accept_plaintext:
+                return data
+            raise DecryptionError(_plaintext_refused(f"blob {name}"))
         at = len(BLOB_MAGIC)
         size = data[at]
         key_id = data[at + 1 : at + 1 + size].decode("ascii", "replace")
@@ -234,12 +251,21 @@ def is_encrypted_blob(data: bytes) -> bool:
     return data.startswith(BLOB_MAGIC)
 
 
+def _plaintext_refused(what: str) -> str:
+    return (
+        f"{what} is not encrypted, and encryption is on: it was written by a process "
+        f"without {KEY_ENV} (or before encryption was switched on). Fix: give that client "
+        f"or worker the key; for runs and blobs from before the switch, set "
+        f"{PLAINTEXT_ENV}=1 until they have finished (docs/security.md)"
+    )
+
+
 class EncryptionCodec(PayloadCodec):
     """Temporal payload codec: AES-256-GCM under the keyring's current key, key id in the
     payload's metadata; decodes with any key the keyring holds.
 
-    Payloads that are not encrypted (history written before encryption was switched on)
-    decode as they are, so switching it on needs no migration.
+    A payload that is not encrypted is refused unless the keyring accepts plaintext
+    (``TETHER_ENCRYPTION_ACCEPT_PLAINTEXT``, while runs from before the switch finish).
     """
 
     def __init__(self, keyring: Keyring) -> None:
@@ -264,7 +290,9 @@ class EncryptionCodec(PayloadCodec):
 
     def decode_one(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
-            return payload
+            if self.keyring.accept_plaintext:
+                return payload
+            raise DecryptionError(_plaintext_refused("a payload"))
         key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode("ascii", "replace")
         plain = self.keyring.decrypt(key_id, payload.data, what="a payload")
         out = Payload()

@@ -13,6 +13,7 @@ a time per thread): an operator's browser is its only client.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import threading
@@ -54,7 +55,8 @@ class CodecServer(ThreadingHTTPServer):
         origins: Sequence[str] = DEFAULT_ORIGINS,
         token: str | None = None,
     ) -> None:
-        self.codec = EncryptionCodec(keyring)
+        # What predates encryption is shown as it is (the server only displays).
+        self.codec = EncryptionCodec(dataclasses.replace(keyring, accept_plaintext=True))
         self.origins = {o.rstrip("/") for o in origins}
         self.token = token
         super().__init__((host, port), _Handler)
