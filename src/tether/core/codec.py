@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import re
 import secrets
@@ -208,7 +209,7 @@ class Keyring:
         nonce = nonce if nonce is not None else os.urandom(_NONCE)
         if len(nonce) != _NONCE:
             raise ValueError(f"an AES-GCM nonce is {_NONCE} bytes")
-        return self.current, nonce + AESGCM(self.keys[self.current]).encrypt(nonce, data, aad)
+        return self.current, nonce + _aead(self.keys[self.current]).encrypt(nonce, data, aad)
 
     def decrypt(self, key_id: str, blob: bytes, aad: bytes | None = None, *, what: str) -> bytes:
         """The plaintext of ``blob``; :class:`DecryptionError` naming ``what`` and the fix."""
@@ -220,7 +221,7 @@ class Keyring:
                 "after the current one (old keys keep decrypting; docs/security.md)"
             )
         try:
-            return AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
+            return _aead(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
         except InvalidTag:
             raise DecryptionError(
                 f"{what} does not decrypt with key {key_id!r}: it was changed, truncated or "
@@ -245,6 +246,11 @@ class Keyring:
         size = data[at]
         key_id = data[at + 1 : at + 1 + size].decode("ascii", "replace")
         return self.decrypt(key_id, data[at + 1 + size :], name.encode(), what=f"blob {name}")
+
+
+@functools.lru_cache(maxsize=64)
+def _aead(key: bytes) -> AESGCM:
+    return AESGCM(key)
 
 
 def is_encrypted_blob(data: bytes) -> bool:
