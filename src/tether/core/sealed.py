@@ -15,14 +15,16 @@ The rule (docs/security.md):
 * Provider credentials (API keys, clients) live in the agent's model object on the worker
   and are never serialized.
 
-Sealing inside a workflow draws its nonce from the workflow's seeded random, so a replay
-produces the same bytes.
+Sealing inside a workflow derives its nonce from the key, the run and the plaintext (a
+synthetic nonce), so a replay produces the same bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import typing
@@ -99,8 +101,15 @@ def sealing_keyring() -> Keyring:
 def seal(plain: bytes, kind: str) -> dict[str, str]:
     """``plain`` sealed under the current key; ``kind`` (``str``, ``bytes``, ``json``)
     says what :func:`unseal` gives back."""
-    nonce = workflow.random().randbytes(12) if workflow.in_workflow() else None
-    key_id, blob = sealing_keyring().encrypt(plain, kind.encode(), nonce=nonce)
+    ring = sealing_keyring()
+    nonce = None
+    if workflow.in_workflow():
+        # Deterministic (a replay writes the same bytes) and synthetic: keyed by the key
+        # itself, so equal nonces only ever come with equal plaintexts (as in AES-GCM-SIV),
+        # and the run's own random stream is left alone.
+        material = b"\0".join([workflow.info().run_id.encode(), kind.encode(), plain])
+        nonce = hmac.new(ring.keys[ring.current], material, hashlib.sha256).digest()[:12]
+    key_id, blob = ring.encrypt(plain, kind.encode(), nonce=nonce)
     return {SEALED: f"{key_id}:{base64.b64encode(blob).decode()}", "kind": kind}
 
 
