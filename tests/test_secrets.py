@@ -123,6 +123,9 @@ async def test_pydantic_ai_secrets_reach_the_tool_and_provider_only(
             assert req.headers.get("authorization") == f"Bearer {planted['apikey']}"
         assert "charged 5 to ada" in server.requests[-1].body_text
     await assert_nowhere(runtime, handle.id, root, planted)
+    # sealed with the encryption key when on; else with a host key made for it (0600)
+    key_file = root.parent / "home" / sealed.LOCAL_KEY_NAME
+    assert key_file.exists() == (runtime.keyring is None)
 
 
 async def test_openai_agents_secrets_reach_the_tool_and_provider_only(

@@ -66,8 +66,9 @@ def use_home(home: Path | None) -> None:
     _home = home
 
 
-def local_key(home: Path | None = None) -> Keyring:
-    """This host's secrets key in ``home`` (default ``$TETHER_HOME``), made on first use."""
+def local_key(home: Path | None = None, *, create: bool = True) -> Keyring | None:
+    """This host's secrets key in ``home`` (default ``$TETHER_HOME``), made on first use
+    (None when it does not exist and ``create`` is false)."""
     from tether.core.store import default_home
 
     home = (home or _home or default_home()).expanduser().absolute()
@@ -76,6 +77,8 @@ def local_key(home: Path | None = None) -> Keyring:
         return cached
     path = home / LOCAL_KEY_NAME
     if not path.exists():
+        if not create:
+            return None
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh = Keyring.generate(f"local-{os.urandom(4).hex()}")
         try:
@@ -94,8 +97,13 @@ def sealing_keyring() -> Keyring:
     """The keyring secrets are sealed with: the encryption keyring (when on), this host's
     local key decrypting too; else the local key."""
     active = codec.active_keyring()
-    local = local_key()
-    return active.merged(local) if active is not None else local
+    if active is None:
+        local = local_key()
+        assert local is not None
+        return local
+    # With encryption on, no host key is made; one made earlier still unseals what it sealed.
+    older = local_key(create=False)
+    return active.merged(older) if older is not None else active
 
 
 def seal(plain: bytes, kind: str) -> dict[str, str]:
