@@ -527,3 +527,17 @@ async def test_a_user_worker_with_the_plugin_encrypts_parent_and_agent_runs(
     for path in root.rglob("*"):
         if path.is_file():
             assert prompt.encode() not in path.read_bytes()
+
+
+def test_keygen_prints_a_key_the_setting_takes() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "keygen", "--id", "2026-12"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    ring = Keyring.from_env({codec.KEY_ENV: out.strip()})
+    assert ring is not None and ring.ids == ["2026-12"] and len(ring.keys["2026-12"]) == 32
+    other = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "keygen", "--id", "2026-12"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert other != out  # random every time
