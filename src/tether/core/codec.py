@@ -17,7 +17,8 @@ Three layers use it:
 * :mod:`tether.core.sealed`: secret values (``SecretStr`` fields, ``extra_headers``)
   sealed one by one, so they stay sealed even where the history is shown decoded.
 
-See docs/security.md.
+With a keyring, data that is not encrypted is refused (fail closed) unless
+``TETHER_ENCRYPTION_ACCEPT_PLAINTEXT`` is set while older runs finish. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -203,8 +204,8 @@ class Keyring:
     ) -> tuple[str, bytes]:
         """``(key id, nonce + ciphertext)`` of ``data`` under the current key.
 
-        ``nonce`` is for deterministic callers (a workflow's seeded random); it must never
-        repeat under one key for different data.
+        ``nonce`` is for deterministic callers (a synthetic nonce in a workflow); it must
+        never repeat under one key for different data.
         """
         nonce = nonce if nonce is not None else os.urandom(_NONCE)
         if len(nonce) != _NONCE:
