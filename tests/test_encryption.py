@@ -44,11 +44,12 @@ from tether.core.codec import (
 )
 from tether.core.converter import data_converter
 from tether.core.devserver import EmbeddedEngine, find_temporal_binary, free_port, port_open
-from tether.core.runtime import Runtime
+from tether.core.runtime import Runtime, agent_queue
 from tether.core.store import BlobStore
 from tether.errors import ConfigurationError, DecryptionError
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 from tether.testing._workers import stop_process_group
+from workers import WorkerProcess, wait_until_polling, worker_processes
 
 
 @dataclass
@@ -541,3 +542,50 @@ def test_keygen_prints_a_key_the_setting_takes() -> None:
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     assert other != out  # random every time
+
+
+async def test_cli_worker_and_run_take_it_from_one_setting(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    keyring = Keyring.generate("k1")
+    prompt = f"PROMPT-{uuid.uuid4().hex[:8]} any alerts in CA?"
+    run_id = f"enc-cli-{uuid.uuid4().hex[:8]}"
+    script = [
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})),
+        Turn.text("CA: heat advisory"),
+    ]
+    with ScriptedModelServer(script) as server, worker_processes() as procs:
+        env = dict(
+            worker_env,
+            OPENAI_BASE_URL=server.base_url,
+            TETHER_STORE=str(tmp_path / "store"),
+            **{codec.KEY_ENV: keyring.export()},
+        )
+        env.pop(codec.KEY_FILE_ENV, None)
+        procs.append(WorkerProcess(["apps.openai_apps:weather"], env, tmp_path / "w.log"))
+        await wait_until_polling(runtime.client, agent_queue(env["TETHER_TASK_QUEUE"], "weather"))
+        run = await cli("run", "apps.openai_apps:weather", prompt, "--id", run_id, env=env)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == "CA: heat advisory"
+        assert prompt in server.requests[0].body_text
+        shown = await cli("runs", "show", run_id, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert "completed" in shown.stdout
+        # without the key: one line that says what to do, no traceback
+        no_key = {k: v for k, v in env.items() if k != codec.KEY_ENV}
+        refused = await cli("runs", "show", run_id, env=no_key)
+        assert refused.returncode == 2
+        assert "TETHER_ENCRYPTION_KEY" in refused.stderr and "Traceback" not in refused.stderr
+    history = await runtime.client.get_workflow_handle(run_id).fetch_history()
+    assert prompt.encode() not in b"".join(e.SerializeToString() for e in history.events)
+
+
+async def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tether.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )

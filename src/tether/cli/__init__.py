@@ -83,6 +83,12 @@ def explain(exc: BaseException, args: Any) -> str:
             "Set TETHER_DEBUG=1 for the traceback"
         )
     first = str(exc).splitlines()[0] if str(exc) else ""
+    if "binary/encrypted" in first:
+        return (
+            "the run's data is encrypted, and this process has no encryption key. Fix: set "
+            "TETHER_ENCRYPTION_KEY (or TETHER_ENCRYPTION_KEY_FILE) as the workers have it "
+            "(docs/security.md)"
+        )
     return (
         f"unexpected {type(exc).__name__}: {first}. This is likely a bug in tether; "
         "set TETHER_DEBUG=1 for the traceback"
