@@ -27,7 +27,11 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
 from temporalio.worker import Worker
 
 import tether
@@ -519,6 +523,9 @@ async def test_a_user_worker_with_the_plugin_encrypts_parent_and_agent_runs(
         assert prompt in server.requests[0].body_text  # the agent got it, decrypted
     assert reply.answer == "CA: heat advisory."
     assert own.encoded > 0  # the user's codec still runs
+    assert client.data_converter.failure_converter_class is (
+        DefaultFailureConverterWithEncodedAttributes  # failure messages are encrypted too
+    )
     for run_id in (parent, reply.run_id):
         history = await client.get_workflow_handle(run_id).fetch_history()
         raw = b"".join(e.SerializeToString() for e in history.events)

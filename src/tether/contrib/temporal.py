@@ -27,6 +27,7 @@ from temporalio import workflow
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
     DataConverter,
+    DefaultFailureConverter,
     DefaultFailureConverterWithEncodedAttributes,
     DefaultPayloadConverter,
 )
@@ -116,10 +117,13 @@ class TetherPlugin(SimplePlugin):
         if issubclass(existing.payload_converter_class, TetherPayloadConverter):
             return existing  # Tether's already (a Runtime's client, or the plugin twice)
         if self.keyring is not None:
+            failures = existing.failure_converter_class
+            if failures is DefaultFailureConverter:  # a converter of the user's is kept
+                failures = DefaultFailureConverterWithEncodedAttributes
             existing = dataclasses.replace(
                 existing,
                 payload_codec=with_encryption(existing.payload_codec, self.keyring),
-                failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+                failure_converter_class=failures,
             )
         if existing.external_storage is not None:
             raise ConfigurationError(
