@@ -5,6 +5,7 @@ durable = tether.durable(agent)      # any installed adapter's agent
 result = await durable.run("...")   # a durable run on Temporal
 """
 
+from tether.core.codec import Keyring
 from tether.core.contract import (
     Adapter,
     Budget,
@@ -27,11 +28,13 @@ from tether.core.handle import (
 from tether.core.ledger import StepUsage, UsageReport
 from tether.core.ops import StepAttempt
 from tether.core.runtime import Runtime, default_runtime, set_default_runtime
+from tether.core.sealed import Secret
 from tether.errors import (
     AgentNotRegisteredError,
     AlreadyAnsweredError,
     BudgetExceededError,
     ConfigurationError,
+    DecryptionError,
     EngineUnavailableError,
     NoAdapterError,
     NonRetryableError,
@@ -59,9 +62,11 @@ __all__ = [
     "BudgetExceededError",
     "Capability",
     "ConfigurationError",
+    "DecryptionError",
     "DurableAgent",
     "EmbeddedEngine",
     "EngineUnavailableError",
+    "Keyring",
     "NoAdapterError",
     "NonRetryableError",
     "PendingRequest",
@@ -75,6 +80,7 @@ __all__ = [
     "RunNotWaitingError",
     "RunStateError",
     "Runtime",
+    "Secret",
     "StepAttempt",
     "StepInputError",
     "StepPolicy",

@@ -125,6 +125,11 @@ class StoreUnavailableError(TetherError):
         )
 
 
+class DecryptionError(TetherError):
+    """An encrypted payload, blob or secret cannot be decrypted with the keys this process
+    holds (a key missing from ``TETHER_ENCRYPTION_KEY``, or data changed at rest)."""
+
+
 class AdapterUnavailable(TetherError):
     """An adapter's framework is not installed; the message names the install command."""
 

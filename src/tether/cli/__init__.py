@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from tether.cli import adapters, engine, hosting, runs
+from tether.cli import adapters, codec, engine, hosting, runs
 from tether.cli._common import load_object
 from tether.errors import TetherError
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tether", description="Durable execution for AI agents, on Temporal."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (engine, hosting, runs, adapters):
+    for group in (engine, hosting, runs, adapters, codec):
         group.register(sub)
     return parser
 
@@ -83,6 +83,12 @@ def explain(exc: BaseException, args: Any) -> str:
             "Set TETHER_DEBUG=1 for the traceback"
         )
     first = str(exc).splitlines()[0] if str(exc) else ""
+    if "binary/encrypted" in first:
+        return (
+            "the run's data is encrypted, and this process has no encryption key. Fix: set "
+            "TETHER_ENCRYPTION_KEY (or TETHER_ENCRYPTION_KEY_FILE) as the workers have it "
+            "(docs/security.md)"
+        )
     return (
         f"unexpected {type(exc).__name__}: {first}. This is likely a bug in tether; "
         "set TETHER_DEBUG=1 for the traceback"

@@ -40,7 +40,9 @@ async def cmd_dev(args: argparse.Namespace) -> int:
     port = args.port or (PREFERRED_PORT if fallback else preferred_port(PREFERRED_PORT))
     ui_port = args.ui_port or (PREFERRED_UI_PORT if fallback else preferred_port(PREFERRED_UI_PORT))
     state_dir = Path(args.state_dir) if args.state_dir is not None else default_home()
+    codec = _codec_for_ui()
     engine = EmbeddedEngine(
+        ui_codec_endpoint=codec.url if codec is not None else None,
         port=port,
         ui_port=ui_port,
         state_dir=state_dir,
@@ -48,10 +50,18 @@ async def cmd_dev(args: argparse.Namespace) -> int:
         register=True,
         fallback_ports=fallback,
     )
-    await engine.start()
+    try:
+        await engine.start()
+    except BaseException:
+        if codec is not None:
+            codec.shutdown()
+        raise
     print(f"Temporal engine on {engine.address} (pid {engine.pid}, namespace {engine.namespace})")
     if engine.ui_url:
         print(f"Web UI:       {engine.ui_url}")
+    if codec is not None and engine.ui_url:
+        codec.origins = {engine.ui_url, engine.ui_url.replace("127.0.0.1", "localhost")}
+        print(f"Codec server: {codec.url} (the Web UI decrypts payloads through it)")
     print(f"Runs kept in: {engine.db_path or 'memory only (--memory)'}")
     print(f"Engine file:  {engine.record_path}")
     print(
@@ -76,7 +86,24 @@ async def cmd_dev(args: argparse.Namespace) -> int:
                 await asyncio.wait_for(stop.wait(), 1.0)
     finally:
         engine.stop()
+        if codec is not None:
+            codec.shutdown()
+            codec.server_close()
     return 0
+
+
+def _codec_for_ui() -> Any:
+    """With encryption on, a codec server on loopback for the engine's Web UI (started)."""
+    from tether.core.codec import Keyring
+    from tether.core.codec_server import CodecServer
+    from tether.core.devserver import free_port
+
+    keyring = Keyring.from_env()
+    if keyring is None:
+        return None
+    server = CodecServer(keyring, port=free_port(), origins=())
+    server.start_background()
+    return server
 
 
 def announce_owned_engine(engine: EmbeddedEngine) -> None:

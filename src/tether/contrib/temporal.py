@@ -25,13 +25,19 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.contrib.pydantic import PydanticPayloadConverter
-from temporalio.converter import DataConverter, DefaultPayloadConverter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    DefaultPayloadConverter,
+)
 from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError, FailureError
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from tether.core import registry
+from tether.core import codec, registry
+from tether.core.codec import Keyring, with_encryption
 from tether.core.contract import Budget, WaitPolicy
 from tether.core.converter import EXTERNAL_THRESHOLD, TetherPayloadConverter, data_converter
 from tether.core.handle import RUN_TASK_TIMEOUT, DurableAgent
@@ -66,6 +72,11 @@ class TetherPlugin(SimplePlugin):
 
     ``store`` is the blob store large payloads and conversation segments go to; workers of
     one namespace should share it (default: ``TETHER_STORE`` or ``~/.tether/store``).
+
+    ``encryption`` (default: the keyring ``TETHER_ENCRYPTION_KEY`` or
+    ``TETHER_ENCRYPTION_KEY_FILE`` names) encrypts the store and, through Tether's payload
+    codec, the client's history, as ``tether.Runtime`` does; a codec of your own on the
+    client is kept and runs first (Tether's encrypts its output). See docs/security.md.
     """
 
     def __init__(
@@ -74,13 +85,19 @@ class TetherPlugin(SimplePlugin):
         *,
         store: BlobStore | Path | str | None = None,
         passthrough_modules: Sequence[str] = (),
+        encryption: Keyring | None = None,
     ) -> None:
+        self.keyring = encryption if encryption is not None else Keyring.from_env()
+        if self.keyring is not None:
+            codec.configure(self.keyring)
         if isinstance(store, BlobStore):
             self.store = store
         else:
             self.store = BlobStore(
                 store or os.environ.get("TETHER_STORE") or default_home() / "store"
             )
+        if self.keyring is not None:
+            self.store.encrypt_with(self.keyring)
         self.agents = [_wrap(agent) for agent in agents]
         modules = {*PASSTHROUGH_MODULES, *passthrough_modules}
         modules.update(type(a.agent).__module__.partition(".")[0] for a in self.agents)
@@ -94,11 +111,20 @@ class TetherPlugin(SimplePlugin):
     # -- client ----------------------------------------------------------------------------
 
     def _data_converter(self, existing: DataConverter | None) -> DataConverter:
-        ours = data_converter(self.store)
+        ours = data_converter(self.store, self.keyring)
         if existing is None or existing is DataConverter.default:
             return ours
         if issubclass(existing.payload_converter_class, TetherPayloadConverter):
             return existing  # Tether's already (a Runtime's client, or the plugin twice)
+        if self.keyring is not None:
+            failures = existing.failure_converter_class
+            if failures is DefaultFailureConverter:  # a converter of the user's is kept
+                failures = DefaultFailureConverterWithEncodedAttributes
+            existing = dataclasses.replace(
+                existing,
+                payload_codec=with_encryption(existing.payload_codec, self.keyring),
+                failure_converter_class=failures,
+            )
         if existing.external_storage is not None:
             raise ConfigurationError(
                 "the client already stores large payloads externally (DataConverter."

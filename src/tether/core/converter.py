@@ -15,12 +15,14 @@ from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
     CompositePayloadConverter,
     DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
     DefaultPayloadConverter,
     EncodingPayloadConverter,
     ExternalStorage,
     JSONPlainPayloadConverter,
 )
 
+from tether.core.codec import EncryptionCodec, Keyring
 from tether.core.store import BlobStore, StoreDriver
 
 _extra: list[EncodingPayloadConverter] = []
@@ -47,11 +49,22 @@ class TetherPayloadConverter(CompositePayloadConverter):
         super().__init__(*_extra, *converters)
 
 
-def data_converter(store: BlobStore | None) -> DataConverter:
-    """The converter for clients and workers; ``store=None`` keeps every payload inline."""
+def data_converter(store: BlobStore | None, keyring: Keyring | None = None) -> DataConverter:
+    """The converter for clients and workers; ``store=None`` keeps every payload inline.
+
+    With ``keyring``, every payload is encrypted (:class:`EncryptionCodec`), failure
+    messages and stack traces too (they move into an encoded payload), and large payloads
+    are encrypted before they reach the store.
+    """
     base = dataclasses.replace(
         DataConverter.default, payload_converter_class=TetherPayloadConverter
     )
+    if keyring is not None:
+        base = dataclasses.replace(
+            base,
+            payload_codec=EncryptionCodec(keyring),
+            failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        )
     if store is None:
         return base
     return dataclasses.replace(

@@ -57,6 +57,48 @@ PORT_ENV = "TETHER_ENGINE_PORT"
 UI_PORT_ENV = "TETHER_ENGINE_UI_PORT"
 
 
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` readable by this user only (0700), and tighten it when it is ours.
+
+    The state directory holds the engine's database (every run's prompts and results) and
+    the host's secrets key: no other local user may read it.
+    """
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    _tighten(path, PRIVATE_DIR)
+    return path
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """``chmod`` ``path`` to ``mode`` when it is this user's and allows more (else leave it)."""
+    if os.name != "posix":
+        return
+    try:
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o777 & ~mode:
+            path.chmod(mode)
+    except OSError:
+        pass  # not ours, or gone: the engine still runs; docs/security.md says what to check
+
+
+def private_files(state_dir: Path) -> None:
+    """The engine's files in ``state_dir`` (database, logs, record, lock) made 0600; those
+    written before this release were 0644."""
+    patterns = ("engine.db*", "engine-*.log", RECORD_NAME, LOCK_NAME, "*.key")
+    for pattern in patterns:
+        for path in state_dir.glob(pattern):
+            _tighten(path, PRIVATE_FILE)
+
+
+def _open_private(path: Path, flags: int) -> int:
+    fd = os.open(path, flags | os.O_CREAT, PRIVATE_FILE)
+    _tighten(path, PRIVATE_FILE)
+    return fd
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -184,6 +226,7 @@ def _spawn(argv: list[str], log: IO[bytes], *, pdeathsig: bool) -> subprocess.Po
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            umask=0o077,  # the database, its journal and the engine's files: this user only
         )
 
     if not pdeathsig or threading.current_thread() is threading.main_thread():
@@ -311,7 +354,8 @@ def read_engine_record(state_dir: Path | str) -> EngineRecord | None:
 def _write_record(state_dir: Path, record: EngineRecord) -> None:
     path = state_dir / RECORD_NAME
     tmp = path.with_name(f".{RECORD_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    with os.fdopen(_open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w") as out:
+        out.write(json.dumps(asdict(record), indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -328,8 +372,8 @@ class _StateLock:
 
     def acquire(self) -> bool:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            private_dir(self.path.parent)
+            fd = _open_private(self.path, os.O_RDWR)
         except OSError as exc:
             raise EngineUnavailableError(
                 f"cannot open the engine lock {self.path}: {exc.strerror or exc}. Fix: make "
@@ -474,8 +518,11 @@ class EmbeddedEngine:
         dynamic_config: dict[str, object] | None = None,
         register: bool = False,
         fallback_ports: bool = False,
+        ui_codec_endpoint: str | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.ui_codec_endpoint = ui_codec_endpoint
+        """A codec server the Web UI decodes payloads through (``tether codec-server``)."""
         self.ui_port = ui_port or (free_port() if ui else None)
         self.state_dir = Path(state_dir) if state_dir is not None else default_home()
         self.persist = persist
@@ -522,7 +569,7 @@ class EmbeddedEngine:
             "server",
             "start-dev",
             "--ip",
-            "127.0.0.1",
+            "127.0.0.1",  # loopback only: anyone who reaches the port can act on every run
             "--port",
             str(self.port),
             "--namespace",
@@ -533,7 +580,9 @@ class EmbeddedEngine:
             "pretty",
         ]
         if self.ui and self.ui_port:
-            cmd += ["--ui-port", str(self.ui_port)]
+            cmd += ["--ui-port", str(self.ui_port), "--ui-ip", "127.0.0.1"]
+            if self.ui_codec_endpoint:
+                cmd += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         else:
             cmd += ["--headless"]
         if self.db_path is not None:
@@ -556,8 +605,9 @@ class EmbeddedEngine:
                 "Fix: stop what listens there, choose another port, or connect to it with "
                 f"TEMPORAL_ADDRESS=127.0.0.1:{self.port} if it is a Temporal server."
             )
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        private_dir(self.state_dir)
+        private_files(self.state_dir)
+        with os.fdopen(_open_private(self.log_path, os.O_WRONLY | os.O_APPEND), "ab") as log:
             self.process = _spawn(self.command(), log, pdeathsig=GUARD == "pdeathsig")
         if GUARD == "watchdog":
             self._watchdog = _start_watchdog(self.process.pid, self.port)

@@ -33,6 +33,7 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from tether.core import attributes, ops, registry
+from tether.core.codec import failure_message
 from tether.core.contract import JSON, Adapter, Budget, RunRequest, WaitAnswer, WaitPolicy
 from tether.core.events import RunEvent
 from tether.core.ledger import UsageReport, report_from_json
@@ -47,6 +48,7 @@ from tether.core.run import (
     RunResult,
 )
 from tether.core.runtime import Runtime, default_runtime
+from tether.core.sealed import seal_keys
 from tether.core.values import object_source, pack
 from tether.errors import (
     AlreadyAnsweredError,
@@ -185,6 +187,12 @@ class RunHandle:
                 raise RunNotFoundError(self.id, self.runtime.client.namespace) from None
             raise
         status = ops.status_name(desc.status)
+        for pending in desc.raw_description.pending_activities:  # encrypted: decode to show
+            if pending.HasField("last_failure"):
+                converter = self.runtime.client.data_converter
+                pending.last_failure.message = await failure_message(
+                    converter, pending.last_failure
+                )
         state: dict[str, Any] = {}
         problem = None
         if desc.status == WorkflowExecutionStatus.RUNNING:
@@ -320,7 +328,8 @@ class RunHandle:
         )
         for event in resp.history.events:
             if event.HasField("workflow_task_failed_event_attributes"):
-                return event.workflow_task_failed_event_attributes.failure.message
+                failure = event.workflow_task_failed_event_attributes.failure
+                return await failure_message(self.runtime.client.data_converter, failure)
         return "(no failure recorded yet)"
 
     async def _running(self, verb: str) -> None:
@@ -597,7 +606,8 @@ class DurableAgent:
             agent=self.name,
             adapter=self.adapter.name,
             input=self.adapter.encode_input(input),
-            options=self.adapter.encode_options(self.agent, options),
+            # extra_headers & co. are sealed, never written in clear (core/sealed.py)
+            options=seal_keys(self.adapter.encode_options(self.agent, options)),
             context=(
                 pack(context, what="run context", declared=self.adapter.context_type(self.agent))
                 if context is not None

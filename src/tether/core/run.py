@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from temporalio import workflow
@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from tether.core.conversation import Transcript
     from tether.core.ledger import Ledger
+    from tether.core.sealed import seal_keys, unseal_tree
     from tether.core.steps import BLOB_MISSING
     from tether.core.store import PAYLOAD_MISSING, canonical_json, digest
 
@@ -153,7 +154,7 @@ class AgentRun:
         self._phase = "running"  # as the run was started
         self.publish(ev.RUN_STARTED, {"agent": request.agent, "adapter": request.adapter})
         try:
-            output = await entry.adapter.run(self, entry.agent, request)
+            output = await entry.adapter.run(self, entry.agent, _unsealed(request))
             if self._over_budget is not None:
                 raise BudgetExceeded(self._over_budget)
         except asyncio.CancelledError:
@@ -421,6 +422,7 @@ class AgentRun:
     ) -> StepOutcome:
         if kind == "model" and self._over_budget is not None:
             raise BudgetExceeded(self._over_budget)
+        payload = seal_keys(payload)  # extra_headers & co. never reach history in clear
         self._started_steps += 1
         number = self._started_steps
         detail: dict[str, JSON] = {"step": number, "summary": summary, **(info or {})}
@@ -604,3 +606,10 @@ class AgentRun:
 
     def usage(self) -> dict[str, int]:
         return dict(self._usage)
+
+
+def _unsealed(request: RunRequest) -> RunRequest:
+    """``request`` as the adapter's loop sees it: sealed run options in clear (in memory
+    only; what the loop sends to steps is sealed again in :meth:`AgentRun.step`)."""
+    options = unseal_tree(request.options)
+    return request if options is request.options else replace(request, options=options)

@@ -24,10 +24,11 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from tether.core import ledger, registry
+from tether.core import codec, ledger, registry, sealed
+from tether.core.codec import Keyring
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
-from tether.core.devserver import EmbeddedEngine, local_engine, running_engine
+from tether.core.devserver import EmbeddedEngine, local_engine, private_dir, running_engine
 from tether.core.run import AgentRun
 from tether.core.steps import build_activity
 from tether.core.store import BlobStore, default_home, open_store
@@ -60,6 +61,8 @@ class Runtime:
     store: BlobStore
     task_queue: str = DEFAULT_TASK_QUEUE
     engine: EmbeddedEngine | None = None
+    keyring: Keyring | None = None
+    """The encryption keyring of history, store and secrets (None: encryption off)."""
     _local: dict[str, tuple[Worker, asyncio.Task[None]]] = field(default_factory=dict)
 
     @classmethod
@@ -73,10 +76,22 @@ class Runtime:
         task_queue: str | None = None,
         store: BlobStore | None = None,
         profile: str | None = None,
+        encryption: Keyring | None = None,
     ) -> Runtime:
-        """Connect (address or env config), or start the embedded engine when none is set."""
+        """Connect (address or env config), or start the embedded engine when none is set.
+
+        ``encryption`` encrypts the history, the store and secrets (default: the keyring
+        ``TETHER_ENCRYPTION_KEY`` or ``TETHER_ENCRYPTION_KEY_FILE`` names, else off).
+        """
         home = Path(state_dir) if state_dir is not None else default_home()
+        keyring = encryption if encryption is not None else Keyring.from_env()
+        codec.configure(keyring)
+        sealed.use_home(home)
+        if store is None and not os.environ.get("TETHER_STORE"):
+            private_dir(home)  # the default store lives there: this user only (0700)
         store = await open_store(store, default=home / "store")
+        if keyring is not None:
+            store.encrypt_with(keyring)
         connect: dict[str, Any] = {}
         if embedded is not True:
             connect = dict(ClientConfig.load_client_connect_config(profile=profile))
@@ -88,7 +103,9 @@ class Runtime:
         if namespace is not None:
             connect["namespace"] = namespace
         try:
-            client = await Client.connect(address, data_converter=data_converter(store), **connect)
+            client = await Client.connect(
+                address, data_converter=data_converter(store, keyring), **connect
+            )
         except Exception as exc:
             if engine is not None:
                 engine.stop()
@@ -98,7 +115,7 @@ class Runtime:
                 "settings; or unset TEMPORAL_ADDRESS to use the embedded engine."
             ) from exc
         queue = task_queue or os.environ.get("TETHER_TASK_QUEUE") or DEFAULT_TASK_QUEUE
-        return cls(client=client, store=store, task_queue=queue, engine=engine)
+        return cls(client=client, store=store, task_queue=queue, engine=engine, keyring=keyring)
 
     @classmethod
     async def connect(cls, address: str | None = None, **kwargs: Any) -> Runtime:

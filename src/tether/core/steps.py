@@ -18,6 +18,7 @@ from tether.core import registry
 from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest, TranscriptRef
 from tether.core.conversation import materialize
 from tether.core.events import EVENTS_TOPIC
+from tether.core.sealed import unseal_tree
 from tether.core.store import MISSING_INPUT_KEY, PAYLOAD_MISSING, BlobStore, canonical_json
 from tether.core.values import unpack
 from tether.errors import (
@@ -159,7 +160,7 @@ def build_activity(
                 raise ApplicationError(missing, type=PAYLOAD_MISSING, non_retryable=True)
             ctx = _ActivityStepContext(store, request)
             await ctx.prefetch()
-            outcome = await definition.handler(ctx, request.payload)
+            outcome = await definition.handler(ctx, unseal_tree(request.payload))
             if outcome.attempt != ctx.attempt:
                 outcome = dataclasses.replace(outcome, attempt=ctx.attempt)
             await ctx.close()

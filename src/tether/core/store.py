@@ -43,6 +43,8 @@ from tether.errors import BlobMissingError, StoreConfigurationError, StoreUnavai
 if TYPE_CHECKING:
     from obstore.store import ObjectStore, RetryConfig
 
+    from tether.core.codec import Keyring
+
 PAYLOAD_MISSING = "TetherPayloadMissing"
 """Error type of a run that failed because a large payload is not in the worker's store."""
 
@@ -275,6 +277,32 @@ class BlobStore:
         self._values: OrderedDict[str, bytes] = OrderedDict()
         self._value_cache_size = value_cache_size
         self._known: OrderedDict[str, None] = OrderedDict()
+        self.keyring: Keyring | None = None
+        """When set, every blob is written encrypted (:meth:`encrypt_with`)."""
+
+    def encrypt_with(self, keyring: Keyring | None) -> BlobStore:
+        """Write every blob encrypted with ``keyring`` (AES-GCM, bound to the blob's name);
+        read encrypted blobs with any of its keys, and plaintext ones as they are."""
+        self.keyring = keyring
+        return self
+
+    def _seal(self, data: bytes, ref: str) -> bytes:
+        return data if self.keyring is None else self.keyring.seal_blob(data, ref)
+
+    def _unseal(self, data: bytes, ref: str) -> bytes:
+        if self.keyring is not None:
+            return self.keyring.open_blob(data, ref)
+        from tether.core.codec import is_encrypted_blob
+
+        if is_encrypted_blob(data):
+            from tether.errors import DecryptionError
+
+            raise DecryptionError(
+                f"blob {ref} in the store {self.name} is encrypted, and this process has no "
+                "encryption key. Fix: set TETHER_ENCRYPTION_KEY (or _FILE) as the workers "
+                "that wrote it do (docs/security.md)"
+            )
+        return data
 
     @classmethod
     def from_url(cls, url: str | Path, **options: Any) -> BlobStore:
@@ -330,7 +358,7 @@ class BlobStore:
         if ref in self._known:
             return ref
         try:
-            await obstore.put_async(self._store, self._key(ref), data)
+            await obstore.put_async(self._store, self._key(ref), self._seal(data, ref))
         except Exception as exc:
             raise StoreUnavailableError(self.name, "write", ref, _first_line(exc)) from exc
         self._remember_known(ref)
@@ -345,6 +373,7 @@ class BlobStore:
             raise BlobMissingError(ref, self.name) from None
         except Exception as exc:
             raise StoreUnavailableError(self.name, "read", ref, _first_line(exc)) from exc
+        data = self._unseal(data, ref)
         self._remember_known(ref)
         return data
 
@@ -388,6 +417,7 @@ class BlobStore:
                 raise BlobMissingError(ref, self.name) from None
             except Exception as exc:
                 raise StoreUnavailableError(self.name, "read", ref, _first_line(exc)) from exc
+            data = self._unseal(data, ref)
             self.keep_value(ref, data)
         return json.loads(data)
 

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from tether.core.sealed import seal_secrets, unseal_tree
 from tether.errors import StepInputError
 
 _PLAIN = (str, int, float, bool, type(None), dict, list)
@@ -92,6 +93,7 @@ def pack(value: object, *, what: str, declared: Any = None) -> dict[str, Any]:
             "Fix: use a pydantic model, a dataclass or plain JSON values "
             "(objects such as clients or connections belong in the worker, not the input)."
         ) from None
+    data = seal_secrets(value, data)  # SecretStr & co. cross sealed, never in clear
     kind = None if isinstance(value, _PLAIN) else type_name(type(value))
     if kind is not None and declared is None and not importable(kind):
         where = (
@@ -111,7 +113,7 @@ def pack(value: object, *, what: str, declared: Any = None) -> dict[str, Any]:
 def unpack(packed: dict[str, Any], declared: Any = None) -> object:
     """Rebuild a value from :func:`pack`: as ``declared`` when given, else by its recorded
     type (imported here; the program running as ``__main__`` is used for its own name)."""
-    data = packed.get("data")
+    data = unseal_tree(packed.get("data"))
     if declared is not None and declared not in (object, Any, type(None)):
         return TypeAdapter(declared).validate_python(data)
     kind = packed.get("type")

@@ -179,6 +179,8 @@ class RecordedRequest:
     body: Json
     status: int
     malformed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    """The request's HTTP headers (names lower-cased)."""
 
     @property
     def body_text(self) -> str:
@@ -420,7 +422,16 @@ class _Handler(BaseHTTPRequestHandler):
 
         def record(status: int, usage: Usage | None = None, malformed: bool = False) -> None:
             req = RecordedRequest(
-                endpoint, lane, index, attempt, stream, len(raw), body, status, malformed
+                endpoint,
+                lane,
+                index,
+                attempt,
+                stream,
+                len(raw),
+                body,
+                status,
+                malformed,
+                {k.lower(): v for k, v in self.headers.items()},
             )
             owner._record(req, usage)
 

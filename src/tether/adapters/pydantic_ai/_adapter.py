@@ -184,6 +184,7 @@ class PydanticAIAdapter(Adapter):
             if "usage_limits" in opts
             else None,
             model=opts.get("model"),
+            model_settings=opts.get("model_settings"),
             capabilities=[capability],
         )
 
