@@ -51,6 +51,7 @@ from tether.core.values import object_source, pack
 from tether.errors import (
     AlreadyAnsweredError,
     BudgetExceededError,
+    ConfigurationError,
     RunFailedError,
     RunNotFoundError,
     RunNotWaitingError,
@@ -466,10 +467,54 @@ class RunHandle:
         ):
             yield event
 
+    def stream_events(self, from_offset: int = 0) -> EventStream:
+        """The run's stream in its framework's own event types (the Agents SDK's
+        ``StreamEvent``s, Pydantic AI's ``AgentStreamEvent``s), live until the run ends, or
+        replayed from its log once it has. ``from_offset`` resumes a reader that stopped:
+        pass the ``next_offset`` it had (every event is then seen exactly once). Needs the
+        agent registered in this process (``tether.durable(agent)``)."""
+        return EventStream(self, from_offset)
+
+    async def _durable_agent(self) -> DurableAgent:
+        if self._agent is not None:
+            return self._agent
+        request = await self.request()
+        name = request.agent if request is not None else None
+        entry = registry.registered().get(name or "")
+        if entry is None:
+            raise ConfigurationError(
+                f"run {self.id!r} is a run of agent {name!r}, which is not registered in this "
+                "process, so its framework events cannot be rebuilt. Fix: wrap the agent "
+                "with tether.durable(agent) first, or read handle.events()"
+            )
+        self._agent = DurableAgent(entry.agent, entry.adapter, name=entry.name)
+        return self._agent
+
     async def usage(self) -> UsageReport:
         """Tokens, cost and failed attempts so far (the whole run's once it ended)."""
         desc = await self.describe()
         return desc.ledger or UsageReport()
+
+
+class EventStream:
+    """A run's framework-shaped events (an async iterator). ``next_offset`` is where a reader
+    that stops now resumes: ``handle.stream_events(from_offset=stream.next_offset)``."""
+
+    def __init__(self, handle: RunHandle, from_offset: int = 0) -> None:
+        self.handle = handle
+        self.next_offset = from_offset
+        self._source: AsyncIterator[Any] | None = None
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._source is None:
+            durable = await self.handle._durable_agent()
+            self._source = durable.adapter.read_stream(durable, self.handle, self.next_offset)
+        resume, event = await self._source.__anext__()
+        self.next_offset = resume
+        return event
 
 
 class DurableAgent:
@@ -633,6 +678,26 @@ class DurableAgent:
             **options,
         )
         return await handle.result()
+
+    # -- the frameworks' own streaming APIs, fed by the durable run's event log ------------
+
+    def run_streamed(self, input: Any, **options: Any) -> Any:
+        """OpenAI Agents SDK: like ``Runner.run_streamed``, an object whose
+        ``stream_events()`` yields the SDK's own stream events (see docs/guide.md)."""
+        return self.adapter.stream(self, "run_streamed", input, options)
+
+    def run_stream(self, input: Any, **options: Any) -> Any:
+        """Pydantic AI: like ``agent.run_stream`` (``async with``; ``stream_text()``,
+        ``stream_output()``, ``get_output()``)."""
+        return self.adapter.stream(self, "run_stream", input, options)
+
+    def iter(self, input: Any, **options: Any) -> Any:
+        """Pydantic AI: like ``agent.iter`` (``async with``; ``async for node in run``)."""
+        return self.adapter.stream(self, "iter", input, options)
+
+    def run_stream_events(self, input: Any, **options: Any) -> Any:
+        """Pydantic AI: like ``agent.run_stream_events`` (an async iterator of events)."""
+        return self.adapter.stream(self, "run_stream_events", input, options)
 
     def handle(self, run_id: str, runtime: Runtime) -> RunHandle:
         """A handle on an existing run of this agent."""

@@ -1,0 +1,182 @@
+"""`durable.run_streamed`: the Agents SDK's own stream events from a durable run, equal to a
+plain `Runner.run_streamed` on the same script, through worker kills and reattaching readers."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agents import Agent, OpenAIResponsesModel, Runner, function_tool
+from agents.stream_events import StreamEvent
+from openai import AsyncOpenAI
+from temporalio.worker import Worker
+
+import tether
+from tether.core.runtime import Runtime, agent_queue
+from tether.testing import ScriptedModelServer, ToolCall, Turn, WorkerProcess, worker_processes
+from workers import wait_until_polling
+
+TEXT = "California has a heat advisory; New York and Texas are quiet today, all day long."
+
+
+def model(server: ScriptedModelServer, lane: str) -> OpenAIResponsesModel:
+    client = AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
+    return OpenAIResponsesModel(model=lane, openai_client=client)
+
+
+def handoff_agents(server: ScriptedModelServer, suffix: str) -> Agent[Any]:
+    @function_tool
+    def get_weather_alerts(state: str) -> str:
+        """Active weather alerts for a US state."""
+        return f"alerts for {state}: heat advisory"
+
+    specialist = Agent(
+        name=f"specialist-{suffix}",
+        instructions="You answer alert questions.",
+        tools=[get_weather_alerts],
+        model=model(server, "gpt-specialist"),
+    )
+    return Agent(
+        name=f"triage-{suffix}",
+        instructions="Hand off to the specialist.",
+        handoffs=[specialist],
+        model=model(server, "gpt-triage"),
+    )
+
+
+def handoff_script(suffix: str) -> dict[str, Any]:
+    return {
+        "gpt-triage": [Turn.tool_calls(ToolCall(f"transfer_to_specialist_{suffix}", {}))],
+        "gpt-specialist": {
+            1: Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})),
+            2: Turn.text(TEXT),
+        },
+    }
+
+
+def shape(event: Any) -> tuple[Any, ...]:
+    """What a chat UI reads of one event: its type and content (agents by name)."""
+    kind = event.type
+    if kind == "raw_response_event":
+        return (kind, event.data.model_dump(mode="json"))
+    if kind == "run_item_stream_event":
+        raw = event.item.raw_item
+        dumped = raw.model_dump(mode="json") if hasattr(raw, "model_dump") else raw
+        return (kind, event.name, type(event.item).__name__, event.item.agent.name, dumped)
+    if kind == "agent_updated_stream_event":
+        return (kind, event.new_agent.name)
+    return (kind, event.step, event.attempt)  # StreamRetracted
+
+
+async def plain_events(agent: Agent[Any], prompt: str, server: ScriptedModelServer) -> list[Any]:
+    result = Runner.run_streamed(agent, prompt)
+    events = [e async for e in result.stream_events()]
+    server.reset()
+    return [*events, result.final_output]
+
+
+async def test_run_streamed_yields_the_sdks_events_in_the_plain_runs_order(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    with ScriptedModelServer(handoff_script(suffix)) as server:
+        agent = handoff_agents(server, suffix)
+        *plain, plain_output = await plain_events(agent, "alerts?", server)
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        result = durable.run_streamed("alerts?")
+        events: list[StreamEvent] = [e async for e in result.stream_events()]
+        assert all(r.stream for r in server.requests)
+        assert server.count() == 3  # each model call made once
+    assert [shape(e) for e in events] == [shape(e) for e in plain]
+    kinds = {shape(e)[:2] for e in events if e.type != "raw_response_event"}
+    assert ("run_item_stream_event", "handoff_occured") in kinds
+    assert ("run_item_stream_event", "tool_output") in kinds
+    deltas = [
+        e.data.delta
+        for e in events
+        if e.type == "raw_response_event" and e.data.type == "response.output_text.delta"
+    ]
+    assert "".join(deltas) == TEXT and len(deltas) > 3
+    assert result.is_complete and result.final_output == plain_output == TEXT
+    assert result.last_agent is not None and result.last_agent.name == f"specialist-{suffix}"
+    assert len(result.raw_responses) == 3
+
+    # Replayed from the finished run's log: the same events.
+    assert result.run_id is not None
+    again = [e async for e in durable.handle(result.run_id, runtime).stream_events()]
+    assert [shape(e) for e in again] == [shape(e) for e in events]
+
+
+async def test_a_reattaching_reader_sees_every_event_exactly_once(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    with ScriptedModelServer(handoff_script(suffix)) as server:
+        agent = handoff_agents(server, suffix)
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        result = durable.run_streamed("alerts?")
+        seen: list[Any] = []
+        async for event in result.stream_events():
+            seen.append(event)
+            if len(seen) == 12:
+                break  # the reader goes away mid-run
+        assert result.run_id is not None
+        offset = result.next_offset
+        # A new reader, from the run's id alone (the agent is registered here).
+        stream = (await tether.get_run(result.run_id, runtime)).stream_events(from_offset=offset)
+        while True:
+            try:
+                seen.append(await stream.__anext__())
+            except StopAsyncIteration:
+                break
+            if len(seen) == 30:
+                offset = stream.next_offset
+                stream = (await tether.get_run(result.run_id, runtime)).stream_events(
+                    from_offset=offset
+                )
+        whole = [e async for e in durable.handle(result.run_id, runtime).stream_events()]
+    assert len(seen) > 30
+    assert [shape(e) for e in seen] == [shape(e) for e in whole]
+
+
+async def test_run_streamed_survives_a_worker_killed_mid_stream(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    from apps.openai_apps import weather
+
+    long_text = " ".join(f"word{i}" for i in range(300))
+    script = [
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})),
+        Turn.text(long_text),
+    ]
+    # Paced pieces: the stream lasts seconds, so the kill lands inside it.
+    with ScriptedModelServer(script, piece_delay=0.02) as server:
+        from agents import set_default_openai_client
+
+        set_default_openai_client(AsyncOpenAI(base_url=server.base_url, api_key="t"), False)
+        *plain, plain_output = await plain_events(weather, "alerts?", server)
+        env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
+        durable = tether.durable(weather, runtime=runtime, local_worker=False)
+        durable.task_queue = agent_queue(env["TETHER_TASK_QUEUE"], durable.name)
+        with worker_processes() as procs:
+            first = WorkerProcess(["apps.openai_apps:weather"], env, tmp_path / "w1.log")
+            procs.append(first)
+            await wait_until_polling(runtime.client, durable.task_queue)
+            result = durable.run_streamed("alerts?")
+            events: list[Any] = []
+            texts = 0
+            async for event in result.stream_events():
+                events.append(event)
+                if event.type == "raw_response_event" and event.data.type.endswith("text.delta"):
+                    texts += 1
+                    if texts == 20 and first.alive():
+                        first.kill()  # mid-stream: the step's attempt dies with its worker
+                        procs.append(
+                            WorkerProcess(["apps.openai_apps:weather"], env, tmp_path / "w2.log")
+                        )
+        assert server.count("gpt-weather", 1) == 2  # the text step was made again
+    # The retry streamed the same reply: it continues where the dead attempt stopped, so
+    # the reader sees exactly the plain run's events, nothing twice, nothing retracted.
+    assert [shape(e) for e in events] == [shape(e) for e in plain]
+    assert result.final_output == plain_output == long_text
