@@ -666,7 +666,24 @@ class DurableAgent:
         stream_text: bool = False,
         **options: Any,
     ) -> Any:
-        """Run to the end and return the framework's result."""
+        """Run to the end and return the framework's result. ``event_stream_handler``
+        (Pydantic AI) runs here, in the caller, fed from the run's event log."""
+        if options.get("event_stream_handler") is not None:
+            return await self.adapter.stream(
+                self,
+                "run",
+                input,
+                dict(
+                    options,
+                    id=id,
+                    context=context,
+                    deps=deps,
+                    budget=budget,
+                    waits=waits,
+                    stream_text=stream_text,
+                ),
+            )
+        options.pop("event_stream_handler", None)
         handle = await self.start(
             input,
             id=id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,9 @@ from tether.core.contract import (
 )
 from tether.core.values import pack, unpack
 from tether.errors import ConfigurationError, StepInputError
+
+STREAMED_OPTION = "streamed"
+"""The run option the framework-shaped streams set: model steps publish every event."""
 
 _deferred: TypeAdapter[DeferredToolResults] = TypeAdapter(DeferredToolResults)
 _limits: TypeAdapter[UsageLimits] = TypeAdapter(UsageLimits)
@@ -61,6 +64,7 @@ class PydanticAIAdapter(Adapter):
             Capability.SYNC_TOOLS,
             Capability.MCP,
             Capability.MAX_TURNS,
+            Capability.STREAMING,
         }
     )
 
@@ -100,6 +104,11 @@ class PydanticAIAdapter(Adapter):
                 out[key] = _deferred.dump_python(value, mode="json")
             elif key == "usage_limits":
                 out[key] = _limits.dump_python(value, mode="json")
+            elif key == "event_stream_handler":
+                raise ConfigurationError(
+                    "event_stream_handler= cannot cross to a worker: pass it to durable.run() "
+                    "(it runs in the caller, fed from the run's event log)"
+                )
             elif key == "model":
                 if not isinstance(value, str):
                     raise ConfigurationError(
@@ -172,6 +181,7 @@ class PydanticAIAdapter(Adapter):
             opts.get("model"),
             wait_for_deferred=not declares_deferred(agent.output_type),
             stream_text=request.stream_text,
+            stream_events=bool(opts.get(STREAMED_OPTION)),
         )
         return await agent.run(
             request.input,
@@ -186,6 +196,29 @@ class PydanticAIAdapter(Adapter):
             model=opts.get("model"),
             capabilities=[capability],
         )
+
+    def stream(self, durable: Any, api: str, input: Any, options: dict[str, Any]) -> Any:
+        from tether.adapters.pydantic_ai import _streamed
+
+        if api == "run_stream":
+            return _streamed.DurableRunStream(durable, input, options)
+        if api == "run_stream_events":
+            return _streamed.run_stream_events(durable, input, options)
+        if api == "run":
+            return _streamed.run_with_handler(durable, input, options)
+        raise ConfigurationError(
+            f"{api}() is not available for Pydantic AI agents in a durable run yet. Fix: use "
+            "durable.run_stream(...), durable.run_stream_events(...) or durable.run(..., "
+            "event_stream_handler=...)"
+            if api == "iter"
+            else f"{api}() is the Agents SDK's API; a Pydantic AI agent streams with "
+            "durable.run_stream(...) or durable.run_stream_events(...)"
+        )
+
+    def read_stream(self, durable: Any, handle: Any, from_offset: int) -> AsyncIterator[Any]:
+        from tether.adapters.pydantic_ai._streamed import pydantic_events
+
+        return pydantic_events(handle, from_offset)
 
     def decode_output(self, agent: object, value: JSON) -> object:
         return AgentRunResult(
