@@ -12,7 +12,7 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel, TypeAdapter
 from pydantic_ai import Agent
 from pydantic_ai.messages import AgentStreamEvent
-from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from temporalio.worker import Worker
 
@@ -23,6 +23,11 @@ from workers import wait_until_polling
 
 TEXT = "California has a heat advisory; New York and Texas are quiet today, all day long."
 _events: TypeAdapter[AgentStreamEvent] = TypeAdapter(AgentStreamEvent)
+
+
+class Answer(BaseModel):
+    summary: str
+    states: list[str]
 
 
 def chat_model(server: ScriptedModelServer, lane: str = "gpt-pai-stream") -> OpenAIChatModel:
@@ -71,10 +76,12 @@ async def test_run_stream_events_equal_the_plain_runs(
 ) -> None:
     with ScriptedModelServer(script()) as server:
         agent = weather_agent(server)
-        plain = [e async for e in agent.run_stream_events("alerts?")]
+        async with agent.run_stream_events("alerts?") as stream:
+            plain = [e async for e in stream]
         server.reset()
         durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
-        events = [e async for e in durable.run_stream_events("alerts?")]
+        async with durable.run_stream_events("alerts?") as stream:
+            events = [e async for e in stream]
         assert all(r.stream for r in server.requests) and server.count() == 2
     assert comparable(events) == comparable(plain)
     kinds = [getattr(e, "event_kind", None) for e in events]
@@ -85,10 +92,6 @@ async def test_run_stream_events_equal_the_plain_runs(
 async def test_run_stream_text_and_output(
     runtime: Runtime, task_queue: str, worker: Worker
 ) -> None:
-    class Answer(BaseModel):
-        summary: str
-        states: list[str]
-
     answer = {"summary": "heat in California", "states": ["CA", "NY"]}
     with ScriptedModelServer(script()) as server:
         durable = tether.durable(
@@ -147,10 +150,13 @@ async def test_run_stream_events_survive_a_worker_killed_mid_stream(
     long_text = " ".join(f"word{i}" for i in range(300))
     turns = [Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})), Turn.text(long_text)]
     with ScriptedModelServer(turns, piece_delay=0.02) as server:
-        model = chat_model(server, "gpt-pai-weather")
-        plain = [
-            e async for e in weather.run_stream_events("alerts?", deps=Deps("ann"), model=model)
-        ]
+        client = AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
+        # What the worker infers from "openai:gpt-pai-weather".
+        model = OpenAIResponsesModel(
+            "gpt-pai-weather", provider=OpenAIProvider(openai_client=client)
+        )
+        async with weather.run_stream_events("alerts?", deps=Deps("ann"), model=model) as ps:
+            plain = [e async for e in ps]
         server.reset()
         env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
         durable = tether.durable(weather, runtime=runtime, local_worker=False)
@@ -161,7 +167,7 @@ async def test_run_stream_events_survive_a_worker_killed_mid_stream(
             procs.append(first)
             await wait_until_polling(runtime.client, durable.task_queue)
             texts = 0
-            async for event in durable.run_stream_events("alerts?", deps=Deps("ann")):
+            async for event in durable.run_stream_events("alerts?", deps=Deps("ann")).__aiter__():
                 events.append(event)
                 if getattr(event, "event_kind", None) == "part_delta":
                     texts += 1

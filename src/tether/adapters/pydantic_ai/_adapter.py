@@ -203,7 +203,7 @@ class PydanticAIAdapter(Adapter):
         if api == "run_stream":
             return _streamed.DurableRunStream(durable, input, options)
         if api == "run_stream_events":
-            return _streamed.run_stream_events(durable, input, options)
+            return _streamed.DurableRunStreamEvents(durable, input, options)
         if api == "run":
             return _streamed.run_with_handler(durable, input, options)
         raise ConfigurationError(

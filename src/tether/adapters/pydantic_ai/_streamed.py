@@ -77,16 +77,32 @@ async def _start(durable: DurableAgent, input: Any, options: dict[str, Any]) -> 
     return await durable.start(input, **{**options, STREAMED_OPTION: True})
 
 
-async def run_stream_events(
-    durable: DurableAgent, input: Any, options: dict[str, Any]
-) -> AsyncIterator[Any]:
-    """Like ``agent.run_stream_events``: the run's events, then an ``AgentRunResultEvent``."""
-    from pydantic_ai.run import AgentRunResultEvent
+class DurableRunStreamEvents:
+    """``durable.run_stream_events(...)``: as ``agent.run_stream_events``, an async context
+    manager whose value iterates the run's events, then an ``AgentRunResultEvent``."""
 
-    handle = await _start(durable, input, options)
-    async for _, event in pydantic_events(handle):
-        yield event
-    yield AgentRunResultEvent(result=await handle.result())
+    def __init__(self, durable: DurableAgent, input: Any, options: dict[str, Any]) -> None:
+        self._durable, self._input, self._options = durable, input, options
+        self.handle: RunHandle | None = None
+
+    async def __aenter__(self) -> DurableRunStreamEvents:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        from pydantic_ai.run import AgentRunResultEvent
+
+        self.handle = await _start(self._durable, self._input, self._options)
+        async for _, event in pydantic_events(self.handle):
+            yield event
+        yield AgentRunResultEvent(result=await self.handle.result())
 
 
 def _context(durable: DurableAgent, options: dict[str, Any]) -> RunContext[Any]:
@@ -117,9 +133,8 @@ async def run_with_handler(durable: DurableAgent, input: Any, options: dict[str,
             await task
 
     async for _, event in pydantic_events(handle):
-        kind = "model" if isinstance(event, PartStartEvent | PartDeltaEvent) else "tools"
-        if isinstance(event, StreamRetracted):
-            kind = "model"
+        model_side = getattr(event, "event_kind", None) in _MODEL_KINDS
+        kind = "model" if model_side or isinstance(event, StreamRetracted) else "tools"
         if kind != group:
             await close()
             group, queue = kind, asyncio.Queue()
@@ -131,6 +146,7 @@ async def run_with_handler(durable: DurableAgent, input: Any, options: dict[str,
 
 
 _END = object()
+_MODEL_KINDS = ("part_start", "part_delta", "part_end", "final_result")
 
 
 class DurableStreamedRunResult:
