@@ -180,3 +180,50 @@ async def test_run_streamed_survives_a_worker_killed_mid_stream(
     # the reader sees exactly the plain run's events, nothing twice, nothing retracted.
     assert [shape(e) for e in events] == [shape(e) for e in plain]
     assert result.final_output == plain_output == long_text
+
+
+async def test_follow_against_a_server_that_does_not_stream_completes_showing_each_step(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    script = [Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})), Turn.text("CA!")]
+    with ScriptedModelServer(script, streaming=False) as server, worker_processes() as procs:
+        env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
+        procs.append(WorkerProcess(["apps.openai_apps:weather"], env, tmp_path / "w.log"))
+        await wait_until_polling(runtime.client, agent_queue(env["TETHER_TASK_QUEUE"], "weather"))
+        run_id = f"follow-{uuid.uuid4().hex[:6]}"
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "tether.cli",
+                "run",
+                "apps.openai_apps:weather",
+                "alerts?",
+                *(
+                    "--id",
+                    run_id,
+                    "--follow",
+                ),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert proc.returncode == 0, proc.stderr
+        # Asked to stream once; the provider did not, so the step fell back to a plain
+        # request and the run's next model step did not ask again.
+        assert [r.stream for r in server.requests] == [True, False, False]
+        assert server.count() == 3
+        events = [e async for e in (await tether.get_run(run_id, runtime)).events()]
+    out = proc.stdout + proc.stderr
+    assert "model did not stream" in out
+    assert out.count("model: weather finished") == 2 and "tool: get_weather_alerts finished" in out
+    assert proc.stdout.strip().endswith("CA!")
+    kinds = [e.type for e in events]
+    assert kinds.count("model.unstreamed") == 1 and "model.failed" not in kinds

@@ -15,7 +15,7 @@ from tether.core.contract import (
     WaitRequest,
 )
 from tether.core.devserver import EmbeddedEngine
-from tether.core.events import RunEvent
+from tether.core.events import RunEvent, StreamRetracted
 from tether.core.handle import (
     DurableAgent,
     PendingRequest,
@@ -69,6 +69,7 @@ __all__ = [
     "RetryableError",
     "RunDescription",
     "RunEvent",
+    "StreamRetracted",
     "RunFailedError",
     "RunHandle",
     "RunNotFoundError",

@@ -17,7 +17,7 @@ Types (``RunEvent.type``) and their ``data``:
                         ``raw``: the framework's own stream event, in streamed runs
                         (``run_streamed``, ``run_stream``, ``iter``, event handlers)
 ``model.event``         ``step``, ``attempt``, ``raw``: a framework stream event without text
-``model.unstreamed``    ``step``, ``reason``: the provider did not stream; the step made a plain
+``model.unstreamed``    ``agent``, ``reason``: the provider did not stream; the step made a plain
                         request (once), and the run's later model steps do not ask to stream
 ``<adapter>.stream``    a framework event the *run* produced (e.g. the Agents SDK's run item
                         and agent-updated events), for the framework-shaped streams
