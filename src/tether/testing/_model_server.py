@@ -504,12 +504,12 @@ class _Handler(BaseHTTPRequestHandler):
             piece = _text_piece(event) if paced else None
             if piece is not None and owner.piece_delay > 0:
                 owner.sleep(owner.piece_delay)
+            if piece is not None and owner.on_piece is not None:
+                owner.on_piece(piece)  # just before it leaves
             data = event.encode()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             if piece is not None:
                 self.wfile.flush()
-                if owner.on_piece is not None:
-                    owner.on_piece(piece)
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
