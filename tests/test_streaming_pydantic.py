@@ -179,3 +179,21 @@ async def test_run_stream_events_survive_a_worker_killed_mid_stream(
         assert server.count("gpt-pai-weather", 1) == 2  # the text step was made again
     assert comparable(events) == comparable(plain)
     assert events[-1].result.output == long_text
+
+
+async def test_iter_yields_the_plain_runs_nodes(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(script()) as server:
+        agent = weather_agent(server)
+        async with agent.iter("alerts?") as plain_run:
+            plain = [type(node).__name__ async for node in plain_run]
+        server.reset()
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        async with durable.iter("alerts?") as run:
+            nodes = [node async for node in run]
+        assert run.result is not None and run.result.output == TEXT
+    names = [type(n).__name__ for n in nodes]
+    assert names == [n for n in plain if n != "SetFinalResult"]
+    assert names[0] == "UserPromptNode" and names[-1] == "End"
+    assert nodes[-1].data.output == TEXT

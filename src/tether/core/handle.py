@@ -668,7 +668,11 @@ class DurableAgent:
     ) -> Any:
         """Run to the end and return the framework's result. ``event_stream_handler``
         (Pydantic AI) runs here, in the caller, fed from the run's event log."""
-        if options.get("event_stream_handler") is not None:
+        handler = options.get("event_stream_handler") or getattr(
+            self.agent, "event_stream_handler", None
+        )
+        if handler is not None:
+            options["event_stream_handler"] = handler
             return await self.adapter.stream(
                 self,
                 "run",

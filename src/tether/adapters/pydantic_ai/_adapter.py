@@ -16,8 +16,10 @@ from pydantic_core import to_jsonable_python
 from tether.adapters.pydantic_ai import _mcp, _worker_side
 from tether.adapters.pydantic_ai._workflow_side import (
     MODEL_STEP,
+    NODE_EVENT,
     TOOL_STEP,
     TetherCapability,
+    node_event,
 )
 from tether.core.contract import (
     JSON,
@@ -183,8 +185,7 @@ class PydanticAIAdapter(Adapter):
             stream_text=request.stream_text,
             stream_events=bool(opts.get(STREAMED_OPTION)),
         )
-        return await agent.run(
-            request.input,
+        kwargs: dict[str, Any] = dict(
             deps=deps,
             message_history=history,
             deferred_tool_results=_deferred.validate_python(opts["deferred_tool_results"])
@@ -196,6 +197,22 @@ class PydanticAIAdapter(Adapter):
             model=opts.get("model"),
             capabilities=[capability],
         )
+        if opts.get(STREAMED_OPTION) or agent.event_stream_handler is not None:
+            # Driven node by node (as agent.iter): each node is published for durable.iter(),
+            # and an agent's own event_stream_handler never runs here (the caller runs it,
+            # fed from the log), so no model is streamed outside a step.
+            async with agent.iter(request.input, **kwargs) as run:
+                async for node in run:
+                    if opts.get(STREAMED_OPTION) and type(node).__name__ != "End":
+                        session.publish(NODE_EVENT, node_event(node))
+            assert run.result is not None
+            if opts.get(STREAMED_OPTION):
+                session.publish(
+                    NODE_EVENT,
+                    {"node": "End", "output": pack(run.result.output, what="the agent's output")},
+                )
+            return run.result
+        return await agent.run(request.input, **kwargs)
 
     def stream(self, durable: Any, api: str, input: Any, options: dict[str, Any]) -> Any:
         from tether.adapters.pydantic_ai import _streamed
@@ -206,13 +223,11 @@ class PydanticAIAdapter(Adapter):
             return _streamed.DurableRunStreamEvents(durable, input, options)
         if api == "run":
             return _streamed.run_with_handler(durable, input, options)
+        if api == "iter":
+            return _streamed.DurableAgentRun(durable, input, options)
         raise ConfigurationError(
-            f"{api}() is not available for Pydantic AI agents in a durable run yet. Fix: use "
-            "durable.run_stream(...), durable.run_stream_events(...) or durable.run(..., "
-            "event_stream_handler=...)"
-            if api == "iter"
-            else f"{api}() is the Agents SDK's API; a Pydantic AI agent streams with "
-            "durable.run_stream(...) or durable.run_stream_events(...)"
+            f"{api}() is the Agents SDK's API; a Pydantic AI agent streams with "
+            "durable.run_stream(...), durable.run_stream_events(...) or durable.iter(...)"
         )
 
     def read_stream(self, durable: Any, handle: Any, from_offset: int) -> AsyncIterator[Any]:

@@ -264,3 +264,57 @@ class DurableRunStream:
         tb: TracebackType | None,
     ) -> None:
         return None
+
+
+class DurableAgentRun:
+    """``async with durable.iter(...) as run``: like Pydantic AI's ``AgentRun``, ``async for
+    node in run`` yields the graph's nodes as the durable run reaches them (rebuilt from its
+    log: ``UserPromptNode``, ``ModelRequestNode``, ``CallToolsNode``, ``End``), and
+    ``run.result`` holds the result once it ended. The nodes are records: the run drives the
+    graph on its workers, so ``run.next(node)`` and ``node.stream(ctx)`` are not available."""
+
+    def __init__(self, durable: DurableAgent, input: Any, options: dict[str, Any]) -> None:
+        self._durable, self._input, self._options = durable, input, options
+        self.handle: RunHandle | None = None
+        self.result: Any = None
+
+    async def __aenter__(self) -> DurableAgentRun:
+        self.handle = await _start(self._durable, self._input, self._options)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        from pydantic_ai._agent_graph import CallToolsNode, ModelRequestNode, UserPromptNode
+        from pydantic_ai.messages import ModelMessagesTypeAdapter
+        from pydantic_ai.result import FinalResult
+        from pydantic_graph import End
+
+        from tether.adapters.pydantic_ai._workflow_side import NODE_EVENT
+        from tether.core.values import unpack
+
+        assert self.handle is not None, "use `async with durable.iter(...) as run`"
+        async for event in self.handle.events(poll_interval=POLL_INTERVAL):
+            if event.type != NODE_EVENT:
+                continue
+            data = event.data
+            kind = data["node"]
+            if kind == "UserPromptNode":
+                yield UserPromptNode(user_prompt=data.get("user_prompt"))
+            elif kind == "ModelRequestNode":
+                [request] = ModelMessagesTypeAdapter.validate_python([data["request"]])
+                yield ModelRequestNode(request=request)  # type: ignore[arg-type]
+            elif kind == "CallToolsNode":
+                [response] = ModelMessagesTypeAdapter.validate_python([data["model_response"]])
+                yield CallToolsNode(model_response=response)  # type: ignore[arg-type]
+            elif kind == "End":
+                self.result = await self.handle.result()
+                yield End(FinalResult(unpack(data["output"])))
+        if self.result is None:
+            self.result = await self.handle.result()

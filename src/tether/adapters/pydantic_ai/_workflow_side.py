@@ -331,3 +331,21 @@ async def wait_for_results(
         )
         results.calls[call.tool_call_id] = answer.value
     return results
+
+
+NODE_EVENT = "pydantic_ai.node"
+
+
+def node_event(node: Any) -> dict[str, Any]:
+    """The log's record of one graph node the run is about to run (for ``durable.iter``)."""
+    from pydantic_ai import Agent
+
+    data: dict[str, Any] = {"node": type(node).__name__}
+    if Agent.is_user_prompt_node(node):
+        prompt = node.user_prompt
+        data["user_prompt"] = prompt if isinstance(prompt, str) else to_jsonable_python(prompt)
+    elif Agent.is_model_request_node(node):
+        data["request"] = messages_json([node.request])[0]
+    elif Agent.is_call_tools_node(node):
+        data["model_response"] = messages_json([node.model_response])[0]
+    return data
