@@ -227,3 +227,56 @@ async def test_follow_against_a_server_that_does_not_stream_completes_showing_ea
     assert proc.stdout.strip().endswith("CA!")
     kinds = [e.type for e in events]
     assert kinds.count("model.unstreamed") == 1 and "model.failed" not in kinds
+
+
+async def test_a_retry_that_streams_a_different_reply_retracts_the_dead_attempts_text(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    from apps.openai_apps import weather
+    from tether.testing import RecordedRequest
+
+    first_text = " ".join(f"first{i}" for i in range(300))
+    second_text = " ".join(f"second{i}" for i in range(60))
+
+    def reply(request: RecordedRequest) -> Turn:
+        if request.turn == 0:
+            return Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"}))
+        return Turn.text(first_text if request.attempt == 1 else second_text)
+
+    with ScriptedModelServer(responder=reply, piece_delay=0.02) as server:
+        env = dict(worker_env, OPENAI_BASE_URL=server.base_url)
+        durable = tether.durable(weather, runtime=runtime, local_worker=False)
+        durable.task_queue = agent_queue(env["TETHER_TASK_QUEUE"], durable.name)
+        with worker_processes() as procs:
+            first = WorkerProcess(["apps.openai_apps:weather"], env, tmp_path / "w1.log")
+            procs.append(first)
+            await wait_until_polling(runtime.client, durable.task_queue)
+            result = durable.run_streamed("alerts?")
+            events: list[Any] = []
+            async for event in result.stream_events():
+                events.append(event)
+                if (
+                    event.type == "raw_response_event"
+                    and event.data.type.endswith("text.delta")
+                    and first.alive()
+                ):
+                    first.kill()  # at the first piece: the attempt dies mid-stream
+                    procs.append(
+                        WorkerProcess(["apps.openai_apps:weather"], env, tmp_path / "w2.log")
+                    )
+            assert result.run_id is not None
+            replayed = [e async for e in durable.handle(result.run_id, runtime).stream_events()]
+    [retracted] = [e for e in events if isinstance(e, tether.StreamRetracted)]
+    assert retracted.step == 3 and retracted.attempt == 1
+    assert retracted.text and first_text.startswith(retracted.text)
+    after = events[events.index(retracted) + 1 :]
+    shown_after = "".join(
+        e.data.delta
+        for e in after
+        if e.type == "raw_response_event" and e.data.type == "response.output_text.delta"
+    )
+    assert shown_after == second_text  # the new attempt, from its start
+    assert after[0].type == "raw_response_event" and after[0].data.type == "response.created"
+    assert result.final_output == second_text
+    # Replaying the finished run shows the same: the dead attempt, its retraction, the retry.
+    assert [shape(e) for e in replayed] == [shape(e) for e in events]

@@ -83,7 +83,15 @@ async def test_run_stream_events_equal_the_plain_runs(
         async with durable.run_stream_events("alerts?") as stream:
             events = [e async for e in stream]
         assert all(r.stream for r in server.requests) and server.count() == 2
+        # Replayed from the finished run's log, from the start and from an offset.
+        assert stream.handle is not None
+        replay = durable.handle(stream.handle.id, runtime).stream_events()
+        again = [e async for e in replay]
+        tail = [e async for e in durable.handle(stream.handle.id, runtime).stream_events(5)]
     assert comparable(events) == comparable(plain)
+    assert comparable(again) == comparable(events[:-1])
+    assert replay.next_offset > 5 and comparable(tail) == comparable(again)[-len(tail) :]
+    assert 0 < len(tail) < len(again)
     kinds = [getattr(e, "event_kind", None) for e in events]
     assert "function_tool_call" in kinds and "function_tool_result" in kinds
     assert kinds[-1] == "agent_run_result" and events[-1].result.output == TEXT
