@@ -90,7 +90,8 @@ async def test_run_stream_events_equal_the_plain_runs(
         tail = [e async for e in durable.handle(stream.handle.id, runtime).stream_events(5)]
     assert comparable(events) == comparable(plain)
     assert comparable(again) == comparable(events[:-1])
-    assert replay.next_offset > 5 and comparable(tail) == comparable(again)[-len(tail) :]
+    assert replay.next_offset > 5
+    assert again[-len(tail) :] == tail  # the log from offset 5 on: a suffix, nothing twice
     assert 0 < len(tail) < len(again)
     kinds = [getattr(e, "event_kind", None) for e in events]
     assert "function_tool_call" in kinds and "function_tool_result" in kinds

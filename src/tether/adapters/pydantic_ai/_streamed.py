@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +71,16 @@ async def pydantic_events(
                 if isinstance(raw, dict):
                     yield resume, _model_events.validate_python(raw)
             elif isinstance(item, RunEvent):
-                yield resume, _agent_events.validate_python(item.data["event"])
+                yield resume, _tool_event(item)
+
+
+def _tool_event(event: RunEvent) -> AgentStreamEvent:
+    """A tool call or result event, stamped with the run's time of it."""
+    rebuilt = _agent_events.validate_python(event.data["event"])
+    part = getattr(rebuilt, "part", None)
+    if part is not None and hasattr(part, "timestamp") and event.time:
+        part.timestamp = datetime.fromisoformat(event.time)
+    return rebuilt
 
 
 async def _start(durable: DurableAgent, input: Any, options: dict[str, Any]) -> RunHandle:

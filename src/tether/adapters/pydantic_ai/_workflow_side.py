@@ -162,9 +162,10 @@ class StepToolset(WrapperToolset[Any]):
 
     def _publish(self, event: Any) -> None:
         if self.session is not None and self.streams is not None and self.streams.raw:
-            self.session.publish(
-                STREAM_EVENT, {"event": _agent_events.dump_python(event, mode="json")}
-            )
+            # Without the clock's timestamp (a replay would publish another): readers take
+            # the event's own (deterministic) time instead.
+            data = _strip(_agent_events.dump_python(event, mode="json"))
+            self.session.publish(STREAM_EVENT, {"event": data})
 
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
