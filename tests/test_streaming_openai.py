@@ -3,6 +3,7 @@ plain `Runner.run_streamed` on the same script, through worker kills and reattac
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,6 @@ async def test_run_streamed_survives_a_worker_killed_mid_stream(
 async def test_follow_against_a_server_that_does_not_stream_completes_showing_each_step(
     runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
 ) -> None:
-    import asyncio
     import subprocess
     import sys
 
@@ -280,3 +280,42 @@ async def test_a_retry_that_streams_a_different_reply_retracts_the_dead_attempts
     assert result.final_output == second_text
     # Replaying the finished run shows the same: the dead attempt, its retraction, the retry.
     assert [shape(e) for e in replayed] == [shape(e) for e in events]
+
+
+async def test_run_streamed_with_an_approval_waits_durably_and_streams_on(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    from hitl_helpers import build_agent, wait_pending
+
+    ran: list[int] = []
+
+    def refund(order: int) -> str:
+        """Refund an order."""
+        ran.append(order)
+        return "refunded"
+
+    script = [Turn.tool_calls(ToolCall("refund", {"order": 7})), Turn.text("Order 7 refunded.")]
+    with ScriptedModelServer(script) as server:
+        agent = build_agent(
+            "openai_agents",
+            server,
+            f"refunds-{uuid.uuid4().hex[:6]}",
+            {"refund": refund},
+            approval=("refund",),
+        )
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        result = durable.run_streamed("refund 7")
+        events: list[Any] = []
+
+        async def approve_when_asked() -> None:
+            handle = await result.started()
+            [request] = await wait_pending(handle)
+            await handle.approve(request.id)
+
+        approver = asyncio.create_task(approve_when_asked())
+        async for event in result.stream_events():
+            events.append(event)
+        await approver
+    names = [e.name for e in events if e.type == "run_item_stream_event"]
+    assert names == ["tool_called", "tool_output", "message_output_created"]
+    assert ran == [7] and result.final_output == "Order 7 refunded."

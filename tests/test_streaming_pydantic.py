@@ -206,3 +206,22 @@ async def test_iter_yields_the_plain_runs_nodes(
     assert names == [n for n in plain if n != "SetFinalResult"]
     assert names[0] == "UserPromptNode" and names[-1] == "End"
     assert nodes[-1].data.output == TEXT
+
+
+async def test_a_provider_that_does_not_stream_falls_back_to_a_plain_request_once(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(script(), streaming=False) as server:
+        durable = tether.durable(
+            weather_agent(server), runtime=runtime, task_queue=task_queue, local_worker=False
+        )
+        async with durable.run_stream("alerts?") as result:
+            texts = [t async for t in result.stream_text()]
+            assert await result.get_output() == TEXT
+        assert [r.stream for r in server.requests] == [True, False, False]
+        events = [e async for e in result.handle.events()]
+    assert texts == []  # nothing streamed live; the output is whole
+    kinds = [e.type for e in events]
+    assert kinds.count("model.unstreamed") == 1 and "model.failed" not in kinds
+    assert kinds.count("model.finished") == 2
+    assert all(e.data["attempt"] == 1 for e in events if e.type == "model.finished")

@@ -105,6 +105,12 @@ class DurableRunResultStreaming:
         options[STREAMED_OPTION] = True
         return await self.durable.start(self.input, **options)
 
+    async def started(self) -> RunHandle:
+        """The durable run's handle, once it has started (e.g. to save its id early)."""
+        if self.handle is None:
+            self.handle = await (self._started or self._start())
+        return self.handle
+
     @property
     def run_id(self) -> str | None:
         return self.handle.id if self.handle is not None else None
@@ -115,11 +121,10 @@ class DurableRunResultStreaming:
 
     async def stream_events(self) -> AsyncIterator[StreamEvent | StreamRetracted]:
         """The SDK's stream events of the durable run, live, then its outcome is set."""
-        if self.handle is None:
-            self.handle = await (self._started or self._start())
+        handle = await self.started()
         root = self.durable.agent
         assert isinstance(root, Agent)
-        async for resume, event in sdk_events(self.handle, root, self.next_offset):
+        async for resume, event in sdk_events(handle, root, self.next_offset):
             self.next_offset = resume
             if isinstance(event, RunItemStreamEvent):
                 self.new_items.append(event.item)
@@ -128,7 +133,7 @@ class DurableRunResultStreaming:
             elif getattr(event, "type", None) == "agent_updated_stream_event":
                 self.current_agent = event.new_agent  # type: ignore[union-attr]
             yield event
-        result = await self.handle.result()  # raises the run's failure, as the SDK does
+        result = await handle.result()  # raises the run's failure, as the SDK does
         self.final_output = result.final_output
         self.usage = dict(result.usage)
         last = index_agents(root).get(result.last_agent)
