@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from openai import AsyncOpenAI
 from pydantic import BaseModel, TypeAdapter
 from pydantic_ai import Agent
@@ -151,6 +152,7 @@ async def test_event_stream_handler_runs_in_the_caller_per_step(
     assert [comparable(g) for g in groups] == plain_nonempty
 
 
+@pytest.mark.timeout(600)  # worker subprocesses start slowly on a loaded machine
 async def test_run_stream_events_survive_a_worker_killed_mid_stream(
     runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -174,13 +176,13 @@ async def test_run_stream_events_survive_a_worker_killed_mid_stream(
         with worker_processes() as procs:
             first = WorkerProcess(["apps.pydantic_apps:weather"], env, tmp_path / "w1.log")
             procs.append(first)
-            await wait_until_polling(runtime.client, durable.task_queue)
+            await wait_until_polling(runtime.client, durable.task_queue, timeout=300)
             texts = 0
             async for event in durable.run_stream_events("alerts?", deps=Deps("ann")).__aiter__():
                 events.append(event)
                 if getattr(event, "event_kind", None) == "part_delta":
                     texts += 1
-                    if texts == 20 and first.alive():
+                    if texts == 5 and first.alive():
                         first.kill()
                         procs.append(
                             WorkerProcess(["apps.pydantic_apps:weather"], env, tmp_path / "w2.log")
