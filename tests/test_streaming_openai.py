@@ -325,3 +325,34 @@ async def test_run_streamed_with_an_approval_waits_durably_and_streams_on(
     names = [e.name for e in events if e.type == "run_item_stream_event"]
     assert names == ["tool_called", "tool_output", "message_output_created"]
     assert ran == [7] and result.final_output == "Order 7 refunded."
+
+
+async def test_cancel_ends_the_stream_and_the_run(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    from tether.testing import Fault
+
+    suffix = uuid.uuid4().hex[:6]
+    script = handoff_script(suffix)
+    # The specialist's tool turn hangs at the provider: the run is mid-step when cancelled.
+    script["gpt-specialist"][1] = Turn.tool_calls(
+        ToolCall("get_weather_alerts", {"state": "CA"}), faults=[Fault.hang(60)]
+    )
+    with ScriptedModelServer(script) as server:
+        durable = tether.durable(
+            handoff_agents(server, suffix),
+            runtime=runtime,
+            task_queue=task_queue,
+            local_worker=False,
+        )
+        result = durable.run_streamed("alerts?")
+        events: list[Any] = []
+        async for event in result.stream_events():
+            events.append(event)
+            if event.type == "agent_updated_stream_event" and len(events) > 1:
+                await result.cancel()  # once the handoff happened
+        handle = await result.started()
+        description = await handle.describe()
+    assert description.status == "cancelled"
+    assert result.is_complete and result.final_output is None
+    assert events[-1].type == "agent_updated_stream_event"

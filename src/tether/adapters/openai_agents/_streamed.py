@@ -31,6 +31,7 @@ from tether.core.events import (
     RunEvent,
     StreamRetracted,
 )
+from tether.errors import RunFailedError
 
 if TYPE_CHECKING:
     from tether.core.handle import DurableAgent, RunHandle
@@ -86,6 +87,7 @@ class DurableRunResultStreaming:
     raw_responses: list[ModelResponse] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
     _started: asyncio.Task[RunHandle] | None = field(default=None, repr=False)
+    _cancelled: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         agent = self.durable.agent
@@ -133,7 +135,13 @@ class DurableRunResultStreaming:
             elif getattr(event, "type", None) == "agent_updated_stream_event":
                 self.current_agent = event.new_agent  # type: ignore[union-attr]
             yield event
-        result = await handle.result()  # raises the run's failure, as the SDK does
+        try:
+            result = await handle.result()  # raises the run's failure, as the SDK does
+        except RunFailedError as exc:
+            if not (self._cancelled and exc.error_type == "Cancelled"):
+                raise
+            self.is_complete = True  # cancelled here: the stream just ends, as in the SDK
+            return
         self.final_output = result.final_output
         self.usage = dict(result.usage)
         last = index_agents(root).get(result.last_agent)
@@ -162,7 +170,15 @@ class DurableRunResultStreaming:
     def final_output_as(self, cls: type[Any]) -> Any:
         return self.final_output
 
-    async def cancel(self) -> None:
-        """Cancel the durable run (its stream then ends with the cancellation)."""
-        if self.handle is not None:
-            await self.handle.cancel()
+    def cancel(self, mode: str = "immediate") -> asyncio.Task[None]:
+        """Cancel the durable run, as the SDK's ``cancel()`` (its stream then ends, and the
+        run ends *cancelled*); ``mode`` is accepted for the SDK's signature. Returns the
+        task that asks the engine (await it to know the request was made)."""
+
+        self._cancelled = True
+
+        async def cancel() -> None:
+            handle = await self.started()
+            await handle.cancel()
+
+        return asyncio.ensure_future(cancel())
