@@ -455,15 +455,20 @@ class RunHandle:
     # -- events and usage ------------------------------------------------------------------
 
     async def events(
-        self, after: int | None = None, *, poll_interval: float = 0.1
+        self, after: int | None = None, *, poll_interval: float = 0.1, idle_interval: float = 1.0
     ) -> AsyncIterator[RunEvent]:
         """The run's events, live, until its last one. Pass the offset of the last event
         you saw as ``after`` to resume without gaps or repeats.
 
         Read through the stream's query, polled every ``poll_interval`` seconds while events
-        come (slower while the run is quiet): reading adds nothing to the run's history."""
+        come, slowing down to every ``idle_interval`` seconds while the run is quiet: reading
+        adds nothing to the run's history."""
         async for event in ops.read_events(
-            self.runtime.client, self.id, after, poll_interval=poll_interval
+            self.runtime.client,
+            self.id,
+            after,
+            poll_interval=poll_interval,
+            idle_interval=idle_interval,
         ):
             yield event
 

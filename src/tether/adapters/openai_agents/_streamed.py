@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from tether.core.handle import DurableAgent, RunHandle
 
 POLL_INTERVAL = 0.05
+IDLE_INTERVAL = 0.2
+"""A chat reader waits for the first token: poll at least this often while nothing comes."""
 
 
 async def sdk_events(
@@ -47,7 +49,9 @@ async def sdk_events(
     agents = index_agents(root)
     attempts = AttemptFilter()
     after = from_offset - 1 if from_offset > 0 else None
-    async for event in handle.events(after, poll_interval=POLL_INTERVAL):
+    async for event in handle.events(
+        after, poll_interval=POLL_INTERVAL, idle_interval=IDLE_INTERVAL
+    ):
         shown: list[Any] = list(attempts.feed(event))
         if event.type == STREAM_EVENT:
             shown.append(event)

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from tether.core.handle import DurableAgent, RunHandle
 
 POLL_INTERVAL = 0.05
+IDLE_INTERVAL = 0.2
+"""A chat reader waits for the first token: poll at least this often while nothing comes."""
 _model_events: TypeAdapter[ModelResponseStreamEvent] = TypeAdapter(ModelResponseStreamEvent)
 _agent_events: TypeAdapter[AgentStreamEvent] = TypeAdapter(AgentStreamEvent)
 
@@ -58,7 +60,9 @@ async def pydantic_events(
     resume from once it is handled."""
     attempts = AttemptFilter()
     after = from_offset - 1 if from_offset > 0 else None
-    async for event in handle.events(after, poll_interval=POLL_INTERVAL):
+    async for event in handle.events(
+        after, poll_interval=POLL_INTERVAL, idle_interval=IDLE_INTERVAL
+    ):
         shown: list[Any] = list(attempts.feed(event))
         if event.type == STREAM_EVENT:
             shown.append(event)
@@ -310,7 +314,9 @@ class DurableAgentRun:
         from tether.core.values import unpack
 
         assert self.handle is not None, "use `async with durable.iter(...) as run`"
-        async for event in self.handle.events(poll_interval=POLL_INTERVAL):
+        async for event in self.handle.events(
+            poll_interval=POLL_INTERVAL, idle_interval=IDLE_INTERVAL
+        ):
             if event.type != NODE_EVENT:
                 continue
             data = event.data
