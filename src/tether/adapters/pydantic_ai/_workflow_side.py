@@ -59,6 +59,31 @@ def messages_json(messages: list[ModelMessage]) -> list[Any]:
     return [_strip(m) for m in raw]
 
 
+class MessagesJson:
+    """:func:`messages_json` for a run's growing history, each message dumped once.
+
+    A message already dumped at the same position (the same object) reuses its JSON, so a
+    model call costs its new messages, not the conversation. The last two messages are
+    always dumped again: the framework may still be completing them when it asks.
+    """
+
+    RECENT = 2
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[ModelMessage, Any]] = []
+
+    def __call__(self, messages: list[ModelMessage]) -> list[Any]:
+        settled = len(messages) - self.RECENT
+        out: list[Any] = []
+        for i, message in enumerate(messages):
+            if i < settled and i < len(self._seen) and self._seen[i][0] is message:
+                out.append(self._seen[i][1])
+            else:
+                out.extend(messages_json([message]))
+        self._seen = list(zip(messages, out, strict=True))
+        return out
+
+
 def _strip(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _strip(v) for k, v in value.items() if k not in _VOLATILE}
@@ -78,8 +103,10 @@ class StepModel(WrapperModel):
         override: str | None,
         stream_text: bool = False,
         streams: StreamState | None = None,
+        as_json: MessagesJson | None = None,
     ) -> None:
         super().__init__(wrapped)
+        self._as_json = as_json or MessagesJson()
         self._session = session
         self._agent = agent_name
         self._override = override
@@ -108,7 +135,7 @@ class StepModel(WrapperModel):
             kind="model",
             summary=f"model: {self._agent}",
             policy=MODEL_POLICY,
-            transcript=messages_json(messages),
+            transcript=self._as_json(messages),
         )
         response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
         assert isinstance(response, ModelResponse)
@@ -275,6 +302,7 @@ class TetherCapability(AbstractCapability[Any]):
         self._model = model
         self._wait_for_deferred = wait_for_deferred
         self._streams = StreamState(text=stream_text, raw=stream_events)
+        self._as_json = MessagesJson()  # one per run: the history's JSON, dumped once
 
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
@@ -290,7 +318,14 @@ class TetherCapability(AbstractCapability[Any]):
     def get_wrapper_model(self, model: Model) -> Model | None:
         if isinstance(model, StepModel):
             return None
-        return StepModel(model, self._session, self._agent, self._model, streams=self._streams)
+        return StepModel(
+            model,
+            self._session,
+            self._agent,
+            self._model,
+            streams=self._streams,
+            as_json=self._as_json,
+        )
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
         toolset = replace_mcp(toolset, self._session, self._agent)
