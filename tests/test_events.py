@@ -196,3 +196,13 @@ def test_a_retry_that_repeats_the_dead_attempt_continues_and_one_that_differs_is
         short.feed(e)
     end = short.feed(tether.RunEvent(3, "model.finished", "", {"step": 2, "attempt": 2}))
     assert isinstance(end[0], StreamRetracted) and end[1].data["text"] == "a"
+    # A step that fails for good: what it streamed is retracted, nothing else is shown.
+    failed = AttemptFilter()
+    failed.feed(_delta(0, 4, 1, "partial"))
+    gone = failed.feed(tether.RunEvent(1, "model.failed", "", {"step": 4, "error": "x"}))
+    assert len(gone) == 1 and isinstance(gone[0], StreamRetracted)
+    assert gone[0].text == "partial" and gone[0].step == 4
+    # A step that finished normally retracts nothing.
+    fine = AttemptFilter()
+    fine.feed(_delta(0, 5, 1, "ok"))
+    assert fine.feed(tether.RunEvent(1, "model.finished", "", {"step": 5, "attempt": 1})) == []

@@ -154,7 +154,8 @@ class AttemptFilter:
     possibly led by a :class:`StreamRetracted`. Events of a later attempt that repeat what the
     previous attempt showed are skipped (a deterministic retry continues seamlessly); at the
     first difference, or if the step finishes with less than was shown, the previous
-    attempt's events are retracted and the new attempt's are shown from its start.
+    attempt's events are retracted and the new attempt's are shown from its start. A step
+    that fails after its retries has what it streamed retracted.
     """
 
     def __init__(self) -> None:
@@ -185,6 +186,10 @@ class AttemptFilter:
             out: list[RunEvent | StreamRetracted] = []
             if self._prior is not None and self._matched < len(self._prior):
                 out = self._retract()
+            if event.type == MODEL_FAILED and self._shown and self._prior is None:
+                # The step failed for good: nothing it streamed is an answer.
+                self._prior, self._pending = self._shown, []
+                out = self._retract()[:1]
             self._step, self._attempt, self._shown, self._prior = None, 0, [], None
             self._pending, self._matched = [], 0
             return out
