@@ -164,3 +164,45 @@ async def test_streamed_text_arrives_as_deltas_before_the_response(
     assert [e.offset for e in live] == list(range(len(live)))
     assert await all_events(handle) == live  # replayed from history: the same log
     assert (await handle.usage()).total_tokens == 330
+
+
+def _delta(offset: int, step: int, attempt: int, text: str) -> tether.RunEvent:
+    data = {"step": step, "attempt": attempt, "text": text, "raw": {"t": text}}
+    return tether.RunEvent(offset, "model.delta", "", data)
+
+
+def test_a_retry_that_repeats_the_dead_attempt_continues_and_one_that_differs_is_retracted() -> (
+    None
+):
+    from tether.core.events import AttemptFilter, StreamRetracted
+
+    same = AttemptFilter()
+    shown = [same.feed(e) for e in [_delta(0, 1, 1, "He"), _delta(1, 1, 1, "llo")]]
+    shown += [same.feed(e) for e in [_delta(2, 1, 2, "He"), _delta(3, 1, 2, "llo")]]
+    shown += [same.feed(_delta(4, 1, 2, " you"))]
+    texts = [e.data["text"] for batch in shown for e in batch if isinstance(e, tether.RunEvent)]
+    assert texts == ["He", "llo", " you"]  # nothing twice, nothing retracted
+
+    other = AttemptFilter()
+    out = [x for e in [_delta(0, 1, 1, "He"), _delta(1, 1, 1, "llo")] for x in other.feed(e)]
+    out += other.feed(_delta(2, 1, 2, "He"))  # matches so far: held back
+    assert len(out) == 2
+    out += other.feed(_delta(3, 1, 2, "y"))  # differs: retract, then the retry from its start
+    assert isinstance(out[2], StreamRetracted) and out[2].text == "Hello" and out[2].step == 1
+    assert [e.data["text"] for e in out[3:] if isinstance(e, tether.RunEvent)] == ["He", "y"]
+    # A retry that stops short of what was shown is retracted when its step finishes.
+    short = AttemptFilter()
+    for e in [_delta(0, 2, 1, "a"), _delta(1, 2, 1, "b"), _delta(2, 2, 2, "a")]:
+        short.feed(e)
+    end = short.feed(tether.RunEvent(3, "model.finished", "", {"step": 2, "attempt": 2}))
+    assert isinstance(end[0], StreamRetracted) and end[1].data["text"] == "a"
+    # A step that fails for good: what it streamed is retracted, nothing else is shown.
+    failed = AttemptFilter()
+    failed.feed(_delta(0, 4, 1, "partial"))
+    gone = failed.feed(tether.RunEvent(1, "model.failed", "", {"step": 4, "error": "x"}))
+    assert len(gone) == 1 and isinstance(gone[0], StreamRetracted)
+    assert gone[0].text == "partial" and gone[0].step == 4
+    # A step that finished normally retracts nothing.
+    fine = AttemptFilter()
+    fine.feed(_delta(0, 5, 1, "ok"))
+    assert fine.feed(tether.RunEvent(1, "model.finished", "", {"step": 5, "attempt": 1})) == []

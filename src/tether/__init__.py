@@ -16,7 +16,7 @@ from tether.core.contract import (
     WaitRequest,
 )
 from tether.core.devserver import EmbeddedEngine
-from tether.core.events import RunEvent
+from tether.core.events import RunEvent, StreamRetracted
 from tether.core.handle import (
     DurableAgent,
     PendingRequest,
@@ -85,6 +85,7 @@ __all__ = [
     "StepInputError",
     "StepPolicy",
     "StepUsage",
+    "StreamRetracted",
     "TetherError",
     "UnknownWaitRequestError",
     "UsageReport",

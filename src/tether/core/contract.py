@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -372,6 +372,26 @@ class Adapter(abc.ABC):
     def decode_context(self, agent: object, value: JSON) -> object:
         """Rebuild the run context / deps from JSON on the worker."""
         return value
+
+    def stream(self, durable: Any, api: str, input: Any, options: dict[str, Any]) -> Any:
+        """The framework's own streaming API ``api`` (e.g. ``"run_streamed"``,
+        ``"run_stream"``, ``"iter"``) for ``durable`` (a :class:`tether.DurableAgent`),
+        fed by a durable run. Adapters that declare ``Capability.STREAMING`` implement it."""
+        from tether.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"{api}() is not available for {self.name} agents in a durable run. Fix: use "
+            "durable.run(...) and handle.events() for progress"
+        )
+
+    def read_stream(self, durable: Any, handle: Any, from_offset: int) -> AsyncIterator[Any]:
+        """The run ``handle``'s stream in the framework's own event types, from log offset
+        ``from_offset``: pairs of (offset to resume from once handled, event)."""
+        from tether.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"{self.name} runs have no framework-shaped stream. Fix: read handle.events()"
+        )
 
     def passthrough_modules(self) -> Sequence[str]:
         """Modules the run's sandbox must share with the worker (the framework's own)."""

@@ -13,7 +13,14 @@ Types (``RunEvent.type``) and their ``data``:
 ``run.started``         ``agent``, ``adapter``
 ``model.started``       ``step``, ``summary``
 ``model.finished``      ``step``, ``summary``, ``attempt``
-``model.delta``         ``step``, ``attempt``, ``text`` (runs started with ``stream_text=True``)
+``model.delta``         ``step``, ``attempt``, ``text`` (runs started with ``stream_text=True``);
+                        ``raw``: the framework's own stream event, in streamed runs
+                        (``run_streamed``, ``run_stream``, ``iter``, event handlers)
+``model.event``         ``step``, ``attempt``, ``raw``: a framework stream event without text
+``model.unstreamed``    ``agent``, ``reason``: the provider did not stream; the step made a plain
+                        request (once), and the run's later model steps do not ask to stream
+``<adapter>.stream``    a framework event the *run* produced (e.g. the Agents SDK's run item
+                        and agent-updated events), for the framework-shaped streams
 ``model.response``      ``text`` (the model's text, if any), ``tool_calls`` (names and ids)
 ``usage``               ``step``, ``model``, tokens of the step, ``cost``, ``total_tokens_run``
 ``tool.started``        ``step``, ``summary``, ``tool``, ``call_id``
@@ -32,6 +39,9 @@ Types (``RunEvent.type``) and their ``data``:
 carries its step and attempt; if an attempt fails after streaming some text, the next
 attempt streams again under its own attempt number, so a reader showing a preview restarts
 it when the attempt changes. The authoritative text is the run's ``model.response``.
+:class:`AttemptFilter` does that bookkeeping for framework-shaped streams: a retried attempt
+that repeats what the dead one streamed continues seamlessly, one that differs is announced
+by a :class:`StreamRetracted` first.
 """
 
 from __future__ import annotations
@@ -47,6 +57,11 @@ RUN_FAILED = "run.failed"
 RUN_CANCELLED = "run.cancelled"
 MODEL_RESPONSE = "model.response"
 MODEL_DELTA = "model.delta"
+MODEL_EVENT = "model.event"
+MODEL_UNSTREAMED = "model.unstreamed"
+MODEL_STARTED = "model.started"
+MODEL_FINISHED = "model.finished"
+MODEL_FAILED = "model.failed"
 USAGE = "usage"
 APPROVAL_REQUESTED = "approval.requested"
 APPROVAL_ANSWERED = "approval.answered"
@@ -81,6 +96,12 @@ class RunEvent:
             text = f"{d['summary']} finished{retry}{err}"
         elif self.type == MODEL_DELTA:
             text = f"model text: {d.get('text')!r}"
+        elif self.type == MODEL_EVENT:
+            raw = d.get("raw")
+            kind = raw.get("type", raw.get("event_kind")) if isinstance(raw, dict) else None
+            text = f"model stream: {kind}"
+        elif self.type == MODEL_UNSTREAMED:
+            text = f"model did not stream: {d.get('reason')}"
         elif self.type == MODEL_RESPONSE:
             calls = ", ".join(c["name"] for c in d.get("tool_calls", []))
             text = f"model says: {d.get('text')!r}" if d.get("text") else f"model calls: {calls}"
@@ -110,3 +131,90 @@ class RunEvent:
         else:
             text = f"{self.type} {d}"
         return f"#{self.offset} {text}"
+
+
+@dataclass(frozen=True)
+class StreamRetracted:
+    """What a framework-shaped stream yields when a model step's attempt died after streaming
+    part of its reply and the next attempt streamed something else: drop what was shown of
+    step ``step``'s reply (``text``, from attempt ``attempt``); the next attempt's events
+    follow from its start. Never yielded when the retry repeats what was shown."""
+
+    step: int
+    attempt: int
+    text: str
+    type: str = "stream_retracted"
+
+
+class AttemptFilter:
+    """Turns a run's streamed model events (``model.delta``/``model.event``, several
+    attempts per step) into what a reader should show, exactly once.
+
+    :meth:`feed` takes each run event and returns the model events to show now, in order,
+    possibly led by a :class:`StreamRetracted`. Events of a later attempt that repeat what the
+    previous attempt showed are skipped (a deterministic retry continues seamlessly); at the
+    first difference, or if the step finishes with less than was shown, the previous
+    attempt's events are retracted and the new attempt's are shown from its start. A step
+    that fails after its retries has what it streamed retracted.
+    """
+
+    def __init__(self) -> None:
+        self._step: int | None = None
+        self._attempt = 0
+        self._shown: list[RunEvent] = []  # the attempt whose events the reader holds
+        self._prior: list[RunEvent] | None = None  # while comparing a retry against them
+        self._matched = 0
+        self._pending: list[RunEvent] = []  # the retry's events, while they match
+
+    @staticmethod
+    def _same(a: RunEvent, b: RunEvent) -> bool:
+        return a.data.get("raw", a.data.get("text")) == b.data.get("raw", b.data.get("text"))
+
+    def _retract(self) -> list[RunEvent | StreamRetracted]:
+        prior = self._prior or []
+        text = "".join(str(e.data.get("text") or "") for e in prior)
+        gone = StreamRetracted(
+            step=self._step or 0, attempt=prior[0].data.get("attempt", 0) if prior else 0, text=text
+        )
+        out: list[RunEvent | StreamRetracted] = [gone, *self._pending]
+        self._shown = list(self._pending)
+        self._prior, self._pending, self._matched = None, [], 0
+        return out
+
+    def feed(self, event: RunEvent) -> list[RunEvent | StreamRetracted]:
+        if event.type in (MODEL_FINISHED, MODEL_FAILED):
+            out: list[RunEvent | StreamRetracted] = []
+            if self._prior is not None and self._matched < len(self._prior):
+                out = self._retract()
+            if event.type == MODEL_FAILED and self._shown and self._prior is None:
+                # The step failed for good: nothing it streamed is an answer.
+                self._prior, self._pending = self._shown, []
+                out = self._retract()[:1]
+            self._step, self._attempt, self._shown, self._prior = None, 0, [], None
+            self._pending, self._matched = [], 0
+            return out
+        if event.type not in (MODEL_DELTA, MODEL_EVENT):
+            return []
+        step, attempt = event.data.get("step"), int(event.data.get("attempt", 1))
+        if step != self._step:
+            self._step, self._attempt, self._shown = step, attempt, []
+            self._prior, self._pending, self._matched = None, [], 0
+        elif attempt < self._attempt:
+            return []  # a late batch of an attempt already replaced
+        elif attempt > self._attempt:
+            # A new attempt: compare it with everything shown so far of this step.
+            self._prior = list(self._shown) if self._prior is None else self._prior
+            self._pending, self._matched, self._attempt = [], 0, attempt
+        if self._prior is None:
+            self._shown.append(event)
+            return [event]
+        self._pending.append(event)
+        if self._matched < len(self._prior) and self._same(self._prior[self._matched], event):
+            self._matched += 1
+            return []
+        if self._matched == len(self._prior):
+            # The retry repeated all that was shown and goes on: show the rest as usual.
+            self._shown = list(self._pending)
+            self._prior, self._pending, self._matched = None, [], 0
+            return [event]
+        return self._retract()

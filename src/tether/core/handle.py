@@ -53,6 +53,7 @@ from tether.core.values import object_source, pack
 from tether.errors import (
     AlreadyAnsweredError,
     BudgetExceededError,
+    ConfigurationError,
     RunFailedError,
     RunNotFoundError,
     RunNotWaitingError,
@@ -465,22 +466,71 @@ class RunHandle:
     # -- events and usage ------------------------------------------------------------------
 
     async def events(
-        self, after: int | None = None, *, poll_interval: float = 0.1
+        self, after: int | None = None, *, poll_interval: float = 0.1, idle_interval: float = 1.0
     ) -> AsyncIterator[RunEvent]:
         """The run's events, live, until its last one. Pass the offset of the last event
         you saw as ``after`` to resume without gaps or repeats.
 
         Read through the stream's query, polled every ``poll_interval`` seconds while events
-        come (slower while the run is quiet): reading adds nothing to the run's history."""
+        come, slowing down to every ``idle_interval`` seconds while the run is quiet: reading
+        adds nothing to the run's history."""
         async for event in ops.read_events(
-            self.runtime.client, self.id, after, poll_interval=poll_interval
+            self.runtime.client,
+            self.id,
+            after,
+            poll_interval=poll_interval,
+            idle_interval=idle_interval,
         ):
             yield event
+
+    def stream_events(self, from_offset: int = 0) -> EventStream:
+        """The run's stream in its framework's own event types (the Agents SDK's
+        ``StreamEvent``s, Pydantic AI's ``AgentStreamEvent``s), live until the run ends, or
+        replayed from its log once it has. ``from_offset`` resumes a reader that stopped:
+        pass the ``next_offset`` it had (every event is then seen exactly once). Needs the
+        agent registered in this process (``tether.durable(agent)``)."""
+        return EventStream(self, from_offset)
+
+    async def _durable_agent(self) -> DurableAgent:
+        if self._agent is not None:
+            return self._agent
+        request = await self.request()
+        name = request.agent if request is not None else None
+        entry = registry.registered().get(name or "")
+        if entry is None:
+            raise ConfigurationError(
+                f"run {self.id!r} is a run of agent {name!r}, which is not registered in this "
+                "process, so its framework events cannot be rebuilt. Fix: wrap the agent "
+                "with tether.durable(agent) first, or read handle.events()"
+            )
+        self._agent = DurableAgent(entry.agent, entry.adapter, name=entry.name)
+        return self._agent
 
     async def usage(self) -> UsageReport:
         """Tokens, cost and failed attempts so far (the whole run's once it ended)."""
         desc = await self.describe()
         return desc.ledger or UsageReport()
+
+
+class EventStream:
+    """A run's framework-shaped events (an async iterator). ``next_offset`` is where a reader
+    that stops now resumes: ``handle.stream_events(from_offset=stream.next_offset)``."""
+
+    def __init__(self, handle: RunHandle, from_offset: int = 0) -> None:
+        self.handle = handle
+        self.next_offset = from_offset
+        self._source: AsyncIterator[Any] | None = None
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._source is None:
+            durable = await self.handle._durable_agent()
+            self._source = durable.adapter.read_stream(durable, self.handle, self.next_offset)
+        resume, event = await self._source.__anext__()
+        self.next_offset = resume
+        return event
 
 
 class DurableAgent:
@@ -633,7 +683,28 @@ class DurableAgent:
         stream_text: bool = False,
         **options: Any,
     ) -> Any:
-        """Run to the end and return the framework's result."""
+        """Run to the end and return the framework's result. ``event_stream_handler``
+        (Pydantic AI) runs here, in the caller, fed from the run's event log."""
+        handler = options.get("event_stream_handler") or getattr(
+            self.agent, "event_stream_handler", None
+        )
+        if handler is not None:
+            options["event_stream_handler"] = handler
+            return await self.adapter.stream(
+                self,
+                "run",
+                input,
+                dict(
+                    options,
+                    id=id,
+                    context=context,
+                    deps=deps,
+                    budget=budget,
+                    waits=waits,
+                    stream_text=stream_text,
+                ),
+            )
+        options.pop("event_stream_handler", None)
         handle = await self.start(
             input,
             id=id,
@@ -645,6 +716,26 @@ class DurableAgent:
             **options,
         )
         return await handle.result()
+
+    # -- the frameworks' own streaming APIs, fed by the durable run's event log ------------
+
+    def run_streamed(self, input: Any, **options: Any) -> Any:
+        """OpenAI Agents SDK: like ``Runner.run_streamed``, an object whose
+        ``stream_events()`` yields the SDK's own stream events (see docs/guide.md)."""
+        return self.adapter.stream(self, "run_streamed", input, options)
+
+    def run_stream(self, input: Any, **options: Any) -> Any:
+        """Pydantic AI: like ``agent.run_stream`` (``async with``; ``stream_text()``,
+        ``stream_output()``, ``get_output()``)."""
+        return self.adapter.stream(self, "run_stream", input, options)
+
+    def iter(self, input: Any, **options: Any) -> Any:
+        """Pydantic AI: like ``agent.iter`` (``async with``; ``async for node in run``)."""
+        return self.adapter.stream(self, "iter", input, options)
+
+    def run_stream_events(self, input: Any, **options: Any) -> Any:
+        """Pydantic AI: like ``agent.run_stream_events`` (an async iterator of events)."""
+        return self.adapter.stream(self, "run_stream_events", input, options)
 
     def handle(self, run_id: str, runtime: Runtime) -> RunHandle:
         """A handle on an existing run of this agent."""

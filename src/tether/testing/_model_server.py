@@ -233,11 +233,21 @@ class ScriptedModelServer:
         responder: Callable[[RecordedRequest], Turn] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        streaming: bool = True,
+        piece_delay: float = 0.0,
+        on_piece: Callable[[str], None] | None = None,
     ) -> None:
+        """``streaming=False`` serves a provider that does not stream: a request asking for a
+        stream gets the plain JSON reply (as some OpenAI-compatible servers do).
+        ``piece_delay`` paces a streamed reply's text pieces (seconds between pieces), and
+        ``on_piece`` is called with each text piece as it is sent (latency benchmarks)."""
         if script is None and responder is None:
             raise ValueError("give a script or a responder")
         self.script = script if isinstance(script, Script) or script is None else Script(script)
         self.responder = responder
+        self.streaming = streaming
+        self.piece_delay = piece_delay
+        self.on_piece = on_piece
         self._host, self._port = host, port
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -482,6 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
         usage = turn.usage or default_usage(len(raw), turn)
         record(200, usage)
         ids = _Ids(lane, index)
+        stream = stream and owner.streaming
         if endpoint == "chat":
             if stream:
                 self._stream(_chat_chunks(model, turn, usage, ids, body))
@@ -498,9 +509,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        owner = self.owner
+        paced = owner.piece_delay > 0 or owner.on_piece is not None
         for event in events:
+            piece = _text_piece(event) if paced else None
+            if piece is not None and owner.piece_delay > 0:
+                owner.sleep(owner.piece_delay)
+            if piece is not None and owner.on_piece is not None:
+                owner.on_piece(piece)  # just before it leaves
             data = event.encode()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            if piece is not None:
+                self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -595,6 +615,19 @@ def _chat_chunks(model: str, turn: Turn, usage: Usage, ids: _Ids, body: Json) ->
         }
         yield _sse(final)
     yield "data: [DONE]\n\n"
+
+
+def _text_piece(event: str) -> str | None:
+    """The text piece a streamed event carries (Responses or Chat Completions), if any."""
+    line = next((x for x in event.splitlines() if x.startswith("data: {")), None)
+    if line is None:
+        return None
+    data = json.loads(line[6:])
+    if data.get("type") == "response.output_text.delta":
+        return str(data["delta"])
+    choices = data.get("choices") or []
+    content = choices[0].get("delta", {}).get("content") if choices else None
+    return content if isinstance(content, str) and content else None
 
 
 def _pieces(text: str, size: int = 16) -> list[str]:
@@ -700,13 +733,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a scripted OpenAI-compatible server.")
     parser.add_argument("--script", required=True, help="JSON file (Script.to_json)")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--no-streaming", action="store_true", help="answer stream requests with plain JSON"
+    )
     args = parser.parse_args(argv)
     with open(args.script) as f:
         script = Script.from_json(f.read())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with ScriptedModelServer(script, port=args.port) as server:
+    with ScriptedModelServer(script, port=args.port, streaming=not args.no_streaming) as server:
         print(server.base_url, flush=True)
         while not stop.wait(0.5):
             pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,12 +13,14 @@ from agents.run import set_default_agent_runner
 
 from tether.adapters.openai_agents import _mcp, _worker_side
 from tether.adapters.openai_agents._graph import index_agents
+from tether.adapters.openai_agents._stream_codec import STREAM_EVENT, encode_event
 from tether.adapters.openai_agents._workflow_side import (
     MODEL_STEP,
     TOOL_STEP,
     RunProxy,
     TetherAgentRunner,
     approval_request,
+    current_session,
     enter_run,
     leave_run,
 )
@@ -61,6 +63,7 @@ class OpenAIAgentsAdapter(Adapter):
             Capability.MAX_TURNS,
             Capability.MCP,
             Capability.APPROVALS,
+            Capability.STREAMING,
         }
     )
 
@@ -125,8 +128,10 @@ class OpenAIAgentsAdapter(Adapter):
         max_turns = int(request.options.get("max_turns", DEFAULT_MAX_TURNS))
         token = enter_run(proxy)
         config = RunConfig(tracing_disabled=True)
+        streamed = bool(request.options.get(STREAMED_OPTION))
+        run = _streamed_run if streamed else Runner.run
         try:
-            result = await Runner.run(
+            result = await run(
                 proxy.agent(agent),
                 request.input,
                 context=context,
@@ -143,9 +148,7 @@ class OpenAIAgentsAdapter(Adapter):
                         state.approve(item)
                     else:
                         state.reject(item, rejection_message=answer.reason or None)
-                result = await Runner.run(
-                    result.last_agent, state, max_turns=max_turns, run_config=config
-                )
+                result = await run(result.last_agent, state, max_turns=max_turns, run_config=config)
         finally:
             leave_run(token)
         return {
@@ -154,12 +157,44 @@ class OpenAIAgentsAdapter(Adapter):
             "usage": session.usage(),
         }
 
+    def stream(self, durable: Any, api: str, input: Any, options: dict[str, Any]) -> Any:
+        if api != "run_streamed":
+            raise ConfigurationError(
+                f"{api}() is Pydantic AI's API; an OpenAI Agents SDK agent streams with "
+                "durable.run_streamed(input, ...) (as Runner.run_streamed)"
+            )
+        from tether.adapters.openai_agents._streamed import DurableRunResultStreaming
+
+        return DurableRunResultStreaming(durable, input, options)
+
+    def read_stream(self, durable: Any, handle: Any, from_offset: int) -> AsyncIterator[Any]:
+        from tether.adapters.openai_agents._streamed import sdk_events
+
+        return sdk_events(handle, durable.agent, from_offset)
+
     def decode_output(self, agent: object, value: JSON) -> object:
         return AgentResult(
             final_output=unpack(value["final_output"]),
             last_agent=value["last_agent"],
             usage=dict(value.get("usage", {})),
         )
+
+
+STREAMED_OPTION = "streamed"
+"""The run option ``durable.run_streamed`` sets: the SDK's streamed loop, events published."""
+
+
+async def _streamed_run(agent: Agent[Any], input: Any, **kwargs: Any) -> Any:
+    """``Runner.run_streamed`` inside the run: its run item and agent-updated events go to
+    the run's log (deterministic: the loop is replayed identically); the raw response events
+    come from the model steps themselves."""
+    session = current_session()
+    result = Runner.run_streamed(agent, input, **kwargs)
+    async for event in result.stream_events():
+        data = encode_event(event)
+        if data is not None:
+            session.publish(STREAM_EVENT, data)
+    return result
 
 
 def _hosted(tool: object) -> bool:

@@ -153,7 +153,9 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     items = ctx.transcript()
     model_input: Any = payload["input_text"] if payload.get("input_text") is not None else items
     model = _model_for(agent)
-    call = model.get_response if not payload.get("stream") else _streaming(model, ctx)
+    fallback: dict[str, str] = {}
+    stream = payload.get("stream")
+    call = _streaming(model, ctx, stream == "raw", fallback) if stream else model.get_response
     try:
         with plain_conversation():
             response = await call(
@@ -182,24 +184,45 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
             "response_id": response.response_id,
             "request_id": response.request_id,
             "model": _model_name(model, agent),
+            **({"stream_fallback": fallback["reason"]} if fallback else {}),
         }
     )
 
 
-def _streaming(model: Model, ctx: StepContext) -> Callable[..., Awaitable[ModelResponse]]:
+def _streaming(
+    model: Model, ctx: StepContext, raw: bool, fallback: dict[str, str]
+) -> Callable[..., Awaitable[ModelResponse]]:
     """``get_response`` made from ``stream_response``: text deltas are published as they come
-    (``model.delta``), the completed response is the step's result."""
+    (``model.delta``; with ``raw``, every stream event, as the SDK's own JSON), the completed
+    response is the step's result.
+
+    A provider that answers a stream request without streaming (no event at all) is asked
+    again with a plain request; ``fallback`` records why, for the run to say so."""
 
     async def get_response(*args: Any, **kwargs: Any) -> ModelResponse:
         final: Any = None
+        seen = 0
         async for event in model.stream_response(*args, **kwargs):
+            seen += 1
             kind = getattr(event, "type", None)
+            data = event.model_dump(mode="json", exclude_unset=True) if raw else None
             if kind == "response.output_text.delta":
-                ctx.publish("model.delta", {"text": event.delta})  # type: ignore[union-attr]
-            elif kind == "response.completed":
+                delta: dict[str, JSON] = {"text": event.delta}  # type: ignore[union-attr]
+                if data is not None:
+                    delta["raw"] = data
+                ctx.publish("model.delta", delta)
+            elif data is not None:
+                ctx.publish("model.event", {"raw": data})
+            if kind == "response.completed":
                 final = event.response  # type: ignore[union-attr]
             elif kind in ("response.failed", "response.incomplete", "error"):
                 raise RetryableError(f"the model's stream ended with {kind}", error_type=kind)
+        if final is None and seen == 0:
+            fallback["reason"] = (
+                "the provider answered the stream request without streaming; "
+                "the step made a plain request instead"
+            )
+            return await model.get_response(*args, **kwargs)
         if final is None:
             raise RetryableError("the model's stream ended without a completed response")
         used = final.usage

@@ -36,12 +36,14 @@ from agents.items import (
 )
 from agents.run import AgentRunner
 from agents.tool_context import ToolContext
+from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsage
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from tether.adapters.openai_agents._graph import agent_tool_target, handoff_target
 from tether.adapters.openai_agents._mcp import stand_ins
 from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
+from tether.core.events import MODEL_UNSTREAMED
 from tether.human import human_input_of
 
 MODEL_STEP = "openai_agents.model"
@@ -118,6 +120,29 @@ class StepModel(Model):
         conversation_id: str | None,
         prompt: Any | None,
     ) -> ModelResponse:
+        response, _ = await self._step(
+            system_instructions,
+            input,
+            model_settings,
+            tools,
+            handoffs,
+            previous_response_id,
+            conversation_id,
+            "text" if self._run.stream_text else None,
+        )
+        return response
+
+    async def _step(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        handoffs: list[Handoff[Any, Any]],
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        stream: str | None,
+    ) -> tuple[ModelResponse, dict[str, Any]]:
         spec = tool_spec(tools, handoffs)
         payload = {
             "agent": self._agent,
@@ -128,8 +153,9 @@ class StepModel(Model):
             "conversation_id": conversation_id,
             "input_text": input if isinstance(input, str) else None,
         }
-        if self._run.stream_text:
-            payload["stream"] = True
+        if stream is not None and self._run.provider_streams:
+            # True (not "text"): the payload of runs started before raw streams existed.
+            payload["stream"] = "raw" if stream == "raw" else True
         items = None if isinstance(input, str) else to_jsonable_python(input)
         outcome = await self._run.session.step(
             MODEL_STEP,
@@ -143,16 +169,23 @@ class StepModel(Model):
         usage = _usage.validate_python(value["usage"])
         output = _output_items.validate_python(value["output"])
         session = self._run.session
+        if value.get("stream_fallback"):
+            # Asked once: the run's later model steps make plain requests.
+            self._run.provider_streams = False
+            session.publish(
+                MODEL_UNSTREAMED, {"agent": self._agent, "reason": value["stream_fallback"]}
+            )
         session.publish("model.response", response_event(output))
         session.add_usage(usage_totals(usage), model=value.get("model"), provider="openai")
-        return ModelResponse(
+        response = ModelResponse(
             output=output,
             usage=usage,
             response_id=value.get("response_id"),
             request_id=value.get("request_id"),
         )
+        return response, value
 
-    def stream_response(
+    async def stream_response(
         self,
         system_instructions: str | None,
         input: str | list[TResponseInputItem],
@@ -166,9 +199,41 @@ class StepModel(Model):
         conversation_id: str | None,
         prompt: Any | None,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        raise NotImplementedError(
-            "streamed runs are not durable yet: use durable.run(...) (Runner.run), "
-            "not Runner.run_streamed, inside a Tether run"
+        """The SDK's streamed loop (``run_streamed``) inside a run: the step streams the real
+        model, publishing its raw events to the run's log as they come; the loop here gets
+        the completed response only, as the one event it needs."""
+        response, value = await self._step(
+            system_instructions,
+            input,
+            model_settings,
+            tools,
+            handoffs,
+            previous_response_id,
+            conversation_id,
+            "raw",
+        )
+        used = response.usage
+        yield ResponseCompletedEvent(
+            type="response.completed",
+            sequence_number=0,
+            response=Response.model_construct(
+                id=response.response_id or "",
+                created_at=0,
+                model=str(value.get("model") or ""),
+                object="response",
+                output=list(response.output),
+                parallel_tool_calls=True,
+                tool_choice="auto",
+                tools=[],
+                status="completed",
+                usage=ResponseUsage(
+                    input_tokens=used.input_tokens,
+                    output_tokens=used.output_tokens,
+                    total_tokens=used.total_tokens,
+                    input_tokens_details=used.input_tokens_details,
+                    output_tokens_details=used.output_tokens_details,
+                ),
+            ),
         )
 
 
@@ -178,6 +243,8 @@ class RunProxy:
     def __init__(self, session: RunSession, *, stream_text: bool = False) -> None:
         self.session = session
         self.stream_text = stream_text
+        self.provider_streams = True
+        """False once a step found that the provider does not stream (asked once per run)."""
         self._proxies: dict[int, Agent[Any]] = {}
 
     def share(self, value: Any) -> str:
@@ -327,6 +394,14 @@ class TetherAgentRunner(AgentRunner):
             if isinstance(config, RunConfig) and not config.tracing_disabled:
                 kwargs["run_config"] = dataclasses.replace(config, tracing_disabled=True)
         return await super().run(starting_agent, input, **kwargs)
+
+
+def current_session() -> RunSession:
+    """The session of the Tether run this code runs in."""
+    run = _current.get()
+    if run is None:
+        raise RuntimeError("not inside a Tether run")
+    return run.session
 
 
 def enter_run(proxy: RunProxy) -> contextvars.Token[RunProxy | None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +16,10 @@ from pydantic_core import to_jsonable_python
 from tether.adapters.pydantic_ai import _mcp, _worker_side
 from tether.adapters.pydantic_ai._workflow_side import (
     MODEL_STEP,
+    NODE_EVENT,
     TOOL_STEP,
     TetherCapability,
+    node_event,
 )
 from tether.core.contract import (
     JSON,
@@ -31,6 +33,9 @@ from tether.core.contract import (
 )
 from tether.core.values import pack, unpack
 from tether.errors import ConfigurationError, StepInputError
+
+STREAMED_OPTION = "streamed"
+"""The run option the framework-shaped streams set: model steps publish every event."""
 
 _deferred: TypeAdapter[DeferredToolResults] = TypeAdapter(DeferredToolResults)
 _limits: TypeAdapter[UsageLimits] = TypeAdapter(UsageLimits)
@@ -61,6 +66,7 @@ class PydanticAIAdapter(Adapter):
             Capability.SYNC_TOOLS,
             Capability.MCP,
             Capability.MAX_TURNS,
+            Capability.STREAMING,
         }
     )
 
@@ -100,6 +106,11 @@ class PydanticAIAdapter(Adapter):
                 out[key] = _deferred.dump_python(value, mode="json")
             elif key == "usage_limits":
                 out[key] = _limits.dump_python(value, mode="json")
+            elif key == "event_stream_handler":
+                raise ConfigurationError(
+                    "event_stream_handler= cannot cross to a worker: pass it to durable.run() "
+                    "(it runs in the caller, fed from the run's event log)"
+                )
             elif key == "model":
                 if not isinstance(value, str):
                     raise ConfigurationError(
@@ -172,9 +183,9 @@ class PydanticAIAdapter(Adapter):
             opts.get("model"),
             wait_for_deferred=not declares_deferred(agent.output_type),
             stream_text=request.stream_text,
+            stream_events=bool(opts.get(STREAMED_OPTION)),
         )
-        return await agent.run(
-            request.input,
+        kwargs: dict[str, Any] = dict(
             deps=deps,
             message_history=history,
             deferred_tool_results=_deferred.validate_python(opts["deferred_tool_results"])
@@ -187,6 +198,43 @@ class PydanticAIAdapter(Adapter):
             model_settings=opts.get("model_settings"),
             capabilities=[capability],
         )
+        if opts.get(STREAMED_OPTION) or agent.event_stream_handler is not None:
+            # Driven node by node (as agent.iter): each node is published for durable.iter(),
+            # and an agent's own event_stream_handler never runs here (the caller runs it,
+            # fed from the log), so no model is streamed outside a step.
+            async with agent.iter(request.input, **kwargs) as run:
+                async for node in run:
+                    if opts.get(STREAMED_OPTION) and type(node).__name__ != "End":
+                        session.publish(NODE_EVENT, node_event(node))
+            assert run.result is not None
+            if opts.get(STREAMED_OPTION):
+                session.publish(
+                    NODE_EVENT,
+                    {"node": "End", "output": pack(run.result.output, what="the agent's output")},
+                )
+            return run.result
+        return await agent.run(request.input, **kwargs)
+
+    def stream(self, durable: Any, api: str, input: Any, options: dict[str, Any]) -> Any:
+        from tether.adapters.pydantic_ai import _streamed
+
+        if api == "run_stream":
+            return _streamed.DurableRunStream(durable, input, options)
+        if api == "run_stream_events":
+            return _streamed.DurableRunStreamEvents(durable, input, options)
+        if api == "run":
+            return _streamed.run_with_handler(durable, input, options)
+        if api == "iter":
+            return _streamed.DurableAgentRun(durable, input, options)
+        raise ConfigurationError(
+            f"{api}() is the Agents SDK's API; a Pydantic AI agent streams with "
+            "durable.run_stream(...), durable.run_stream_events(...) or durable.iter(...)"
+        )
+
+    def read_stream(self, durable: Any, handle: Any, from_offset: int) -> AsyncIterator[Any]:
+        from tether.adapters.pydantic_ai._streamed import pydantic_events
+
+        return pydantic_events(handle, from_offset)
 
     def decode_output(self, agent: object, value: JSON) -> object:
         return AgentRunResult(

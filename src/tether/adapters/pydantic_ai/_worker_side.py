@@ -13,12 +13,14 @@ from pydantic_ai.exceptions import (
     ModelHTTPError,
     ModelRequestRejectedError,
     ModelRetry,
+    UnexpectedModelBehavior,
     UserError,
 )
 from pydantic_ai.messages import (
     ModelMessage,
     ModelMessagesTypeAdapter,
     ModelResponse,
+    ModelResponseStreamEvent,
     PartDeltaEvent,
     PartStartEvent,
     TextPart,
@@ -34,6 +36,7 @@ from tether.core.values import pack
 from tether.errors import NonRetryableError, RetryableError, StepInputError
 
 _params: TypeAdapter[ModelRequestParameters] = TypeAdapter(ModelRequestParameters)
+_events: TypeAdapter[ModelResponseStreamEvent] = TypeAdapter(ModelResponseStreamEvent)
 
 
 def resolve_model(agent: Agent[Any, Any], override: str | None = None) -> Model:
@@ -123,10 +126,14 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     model = resolve_model(agent, payload.get("model_override"))
     messages = ModelMessagesTypeAdapter.validate_python(ctx.transcript())
     params = _params.validate_python(ctx.shared(payload["params_ref"]))
+    fallback: dict[str, str] = {}
     try:
         with plain_conversation():
             if payload.get("stream"):
-                response = await _streamed(model, ctx, messages, payload.get("settings"), params)
+                raw = payload["stream"] == "raw"
+                response = await _streamed(
+                    model, ctx, messages, payload.get("settings"), params, raw, fallback
+                )
             else:
                 response = await model.request(messages, payload.get("settings"), params)
     except Exception as exc:
@@ -135,7 +142,10 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
             raise
         raise classified from exc
     [dumped] = ModelMessagesTypeAdapter.dump_python([response], mode="json")
-    return StepOutcome(value={"response": dumped})
+    value: dict[str, Any] = {"response": dumped}
+    if fallback:
+        value["stream_fallback"] = fallback["reason"]
+    return StepOutcome(value=value)
 
 
 async def _streamed(
@@ -144,19 +154,48 @@ async def _streamed(
     messages: list[ModelMessage],
     settings: Any,
     params: ModelRequestParameters,
+    raw: bool,
+    fallback: dict[str, str],
 ) -> ModelResponse:
     """The model's streamed response: text deltas are published as they come
-    (``model.delta``), the whole response is the step's result."""
-    async with model.request_stream(messages, settings, params) as stream:
-        async for event in stream:
-            text = None
-            if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
-                text = event.part.content
-            elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
-                text = event.delta.content_delta
-            if text:
-                ctx.publish("model.delta", {"text": text})
-        return stream.get()
+    (``model.delta``; with ``raw``, every stream event as Pydantic AI's own JSON), the whole
+    response is the step's result. A provider that answers without streaming (no event at
+    all) is asked again with a plain request; ``fallback`` records why."""
+    seen = 0
+    try:
+        async with model.request_stream(messages, settings, params) as stream:
+            async for event in stream:
+                seen += 1
+                text = None
+                if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                    text = event.part.content
+                elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                    text = event.delta.content_delta
+                data = _events.dump_python(event, mode="json") if raw else None
+                if text:
+                    delta: dict[str, Any] = {"text": text}
+                    if data is not None:
+                        delta["raw"] = data
+                    ctx.publish("model.delta", delta)
+                elif data is not None:
+                    ctx.publish("model.event", {"raw": data})
+            response = stream.get()
+    except UnexpectedModelBehavior:
+        if seen:
+            raise
+        response = None
+    if seen == 0 and not response_has_content(response):
+        fallback["reason"] = (
+            "the provider answered the stream request without streaming; "
+            "the step made a plain request instead"
+        )
+        return await model.request(messages, settings, params)
+    assert response is not None
+    return response
+
+
+def response_has_content(response: ModelResponse | None) -> bool:
+    return response is not None and bool(response.parts)
 
 
 async def tool_step(ctx: StepContext, payload: JSON) -> StepOutcome:

@@ -17,11 +17,15 @@ from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.capabilities.abstract import CapabilityOrdering
 from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry
 from pydantic_ai.messages import (
+    AgentStreamEvent,
+    FunctionToolCallEvent,
+    FunctionToolResultEvent,
     ModelMessage,
     ModelMessagesTypeAdapter,
     ModelResponse,
     TextPart,
     ToolCallPart,
+    ToolReturnPart,
 )
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.models.wrapper import WrapperModel
@@ -31,6 +35,7 @@ from pydantic_core import to_jsonable_python
 
 from tether.adapters.pydantic_ai._mcp import replace_mcp, routes_to_mcp
 from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
+from tether.core.events import MODEL_UNSTREAMED
 from tether.core.values import unpack
 from tether.human import human_input_of
 
@@ -38,6 +43,8 @@ MODEL_STEP = "pydantic_ai.model"
 TOOL_STEP = "pydantic_ai.tool"
 
 _params: TypeAdapter[ModelRequestParameters] = TypeAdapter(ModelRequestParameters)
+_agent_events: TypeAdapter[AgentStreamEvent] = TypeAdapter(AgentStreamEvent)
+STREAM_EVENT = "pydantic_ai.stream"
 _VOLATILE = ("timestamp", "run_id", "conversation_id")
 
 
@@ -95,6 +102,7 @@ class StepModel(WrapperModel):
         agent_name: str,
         override: str | None,
         stream_text: bool = False,
+        streams: StreamState | None = None,
         as_json: MessagesJson | None = None,
     ) -> None:
         super().__init__(wrapped)
@@ -102,7 +110,7 @@ class StepModel(WrapperModel):
         self._session = session
         self._agent = agent_name
         self._override = override
-        self._stream_text = stream_text
+        self._streams = streams or StreamState(text=stream_text)
 
     async def request(
         self,
@@ -118,8 +126,9 @@ class StepModel(WrapperModel):
                 _params.dump_python(model_request_parameters, mode="json")
             ),
         }
-        if self._stream_text:
-            payload["stream"] = True
+        streams = self._streams
+        if streams.provider_streams and (streams.raw or streams.text):
+            payload["stream"] = "raw" if streams.raw else True
         outcome = await self._session.step(
             MODEL_STEP,
             payload,
@@ -131,6 +140,12 @@ class StepModel(WrapperModel):
         response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
         assert isinstance(response, ModelResponse)
         usage = response.usage
+        if outcome.value.get("stream_fallback"):
+            # Asked once: the run's later model steps make plain requests.
+            streams.provider_streams = False
+            self._session.publish(
+                MODEL_UNSTREAMED, {"agent": self._agent, "reason": outcome.value["stream_fallback"]}
+            )
         self._session.publish("model.response", response_event(response))
         self._session.add_usage(
             {
@@ -154,12 +169,30 @@ class StepModel(WrapperModel):
 
 
 @dataclass
+class StreamState:
+    """What one run's model steps stream: text previews, or every event (framework-shaped
+    streams); ``provider_streams`` turns false once the provider was found not to stream."""
+
+    text: bool = False
+    raw: bool = False
+    provider_streams: bool = True
+
+
+@dataclass
 class StepToolset(WrapperToolset[Any]):
     """Sends each tool call to a step; control flow (retry, approval, deferral) comes back as
     data and is raised here, where Pydantic AI expects it."""
 
     session: RunSession | None = field(default=None, kw_only=True)
     agent_name: str = field(default="", kw_only=True)
+    streams: StreamState | None = field(default=None, kw_only=True)
+
+    def _publish(self, event: Any) -> None:
+        if self.session is not None and self.streams is not None and self.streams.raw:
+            # Without the clock's timestamp (a replay would publish another): readers take
+            # the event's own (deterministic) time instead.
+            data = _strip(_agent_events.dump_python(event, mode="json"))
+            self.session.publish(STREAM_EVENT, {"event": data})
 
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
@@ -182,6 +215,10 @@ class StepToolset(WrapperToolset[Any]):
                 )
             )
             return "" if answer.value is None else str(answer.value)
+        part = ToolCallPart(
+            tool_name=name, args=to_jsonable_python(tool_args), tool_call_id=ctx.tool_call_id or ""
+        )
+        self._publish(FunctionToolCallEvent(part=part))
         outcome = await self.session.step(
             TOOL_STEP,
             {
@@ -202,7 +239,15 @@ class StepToolset(WrapperToolset[Any]):
         )
         error = outcome.error
         if error is None:
-            return unpack(outcome.value)
+            result = unpack(outcome.value)
+            self._publish(
+                FunctionToolResultEvent(
+                    part=ToolReturnPart(
+                        tool_name=name, content=result, tool_call_id=part.tool_call_id
+                    )
+                )
+            )
+            return result
         if error.type == "ModelRetry":
             raise ModelRetry(error.message)
         if error.type == "ApprovalRequired":
@@ -250,12 +295,13 @@ class TetherCapability(AbstractCapability[Any]):
         *,
         wait_for_deferred: bool = True,
         stream_text: bool = False,
+        stream_events: bool = False,
     ) -> None:
         self._session = session
         self._agent = agent_name
         self._model = model
         self._wait_for_deferred = wait_for_deferred
-        self._stream_text = stream_text
+        self._streams = StreamState(text=stream_text, raw=stream_events)
         self._as_json = MessagesJson()  # one per run: the history's JSON, dumped once
 
     async def handle_deferred_tool_calls(
@@ -273,12 +319,19 @@ class TetherCapability(AbstractCapability[Any]):
         if isinstance(model, StepModel):
             return None
         return StepModel(
-            model, self._session, self._agent, self._model, self._stream_text, self._as_json
+            model,
+            self._session,
+            self._agent,
+            self._model,
+            streams=self._streams,
+            as_json=self._as_json,
         )
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
         toolset = replace_mcp(toolset, self._session, self._agent)
-        return StepToolset(toolset, session=self._session, agent_name=self._agent)
+        return StepToolset(
+            toolset, session=self._session, agent_name=self._agent, streams=self._streams
+        )
 
 
 async def wait_for_results(
@@ -314,3 +367,21 @@ async def wait_for_results(
         )
         results.calls[call.tool_call_id] = answer.value
     return results
+
+
+NODE_EVENT = "pydantic_ai.node"
+
+
+def node_event(node: Any) -> dict[str, Any]:
+    """The log's record of one graph node the run is about to run (for ``durable.iter``)."""
+    from pydantic_ai import Agent
+
+    data: dict[str, Any] = {"node": type(node).__name__}
+    if Agent.is_user_prompt_node(node):
+        prompt = node.user_prompt
+        data["user_prompt"] = prompt if isinstance(prompt, str) else to_jsonable_python(prompt)
+    elif Agent.is_model_request_node(node):
+        data["request"] = messages_json([node.request])[0]
+    elif Agent.is_call_tools_node(node):
+        data["model_response"] = messages_json([node.model_response])[0]
+    return data
