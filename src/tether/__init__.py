@@ -26,6 +26,7 @@ from tether.core.handle import (
 )
 from tether.core.ledger import StepUsage, UsageReport
 from tether.core.ops import StepAttempt
+from tether.core.run import StepFailedError
 from tether.core.runtime import Runtime, default_runtime, set_default_runtime
 from tether.errors import (
     AgentNotRegisteredError,
@@ -76,6 +77,7 @@ __all__ = [
     "RunStateError",
     "Runtime",
     "StepAttempt",
+    "StepFailedError",
     "StepInputError",
     "StepPolicy",
     "StepUsage",

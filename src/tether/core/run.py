@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
@@ -39,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         WaitRequest,
     )
     from tether.core.conversation import Transcript
-    from tether.core.ledger import Ledger
+    from tether.core.ledger import Ledger, normalize_usage
     from tether.core.steps import BLOB_MISSING
     from tether.core.store import PAYLOAD_MISSING, canonical_json, digest
 
@@ -323,6 +324,12 @@ class AgentRun:
     def _now(self) -> str:
         return workflow.now().isoformat(timespec="milliseconds")
 
+    def now(self) -> datetime:
+        return workflow.now()
+
+    def uuid(self) -> str:
+        return str(workflow.uuid4())
+
     async def wait(self, request: WaitRequest) -> WaitAnswer:
         done = self._answers.get(request.id)
         if done is not None:
@@ -582,8 +589,9 @@ class AgentRun:
     def add_usage(
         self, usage: Mapping[str, int], *, model: str | None = None, provider: str | None = None
     ) -> None:
+        usage = normalize_usage(usage)
         for key, value in usage.items():
-            self._usage[key] = self._usage.get(key, 0) + int(value)
+            self._usage[key] = self._usage.get(key, 0) + value
         entry = self._ledger.add(dict(usage), model, provider, workflow.now())
         self.publish(
             ev.USAGE,
