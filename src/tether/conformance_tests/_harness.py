@@ -24,7 +24,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from tether.conformance_tests.kit import ConformanceKit, KitEnv, read_calls
-from tether.conformance_tests.scenarios import HANDOFF_PLACEHOLDER, MAIN, Scenario
+from tether.conformance_tests.scenarios import (
+    HANDOFF_PLACEHOLDER,
+    MAIN,
+    Scenario,
+    retryable_status,
+)
 from tether.core import registry
 from tether.core.contract import Budget
 from tether.core.devserver import EmbeddedEngine
@@ -73,7 +78,11 @@ class ScenarioScript:
                     replace(
                         turn,
                         calls=calls,
-                        faults=turn.faults if faults else (),
+                        # The plain run's client does not retry: it gets only the faults
+                        # that no retry could get past.
+                        faults=turn.faults
+                        if faults
+                        else tuple(f for f in turn.faults if not retryable_status(f.status)),
                         delay=max(turn.delay, delay),
                     )
                 )

@@ -19,6 +19,7 @@ from tether.conformance_tests.scenarios import (
     Behaviour,
     Invariant,
     Scenario,
+    retryable_status,
 )
 from tether.core.replay import DEFAULT_CLOCK_SHIFT, first_difference
 
@@ -455,7 +456,7 @@ def errors_classified(c: Checker) -> None:
     for (lane, turn), statuses in _faults(s).items():
         attempts = durable.attempts().get((lane, turn), 0)
         served = durable.served().get((lane, turn), 0)
-        if _retryable(statuses[0]):
+        if retryable_status(statuses[0]):
             if attempts != len(statuses) + 1 or served != 1:
                 raise c.fail(
                     f"model call (lane {lane}, turn {turn}) answered {len(statuses)}x with "
@@ -501,10 +502,6 @@ def errors_classified(c: Checker) -> None:
                         "next request",
                         "the cause is nowhere",
                     )
-
-
-def _retryable(status: int) -> bool:
-    return status in (408, 409, 429) or status >= 500
 
 
 def _faults(s: Scenario) -> dict[tuple[str, int], list[int]]:

@@ -139,12 +139,18 @@ REFUSED_STATUSES = (400, 401, 404)
 """Provider answers no retry can change (bad request, bad key, unknown model)."""
 
 
+def retryable_status(status: int) -> bool:
+    """Whether a provider's HTTP status is worth retrying (timeouts, conflicts, 429, 5xx)."""
+    return status in (408, 409, 429) or status >= 500
+
+
 def _model_refusal(status: int) -> Scenario:
     return Scenario(
         name=f"model_{status}",
         description=f"the provider answers {status} (can never succeed): the run fails at once, "
         "after one request",
-        # One fault: an adapter that retries it gets the reply on its second request.
+        # One fault: an adapter that retries it gets the reply on its second request. The
+        # plain run gets it too (its client does not retry): it fails as well.
         lanes={MAIN: (Turn.text("answered on a retry", faults=(Fault("refused", status),)),)},
         expect=Expect(fails=True),
         classified_errors=True,
