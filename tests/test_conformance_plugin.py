@@ -6,7 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tether.conformance_tests.scenarios import BY_NAME, SCENARIOS, Behaviour, applicable
+from tether.conformance_tests.scenarios import (
+    BY_NAME,
+    SCENARIOS,
+    Behaviour,
+    applicable,
+    retryable_status,
+)
 
 ISSUE_SCENARIOS = {
     "final_answer",
@@ -20,6 +26,10 @@ ISSUE_SCENARIOS = {
     "agent_as_tool",
     "approval",
     "model_429",
+    "model_400",
+    "model_401",
+    "model_404",
+    "token_budget",
     "long_run",
     "large_tool_result",
     "sync_tool",
@@ -94,11 +104,25 @@ def test_the_scenarios_cover_the_issue() -> None:
     assert BY_NAME["fatal_tool"].tools[0].behaviour is Behaviour.FATAL
     assert BY_NAME["sync_tool"].tools[0].sync
     assert BY_NAME["approval"].tools[0].approval
+    # Model answers no retry gets past: one fault, which the plain run gets as well.
+    for status in (400, 401, 404):
+        [turn] = BY_NAME[f"model_{status}"].lanes["main"]
+        assert [f.status for f in turn.faults] == [status]
+        assert not retryable_status(status)
+        assert BY_NAME[f"model_{status}"].expect.fails
+    assert retryable_status(429) and retryable_status(503)
+    assert BY_NAME["token_budget"].budget_tokens == 5
+    ids = {i.id for i in applicable(BY_NAME["token_budget"])}
+    assert "usage_ledger" in ids and "durable_equals_plain" not in ids
     # Every scenario is checked by the result and crash invariants, or by the approval one.
     for scenario in SCENARIOS:
         ids = {i.id for i in applicable(scenario)}
         assert ids, scenario.name
-        assert "durable_equals_plain" in ids or "approval_survives_restart" in ids
+        assert (
+            "durable_equals_plain" in ids
+            or "approval_survives_restart" in ids
+            or scenario.budget_tokens
+        )
 
 
 def test_tether_conformance_names_the_installed_kits_for_an_unknown_adapter(
