@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tether import Budget
 from tether.conformance_tests.scenarios import (
     BY_NAME,
     SCENARIOS,
@@ -13,6 +14,8 @@ from tether.conformance_tests.scenarios import (
     applicable,
     retryable_status,
 )
+from tether.core.ledger import Ledger, normalize_usage
+from tether.core.replay import first_difference
 
 ISSUE_SCENARIOS = {
     "final_answer",
@@ -139,3 +142,29 @@ def test_tether_conformance_names_the_installed_kits_for_an_unknown_adapter(
     assert proc.returncode == 2
     assert "no conformance kit for adapter 'nope'" in proc.stderr
     assert "kits installed: openai_agents, pydantic_ai" in proc.stderr
+
+
+def test_total_tokens_is_derived_when_an_adapter_gives_input_and_output_only() -> None:
+    derived = normalize_usage({"requests": 1, "input_tokens": 30, "output_tokens": 15})
+    assert derived == {"requests": 1, "input_tokens": 30, "output_tokens": 15, "total_tokens": 45}
+    given = normalize_usage({"input_tokens": 30, "output_tokens": 15, "total_tokens": 50})
+    assert given["total_tokens"] == 50  # what the provider says wins
+    assert "total_tokens" not in normalize_usage({"requests": 1})
+    # The issue's case: Budget(max_tokens=5) must stop a run reporting 45 tokens this way.
+    ledger = Ledger()
+    ledger.step_done(1, "model: main", 1, "t0", "t1", False)
+    ledger.add({"requests": 1, "input_tokens": 30, "output_tokens": 15}, "main", None, None)
+    assert ledger.report()["total_tokens"] == 45
+    assert ledger.over(Budget(max_tokens=5)) == "45 tokens used, budget max_tokens=5"
+
+
+def test_first_difference_names_the_path_and_where_two_texts_part() -> None:
+    prompt = "You are a conformance scenario agent, answering briefly. It is "
+    recorded = {"step": 1, "transcript": {"delta": [{"content": prompt + "06:16 UTC."}]}}
+    replayed = {"step": 1, "transcript": {"delta": [{"content": prompt + "07:17 UTC."}]}}
+    path, was, now = first_difference(recorded, replayed) or ("", "", "")
+    assert path == f"$.transcript.delta[0].content (from character {len(prompt)})"
+    assert was.endswith("It is 06:16 UTC.'") and now.endswith("It is 07:17 UTC.'")
+    assert first_difference({"a": [1, 2]}, {"a": [1, 2, 3]}) == ("$.a (length)", "2", "3")
+    assert first_difference({"a": {"b": 1}}, {"a": {"b": 1}}) is None
+    assert first_difference({"a": 1}, {"b": 1}) == ("$.a", "1", "'<absent>'")
