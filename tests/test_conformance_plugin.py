@@ -163,7 +163,7 @@ def test_first_difference_names_the_path_and_where_two_texts_part() -> None:
     recorded = {"step": 1, "transcript": {"delta": [{"content": prompt + "06:16 UTC."}]}}
     replayed = {"step": 1, "transcript": {"delta": [{"content": prompt + "07:17 UTC."}]}}
     path, was, now = first_difference(recorded, replayed) or ("", "", "")
-    assert path == f"$.transcript.delta[0].content (from character {len(prompt)})"
+    assert path == f"$.transcript.delta[0].content (from character {len(prompt) + 1})"
     assert was.endswith("It is 06:16 UTC.'") and now.endswith("It is 07:17 UTC.'")
     assert first_difference({"a": [1, 2]}, {"a": [1, 2, 3]}) == ("$.a (length)", "2", "3")
     assert first_difference({"a": {"b": 1}}, {"a": {"b": 1}}) is None
