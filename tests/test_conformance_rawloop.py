@@ -94,6 +94,13 @@ def test_example_adapter_passes_the_suite_from_its_own_directory(
     ):
         assert (scenario, "durable_equals_plain") in passed, scenario
     assert ("sequential_tools", "crash_sigkill") in passed
+    # The second edition's checks ran and held: model 4xx fail at once, the ledger matches
+    # the model server (the example reports total_tokens), the token budget trips.
+    for status in (400, 401, 404):
+        assert (f"model_{status}", "errors_classified") in passed
+    assert ("token_budget", "usage_ledger") in passed
+    for invariant in ("replay_inputs_equal", "once_per_run", "usage_ledger", "step_events_match"):
+        assert ("parallel_tools", invariant) in passed, invariant
     skipped = {r["scenario"]: r["reason"] for r in rows if r["outcome"] == "skipped"}
     assert "does not declare capability handoffs" in skipped["handoff"]
     assert "does not declare capability approvals" in skipped["approval"]

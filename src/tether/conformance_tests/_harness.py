@@ -563,10 +563,14 @@ def _can_shift_clock() -> bool:
 
 async def _read_after(handle: Any, obs: Observed) -> None:
     """What the ended run reports through queries, read while a worker can answer them."""
-    with contextlib.suppress(Exception):
-        description = await handle.describe()
+    for _ in range(2):  # a query that fails once (e.g. a worker restarting) is asked again
+        try:
+            description = await handle.describe()
+        except Exception:
+            continue
         obs.failures = description.failures
         obs.ledger = description.ledger
+        break
     await _read_events(handle, obs)
 
 
