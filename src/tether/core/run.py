@@ -84,7 +84,11 @@ def _verdict(answer: WaitAnswer) -> str:
 
 
 class StepFailedError(Exception):
-    """A step failed after its retries; the adapter decides what the run does."""
+    """What ``session.step`` raises when a step failed after its retries (``tether.StepFailedError``).
+
+    ``step`` (its name), ``kind``, ``reason`` (the error text) and ``error_type`` say what
+    failed. Left uncaught it fails the run with that error; an adapter whose framework can go
+    on (e.g. hand a tool's error to the model) catches it. See docs/adapter-authors.md."""
 
     def __init__(self, step: str, kind: str, message: str, error_type: str | None) -> None:
         super().__init__(f"{kind} step {step!r} failed: {message}")
