@@ -84,7 +84,7 @@ def _verdict(answer: WaitAnswer) -> str:
 
 
 class StepFailedError(Exception):
-    """What ``session.step`` raises when a step failed after its retries (``tether.StepFailedError``).
+    """What ``session.step`` raises when a step failed after its retries.
 
     ``step`` (its name), ``kind``, ``reason`` (the error text) and ``error_type`` say what
     failed. Left uncaught it fails the run with that error; an adapter whose framework can go
