@@ -131,8 +131,9 @@ async def replay_check(
     ``data_converter`` must read the history's payloads (the runtime's, with its store, for
     externally stored inputs). ``clock_shift`` moves the process's wall clock that far ahead
     while the loop replays (needs ``time-machine``), so a loop that reads the time shows up
-    even when the replay runs within the same second. The run's agents must be registered
-    in this process (as on a worker). Returns every difference, the first per step.
+    even when the replay runs within the same second; it moves it for the whole process (all
+    threads) while the replay runs. The run's agents must be registered in this process (as
+    on a worker). Returns every difference, the first per step.
     """
     recorded: list[tuple[str, Any]] = []
     for event in history.events:
@@ -163,7 +164,19 @@ async def replay_check(
         if i > len(capture.started):
             report.differences.append(ReplayDifference(kind="missing", index=i, name=name))
             continue
-        [was] = await data_converter.decode(list(payloads.payloads), [StepRequest])
+        try:
+            [was] = await data_converter.decode(list(payloads.payloads), [StepRequest])
+        except Exception as exc:  # e.g. an externalized input whose blob is not in the store
+            report.differences.append(
+                ReplayDifference(
+                    kind="input",
+                    index=i,
+                    name=name,
+                    path="$ (the recorded request could not be read)",
+                    recorded=f"{type(exc).__name__}: {exc}"[:300],
+                )
+            )
+            continue
         _, args = capture.started[i - 1]
         now = args[0] if args else None
         report.compared += 1
