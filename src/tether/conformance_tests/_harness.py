@@ -1,7 +1,9 @@
 """Running a scenario: plainly, durably, swept with an empty cache, and with SIGKILLs.
 
 Everything observed here comes from outside the adapter: requests at the scripted model
-server, executions in the tools' own log, and the run's Temporal history.
+server, executions in the tools' own log, and the run's Temporal history. Every run gets a
+model server of its own, so the requests a server saw are that run's (what invariants 10
+and 11 compare per run).
 """
 
 from __future__ import annotations
