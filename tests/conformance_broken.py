@@ -7,17 +7,27 @@ each subclass breaks one rule. Registered with ``--tether-plugins conformance_br
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
-from tether_rawloop.adapter import MODEL_POLICY, RawLoopAdapter
-from tether_rawloop.agent import Message, RawAgent, RunTool, chat_request
+from tether_rawloop.adapter import MODEL_POLICY, TOOL_POLICY, RawLoopAdapter
+from tether_rawloop.agent import (
+    MaxTurnsExceeded,
+    Message,
+    ModelHTTPError,
+    RawAgent,
+    RawResult,
+    RunTool,
+    chat_request,
+)
 from tether_rawloop.kit import RawLoopKit
 
 from tether import hookimpl
 from tether.core.contract import JSON, RunRequest, RunSession, StepContext, StepOutcome
-from tether.errors import NonRetryableError
+from tether.errors import NonRetryableError, RetryableError
 
 
 class ToolOutsideStep(RawLoopAdapter):
@@ -161,6 +171,161 @@ class AnnouncesEachAttempt(RawLoopAdapter):
         return await super().call_tool(ctx, payload)
 
 
+class RetriesEveryModelError(RawLoopAdapter):
+    """Retries every provider HTTP error, 400/401/404 included (they can never succeed)."""
+
+    name = "broken_model_retry"
+
+    async def call_model(self, ctx: StepContext, payload: JSON) -> StepOutcome:
+        try:
+            return await super().call_model(ctx, payload)
+        except NonRetryableError as exc:
+            raise RetryableError(str(exc), error_type=exc.error_type) from None
+        except ModelHTTPError as exc:  # pragma: no cover - the parent classifies them
+            raise RetryableError(str(exc)) from None
+
+
+class TimeInThePrompt(RawLoopAdapter):
+    """Puts the current time (to the minute, as a framework option does) in the system
+    prompt: the same steps are scheduled on replay, with another conversation."""
+
+    name = "broken_clock"
+
+    def stamp(self, session: RunSession) -> datetime:
+        return datetime.now(UTC)
+
+    async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
+        assert isinstance(agent, RawAgent)
+        now = self.stamp(session)
+        stamped = dataclasses.replace(
+            agent, instructions=f"{agent.instructions} It is {now:%Y-%m-%d %H:%M} UTC."
+        )
+        return await super().run(session, stamped, request)
+
+
+class TimeFromTheSession(TimeInThePrompt):
+    """The control of ``broken_clock``: the same prompt, with the run's replay-safe clock."""
+
+    name = "control_clock"
+
+    def stamp(self, session: RunSession) -> datetime:
+        return session.now()
+
+
+class RandomRequestIds(RawLoopAdapter):
+    """Gives each tool step a request id made with ``uuid4()``: another id on replay."""
+
+    name = "broken_uuid"
+
+    def new_id(self, session: RunSession) -> str:
+        return uuid.uuid4().hex
+
+    def run_tool(self, session: RunSession, agent: RawAgent) -> RunTool:
+        async def run(name: str, arguments: str) -> str:
+            outcome = await session.step(
+                self.tool_step,
+                {"tool": name, "args": arguments, "request_id": self.new_id(session)},
+                kind="tool",
+                summary=f"tool: {name}",
+                policy=TOOL_POLICY,
+            )
+            return str(outcome.value)
+
+        return run
+
+
+class IdsFromTheSession(RandomRequestIds):
+    """The control of ``broken_uuid``: ids from the run's replay-safe ``session.uuid()``."""
+
+    name = "control_uuid"
+
+    def new_id(self, session: RunSession) -> str:
+        return session.uuid()
+
+
+class StartsToolsInAnotherOrder(RawLoopAdapter):
+    """Starts a turn's tool calls in an order that depends on process state (here whether
+    the process ran the run before; in real code e.g. a set's order): replay starts them in
+    another order."""
+
+    name = "broken_order"
+    _seen: ClassVar[set[str]] = set()
+
+    async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
+        assert isinstance(agent, RawAgent)
+        backwards = session.run_id in self._seen
+        self._seen.add(session.run_id)
+        ask, run_tool = self.ask_model(session, agent), self.run_tool(session, agent)
+        messages: list[Message] = [
+            {"role": "system", "content": agent.instructions},
+            {"role": "user", "content": str(request.input)},
+        ]
+        for turn in range(1, int(request.options.get("max_turns", 10)) + 1):
+            reply = await ask(messages)
+            messages.append(reply)
+            calls = list(reply.get("tool_calls") or [])
+            if not calls:
+                result = RawResult(reply.get("content") or "", turn)
+                return {"output": result.output, "turns": result.turns}
+            order = calls[::-1] if backwards else calls
+            done = await asyncio.gather(
+                *(run_tool(c["function"]["name"], c["function"]["arguments"]) for c in order)
+            )
+            results = dict(zip([c["id"] for c in order], done, strict=True))
+            for call in calls:
+                messages.append(
+                    {"role": "tool", "tool_call_id": call["id"], "content": results[call["id"]]}
+                )
+        raise MaxTurnsExceeded(f"agent {agent.name!r} exceeded the turn limit")
+
+
+class SharedReplyCache(RawLoopAdapter):
+    """Answers a model step from a process-wide cache keyed by the conversation: another
+    run of the same conversation never reaches the provider."""
+
+    name = "broken_shared_cache"
+    _replies: ClassVar[dict[str, StepOutcome]] = {}
+
+    async def call_model(self, ctx: StepContext, payload: JSON) -> StepOutcome:
+        key = json.dumps(ctx.transcript(), sort_keys=True)
+        if key not in self._replies:
+            self._replies[key] = await super().call_model(ctx, payload)
+        return self._replies[key]
+
+
+class ReportsUsageTwice(RawLoopAdapter):
+    """Reports each model step's usage twice (e.g. from a callback and after the step)."""
+
+    name = "broken_usage"
+
+    def ask_model(self, session: RunSession, agent: RawAgent) -> Any:
+        ask = super().ask_model(session, agent)
+
+        async def twice(messages: list[Message]) -> Message:
+            reply = await ask(messages)
+            session.add_usage({"requests": 1, "input_tokens": 1, "output_tokens": 1})
+            return reply
+
+        return twice
+
+
+class PublishesItsOwnToolEvents(RawLoopAdapter):
+    """Publishes ``tool.started`` / ``tool.finished`` itself, beside the run's own."""
+
+    name = "broken_tool_events"
+
+    def run_tool(self, session: RunSession, agent: RawAgent) -> RunTool:
+        run = super().run_tool(session, agent)
+
+        async def announced(name: str, arguments: str) -> str:
+            session.publish("tool.started", {"tool": name, "summary": f"tool: {name}"})
+            result = await run(name, arguments)
+            session.publish("tool.finished", {"tool": name, "summary": f"tool: {name}"})
+            return result
+
+        return announced
+
+
 class KnownRetryDefect(RetriesNonRetryable):
     """The same defect, declared by its kit as known: a strict xfail, not a failure."""
 
@@ -197,6 +362,15 @@ batch = _Plugin(BatchedModelCalls)
 quadratic = _Plugin(WholeConversationInEveryStep)
 cache = _Plugin(CachesRepliesInTheRun)
 events = _Plugin(AnnouncesEachAttempt)
+model_retry = _Plugin(RetriesEveryModelError)
+clock = _Plugin(TimeInThePrompt)
+clock_ok = _Plugin(TimeFromTheSession)
+uuid4 = _Plugin(RandomRequestIds)
+uuid_ok = _Plugin(IdsFromTheSession)
+order = _Plugin(StartsToolsInAnotherOrder)
+shared_cache = _Plugin(SharedReplyCache)
+usage = _Plugin(ReportsUsageTwice)
+tool_events = _Plugin(PublishesItsOwnToolEvents)
 known = _Plugin(
     KnownRetryDefect, {("fatal_tool", "errors_classified"): "retries NonRetryableError"}
 )

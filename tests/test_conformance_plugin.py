@@ -6,7 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tether.conformance_tests.scenarios import BY_NAME, SCENARIOS, Behaviour, applicable
+from tether import Budget
+from tether.conformance_tests.scenarios import (
+    BY_NAME,
+    SCENARIOS,
+    Behaviour,
+    applicable,
+    retryable_status,
+)
+from tether.core.ledger import Ledger, normalize_usage
+from tether.core.replay import first_difference
 
 ISSUE_SCENARIOS = {
     "final_answer",
@@ -20,6 +29,10 @@ ISSUE_SCENARIOS = {
     "agent_as_tool",
     "approval",
     "model_429",
+    "model_400",
+    "model_401",
+    "model_404",
+    "token_budget",
     "long_run",
     "large_tool_result",
     "sync_tool",
@@ -94,11 +107,25 @@ def test_the_scenarios_cover_the_issue() -> None:
     assert BY_NAME["fatal_tool"].tools[0].behaviour is Behaviour.FATAL
     assert BY_NAME["sync_tool"].tools[0].sync
     assert BY_NAME["approval"].tools[0].approval
+    # Model answers no retry gets past: one fault, which the plain run gets as well.
+    for status in (400, 401, 404):
+        [turn] = BY_NAME[f"model_{status}"].lanes["main"]
+        assert [f.status for f in turn.faults] == [status]
+        assert not retryable_status(status)
+        assert BY_NAME[f"model_{status}"].expect.fails
+    assert retryable_status(429) and retryable_status(503)
+    assert BY_NAME["token_budget"].budget_tokens == 5
+    ids = {i.id for i in applicable(BY_NAME["token_budget"])}
+    assert "usage_ledger" in ids and "durable_equals_plain" not in ids
     # Every scenario is checked by the result and crash invariants, or by the approval one.
     for scenario in SCENARIOS:
         ids = {i.id for i in applicable(scenario)}
         assert ids, scenario.name
-        assert "durable_equals_plain" in ids or "approval_survives_restart" in ids
+        assert (
+            "durable_equals_plain" in ids
+            or "approval_survives_restart" in ids
+            or scenario.budget_tokens
+        )
 
 
 def test_tether_conformance_names_the_installed_kits_for_an_unknown_adapter(
@@ -115,3 +142,29 @@ def test_tether_conformance_names_the_installed_kits_for_an_unknown_adapter(
     assert proc.returncode == 2
     assert "no conformance kit for adapter 'nope'" in proc.stderr
     assert "kits installed: openai_agents, pydantic_ai" in proc.stderr
+
+
+def test_total_tokens_is_derived_when_an_adapter_gives_input_and_output_only() -> None:
+    derived = normalize_usage({"requests": 1, "input_tokens": 30, "output_tokens": 15})
+    assert derived == {"requests": 1, "input_tokens": 30, "output_tokens": 15, "total_tokens": 45}
+    given = normalize_usage({"input_tokens": 30, "output_tokens": 15, "total_tokens": 50})
+    assert given["total_tokens"] == 50  # what the provider says wins
+    assert "total_tokens" not in normalize_usage({"requests": 1})
+    # The issue's case: Budget(max_tokens=5) must stop a run reporting 45 tokens this way.
+    ledger = Ledger()
+    ledger.step_done(1, "model: main", 1, "t0", "t1", False)
+    ledger.add({"requests": 1, "input_tokens": 30, "output_tokens": 15}, "main", None, None)
+    assert ledger.report()["total_tokens"] == 45
+    assert ledger.over(Budget(max_tokens=5)) == "45 tokens used, budget max_tokens=5"
+
+
+def test_first_difference_names_the_path_and_where_two_texts_part() -> None:
+    prompt = "You are a conformance scenario agent, answering briefly. It is "
+    recorded = {"step": 1, "transcript": {"delta": [{"content": prompt + "06:16 UTC."}]}}
+    replayed = {"step": 1, "transcript": {"delta": [{"content": prompt + "07:17 UTC."}]}}
+    path, was, now = first_difference(recorded, replayed) or ("", "", "")
+    assert path == f"$.transcript.delta[0].content (from character {len(prompt) + 1})"
+    assert was.endswith("It is 06:16 UTC.'") and now.endswith("It is 07:17 UTC.'")
+    assert first_difference({"a": [1, 2]}, {"a": [1, 2, 3]}) == ("$.a (length)", "2", "3")
+    assert first_difference({"a": {"b": 1}}, {"a": {"b": 1}}) is None
+    assert first_difference({"a": 1}, {"b": 1}) == ("$.a", "1", "'<absent>'")

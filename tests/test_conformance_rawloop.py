@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.conformance_tests.scenarios import SCENARIOS, applicable
+from tether.conformance_tests.scenarios import BY_NAME, SCENARIOS, applicable
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "rawloop"
@@ -94,6 +94,13 @@ def test_example_adapter_passes_the_suite_from_its_own_directory(
     ):
         assert (scenario, "durable_equals_plain") in passed, scenario
     assert ("sequential_tools", "crash_sigkill") in passed
+    # The second edition's checks ran and held: model 4xx fail at once, the ledger matches
+    # the model server (the example reports total_tokens), the token budget trips.
+    for status in (400, 401, 404):
+        assert (f"model_{status}", "errors_classified") in passed
+    assert ("token_budget", "usage_ledger") in passed
+    for invariant in ("replay_inputs_equal", "once_per_run", "usage_ledger", "step_events_match"):
+        assert ("parallel_tools", invariant) in passed, invariant
     skipped = {r["scenario"]: r["reason"] for r in rows if r["outcome"] == "skipped"}
     assert "does not declare capability handoffs" in skipped["handoff"]
     assert "does not declare capability approvals" in skipped["approval"]
@@ -109,42 +116,97 @@ BROKEN = {
     "broken_cache": ("one_tool", "replay_deterministic", "the same commands as recorded"),
     "broken_events": ("flaky_tool", "events_once_in_order", "started once"),
 }
+"""Every invariant of the scenario runs for these (defects must not smear)."""
+
+BROKEN_NARROW = {
+    # 1. model-side errors: a 400 is retried (and answered on the retry)
+    "broken_model_retry": ("model_400", "errors_classified", "2 requests"),
+    # 2. determinism below the command level (Temporal's Replayer passes all three)
+    "broken_clock": ("final_answer", "replay_inputs_equal", "$.transcript.delta[0].content"),
+    "broken_uuid": ("one_tool", "replay_inputs_equal", "$.payload.request_id"),
+    "broken_order": ("parallel_tools", "replay_inputs_equal", "$.payload.args"),
+    # 3. exactly once per run: another run's reply reused
+    "broken_shared_cache": ("one_tool", "once_per_run", "answered 0 time(s)"),
+    # 4. usage reported twice
+    "broken_usage": ("one_tool", "usage_ledger", "requests"),
+    # 5. tool events published beside the run's own
+    "broken_tool_events": ("one_tool", "step_events_match", "step=None"),
+}
+"""Only the broken invariant runs for these (and Temporal's own replay check, which they
+pass: the defect is below what it sees)."""
+
+CONTROLS = {
+    # The same loops with the run's replay-safe clock and ids pass.
+    "control_clock": "final_answer",
+    "control_uuid": "one_tool",
+}
+
+PLUGINS = {
+    "broken_outside": "outside",
+    "broken_random": "random_name",
+    "broken_retry": "retry",
+    "broken_batch": "batch",
+    "broken_quadratic": "quadratic",
+    "broken_known": "known",
+    "broken_cache": "cache",
+    "broken_events": "events",
+    "broken_model_retry": "model_retry",
+    "broken_clock": "clock",
+    "broken_uuid": "uuid4",
+    "broken_order": "order",
+    "broken_shared_cache": "shared_cache",
+    "broken_usage": "usage",
+    "broken_tool_events": "tool_events",
+    "control_clock": "clock_ok",
+    "control_uuid": "uuid_ok",
+}
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_each_broken_adapter_fails_the_invariant_it_breaks(
     rawloop_site: Path, tmp_path: Path
 ) -> None:
     report = tmp_path / "rows.json"
     args = ["-p", "tether.conformance_tests", "--tether-sigkill", "none"]
-    args += [
-        "--tether-plugins",
-        "conformance_broken:outside,conformance_broken:random_name,"
-        "conformance_broken:retry,conformance_broken:batch,conformance_broken:quadratic,"
-        "conformance_broken:known,conformance_broken:cache,conformance_broken:events",
-    ]
-    for adapter in [*BROKEN, "broken_known"]:
+    args += ["--tether-plugins", ",".join(f"conformance_broken:{p}" for p in PLUGINS.values())]
+    for adapter in PLUGINS:
         args += ["--tether-adapter", adapter]
     selected = [f"{a}-{s}-" for a, (s, _, _) in BROKEN.items()]
-    args += ["-k", " or ".join([*selected, "broken_known-fatal_tool-errors_classified"])]
+    selected += [f"{a}-{s}-{i}" for a, (s, i, _) in BROKEN_NARROW.items()]
+    selected += [f"{a}-{s}-replay_deterministic" for a, (s, _, _) in BROKEN_NARROW.items()]
+    selected += [f"{a}-{s}-replay" for a, s in CONTROLS.items()]
+    selected += ["control_uuid-one_tool-", "broken_known-fatal_tool-errors_classified"]
+    args += ["-k", " or ".join(selected)]
     proc = suite(tmp_path, rawloop_site, *args, report=report)
     rows = json.loads(report.read_text())
     assert proc.returncode == 1, proc.stdout[-3000:]
-    for adapter, (scenario, invariant, shows) in BROKEN.items():
-        [row] = [
-            r
-            for r in rows
-            if (r["adapter"], r["scenario"], r["invariant"]) == (adapter, scenario, invariant)
-        ]
+    outcome = {(r["adapter"], r["scenario"], r["invariant"]): r for r in rows}
+    for adapter, (scenario, invariant, shows) in {**BROKEN, **BROKEN_NARROW}.items():
+        row = outcome[(adapter, scenario, invariant)]
         assert row["outcome"] == "failed", row
         assert f"[{adapter} / {scenario} / invariant" in row["reason"]
         assert invariant in row["reason"] and shows in row["reason"], row["reason"]
-        for label in ("step:", "expected:", "seen:"):
+        for label in (
+            "step:",
+            "expected:",
+            "seen:",
+            "hint:"[: 5 if adapter in BROKEN_NARROW else 0],
+        ):
             assert label in row["reason"]
+    # The new defects are below what Temporal's replay compares: it passes them all.
+    for adapter, (scenario, _, _) in BROKEN_NARROW.items():
+        assert outcome[(adapter, scenario, "replay_deterministic")]["outcome"] == "passed"
+    # The controls pass: session.now() and session.uuid() are replay-safe.
+    for adapter, scenario in CONTROLS.items():
+        for invariant in ("replay_deterministic", "replay_inputs_equal"):
+            assert outcome[(adapter, scenario, invariant)]["outcome"] == "passed", adapter
+    uuid_rows = [r for r in rows if r["adapter"] == "control_uuid"]
+    assert len(uuid_rows) == len(applicable(BY_NAME["one_tool"]))
+    assert all(r["outcome"] == "passed" for r in uuid_rows), uuid_rows
     # A defect the kit declares as known is a strict xfail, shown with its reason.
     [known] = [r for r in rows if r["adapter"] == "broken_known"]
     assert known["outcome"] == "xfailed" and "retries NonRetryableError" in known["reason"]
     # Defects are not smeared over everything: the retrying adapter still gets plain == durable.
-    ok = {(r["adapter"], r["scenario"], r["invariant"]) for r in rows if r["outcome"] == "passed"}
+    ok = {key for key, r in outcome.items() if r["outcome"] == "passed"}
     assert ("broken_retry", "fatal_tool", "durable_equals_plain") in ok
     assert ("broken_batch", "sequential_tools", "durable_equals_plain") in ok

@@ -27,6 +27,7 @@ from tether.core.handle import (
 )
 from tether.core.ledger import StepUsage, UsageReport
 from tether.core.ops import StepAttempt
+from tether.core.run import StepFailedError
 from tether.core.runtime import Runtime, default_runtime, set_default_runtime
 from tether.core.sealed import Secret
 from tether.errors import (
@@ -82,6 +83,7 @@ __all__ = [
     "Runtime",
     "Secret",
     "StepAttempt",
+    "StepFailedError",
     "StepInputError",
     "StepPolicy",
     "StepUsage",

@@ -1,7 +1,9 @@
 """Running a scenario: plainly, durably, swept with an empty cache, and with SIGKILLs.
 
 Everything observed here comes from outside the adapter: requests at the scripted model
-server, executions in the tools' own log, and the run's Temporal history.
+server, executions in the tools' own log, and the run's Temporal history. Every run gets a
+model server of its own, so the requests a server saw are that run's (what invariants 10
+and 11 compare per run).
 """
 
 from __future__ import annotations
@@ -22,15 +24,21 @@ from typing import Any, TypeVar, cast
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from tether.conformance_tests.kit import ConformanceKit, KitEnv, read_calls
-from tether.conformance_tests.scenarios import HANDOFF_PLACEHOLDER, MAIN, Scenario
+from tether.conformance_tests.scenarios import (
+    HANDOFF_PLACEHOLDER,
+    MAIN,
+    Scenario,
+    retryable_status,
+)
 from tether.core import registry
+from tether.core.contract import Budget
 from tether.core.devserver import EmbeddedEngine
 from tether.core.events import RunEvent
 from tether.core.handle import DurableAgent
-from tether.core.run import AgentRun
+from tether.core.ledger import UsageReport
+from tether.core.replay import DEFAULT_CLOCK_SHIFT, ReplayDifference, replay_check
 from tether.core.runtime import Runtime, agent_queue
 from tether.core.store import BlobStore
 from tether.errors import RunFailedError
@@ -72,7 +80,11 @@ class ScenarioScript:
                     replace(
                         turn,
                         calls=calls,
-                        faults=turn.faults if faults else (),
+                        # The plain run's client does not retry: it gets only the faults
+                        # that no retry could get past.
+                        faults=turn.faults
+                        if faults
+                        else tuple(f for f in turn.faults if not retryable_status(f.status)),
                         delay=max(turn.delay, delay),
                     )
                 )
@@ -101,6 +113,8 @@ class StepEvent:
     name: str
     input_bytes: int
     input_text: str
+    number: int | None = None
+    """The step's number in its run (``StepRequest.step``; None for an externalized input)."""
     completed: bool = False
     result_text: str = ""
     bytes_at_completion: int = 0
@@ -131,10 +145,12 @@ async def read_history(client: Client, run_id: str) -> History:
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             a = event.activity_task_scheduled_event_attributes
+            text = _payload_text(a.input)
             steps[event.event_id] = StepEvent(
                 name=a.activity_type.name,
                 input_bytes=a.input.ByteSize(),
-                input_text=_payload_text(a.input),
+                input_text=text,
+                number=_step_number(text),
             )
             order.append(event.event_id)
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
@@ -147,6 +163,15 @@ async def read_history(client: Client, run_id: str) -> History:
             f = event.workflow_task_failed_event_attributes
             failures.append(f.failure.message)
     return History([steps[i] for i in order], total, failures)
+
+
+def _step_number(text: str) -> int | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    number = value.get("step") if isinstance(value, dict) else None
+    return number if isinstance(number, int) else None
 
 
 def model_calls_in(text: str) -> set[tuple[str, int]]:
@@ -163,6 +188,8 @@ class Observed:
     error: str | None = None
     error_kind: str | None = None
     status: str = "completed"
+    error_type: str | None = None
+    """The failed run's error type (``RunFailedError.error_type``), e.g. ``BudgetExceeded``."""
     requests: list[RecordedRequest] = field(default_factory=list)
     calls: list[tuple[str, str, str]] = field(default_factory=list)
     run_id: str | None = None
@@ -171,6 +198,14 @@ class Observed:
     elapsed: float = 0.0
     replay_failure: str | None = None
     replay_side_effects: list[str] = field(default_factory=list)
+    replay_differences: list[ReplayDifference] = field(default_factory=list)
+    """Step requests of the replay (wall clock moved ahead) that differ from the recorded."""
+    replay_compared: int = 0
+    replay_clock_shifted: bool = False
+    ledger: UsageReport | None = None
+    """The run's usage ledger (``handle.describe().ledger``), read once it ended."""
+    served_tokens: tuple[int, int] = (0, 0)
+    """Input and output tokens the model server billed in its successful replies."""
     at_kill: History | None = None
     log: str = ""
     events: list[RunEvent] | None = None
@@ -324,6 +359,7 @@ class Harness:
                 handle = await durable.start(
                     scenario.prompt(),
                     id=f"conf-{kit.adapter_name}-{scenario.name}-{tag}-{uuid.uuid4().hex[:6]}",
+                    budget=_budget(scenario),
                     **kit.run_options(scenario),
                 )
                 obs.run_id = handle.id
@@ -339,6 +375,8 @@ class Harness:
             obs.elapsed = time.monotonic() - start
             obs.history = await read_history(self.runtime.client, handle.id)
             obs.requests, obs.calls = server.requests, read_calls(calls)
+            usage = server.total_usage()
+            obs.served_tokens = (usage.input_tokens, usage.output_tokens)
             if not sweep:
                 await self._replay(obs, server, calls)
         return obs
@@ -354,21 +392,26 @@ class Harness:
         except RunFailedError as exc:
             obs.status = "failed"
             obs.error = exc.reason
+            obs.error_type = exc.error_type
             obs.error_kind = kit.error_kind(exc)
 
     async def _replay(self, obs: Observed, server: ScriptedModelServer, calls: Path) -> None:
-        """Replay the finished run's history; nothing may reach the model or the tools."""
+        """Replay the finished run's history with the wall clock moved a day ahead: nothing
+        may reach the model or the tools, and every step request must be the recorded one."""
         assert obs.run_id is not None
         history = await self.runtime.client.get_workflow_handle(obs.run_id).fetch_history()
         before_requests, before_calls = len(server.requests), len(read_calls(calls))
-        replayer = Replayer(
-            workflows=[AgentRun],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-            data_converter=self.runtime.client.data_converter,
+        shift = DEFAULT_CLOCK_SHIFT if _can_shift_clock() else None
+        report = await replay_check(
+            history, data_converter=self.runtime.client.data_converter, clock_shift=shift
         )
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-        if result.replay_failure is not None:
-            obs.replay_failure = f"{type(result.replay_failure).__name__}: {result.replay_failure}"
+        obs.replay_clock_shifted = shift is not None
+        obs.replay_compared = report.compared
+        for difference in report.differences:
+            if difference.kind == "replay_failure":
+                obs.replay_failure = difference.replayed
+            else:
+                obs.replay_differences.append(difference)
         for r in server.requests[before_requests:]:
             obs.replay_side_effects.append(f"model call (lane {r.lane}, turn {r.turn})")
         for tool, arg, _ in read_calls(calls)[before_calls:]:
@@ -510,10 +553,26 @@ async def _wait_for_calls(
         await asyncio.sleep(0.01)
 
 
+def _budget(scenario: Scenario) -> Budget | None:
+    return Budget(max_tokens=scenario.budget_tokens) if scenario.budget_tokens else None
+
+
+def _can_shift_clock() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("time_machine") is not None
+
+
 async def _read_after(handle: Any, obs: Observed) -> None:
     """What the ended run reports through queries, read while a worker can answer them."""
-    with contextlib.suppress(Exception):
-        obs.failures = (await handle.describe()).failures
+    for _ in range(2):  # a query that fails once (e.g. a worker restarting) is asked again
+        try:
+            description = await handle.describe()
+        except Exception:
+            continue
+        obs.failures = description.failures
+        obs.ledger = description.ledger
+        break
     await _read_events(handle, obs)
 
 

@@ -19,7 +19,9 @@ from tether.conformance_tests.scenarios import (
     Behaviour,
     Invariant,
     Scenario,
+    retryable_status,
 )
+from tether.core.replay import DEFAULT_CLOCK_SHIFT, first_difference
 
 
 class ConformanceFailure(AssertionError):
@@ -126,6 +128,10 @@ class Checker:
                     obs.outcome(),
                     "error_kind() of the kit maps the framework's error to the neutral kind",
                 )
+            return
+        if expect.fails:
+            if obs.error is None:
+                raise self.fail(f"the {obs.label}", "the run fails", obs.outcome())
             return
         if obs.error is not None:
             if expect.or_fails_with and expect.or_fails_with in obs.error:
@@ -287,7 +293,7 @@ def durable_equals_plain(c: Checker) -> None:
             f"{sorted(durable_bodies)}",
         )
     for key in sorted(plain_bodies):
-        where = _first_difference(plain_bodies[key], durable_bodies[key])
+        where = first_difference(plain_bodies[key], durable_bodies[key])
         if where is not None:
             path, a, b = where
             raise c.fail(
@@ -447,6 +453,25 @@ def errors_classified(c: Checker) -> None:
         if made > limit + 1:
             raise c.fail("model calls", f"at most {limit + 1} (the turn limit)", f"{made}")
         return
+    for (lane, turn), statuses in _faults(s).items():
+        attempts = durable.attempts().get((lane, turn), 0)
+        served = durable.served().get((lane, turn), 0)
+        if retryable_status(statuses[0]):
+            if attempts != len(statuses) + 1 or served != 1:
+                raise c.fail(
+                    f"model call (lane {lane}, turn {turn}) answered {len(statuses)}x with "
+                    f"{statuses[0]}",
+                    f"{len(statuses) + 1} requests, 1 served (retried after Retry-After)",
+                    f"{attempts} requests, {served} served",
+                )
+        elif attempts != 1 or durable.error is None:
+            raise c.fail(
+                f"model call (lane {lane}, turn {turn}) answered {statuses[0]} by the provider",
+                "1 request, then the run fails at once (no request can succeed: not retried)",
+                f"{attempts} requests; {durable.outcome()}",
+                f"classify a provider's {statuses[0]} as non-retryable in the model step (raise "
+                "tether.NonRetryableError); retry only 408, 409, 429 and 5xx",
+            )
     c.expected_outcome(durable)
     runs = durable.tool_runs()
     for spec in s.tools:
@@ -477,20 +502,12 @@ def errors_classified(c: Checker) -> None:
                         "next request",
                         "the cause is nowhere",
                     )
-    for (lane, turn), turn_faults in _faults(s).items():
-        attempts = durable.attempts().get((lane, turn), 0)
-        served = durable.served().get((lane, turn), 0)
-        if attempts != turn_faults + 1 or served != 1:
-            raise c.fail(
-                f"model call (lane {lane}, turn {turn}) answered {turn_faults}x with 429",
-                f"{turn_faults + 1} requests, 1 served (retried after Retry-After)",
-                f"{attempts} requests, {served} served",
-            )
 
 
-def _faults(s: Scenario) -> dict[tuple[str, int], int]:
+def _faults(s: Scenario) -> dict[tuple[str, int], list[int]]:
+    """The HTTP statuses scripted for each model call, in the order they are served."""
     return {
-        (lane, i): len(t.faults)
+        (lane, i): [f.status for f in t.faults]
         for lane, turns in s.lanes.items()
         for i, t in enumerate(turns)
         if t.faults
@@ -501,37 +518,6 @@ def _task_hint(history: History | None) -> str:
     if history and history.task_failures:
         return f"run task failure: {history.task_failures[-1][:400]}"
     return ""
-
-
-def _first_difference(a: Any, b: Any, path: str = "$") -> tuple[str, str, str] | None:
-    if type(a) is not type(b):
-        return path, _short(a), _short(b)
-    if isinstance(a, dict):
-        for key in sorted(set(a) | set(b)):
-            if key not in a or key not in b:
-                return (
-                    f"{path}.{key}",
-                    _short(a.get(key, "<absent>")),
-                    _short(b.get(key, "<absent>")),
-                )
-            found = _first_difference(a[key], b[key], f"{path}.{key}")
-            if found:
-                return found
-        return None
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return f"{path} (length)", str(len(a)), str(len(b))
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            found = _first_difference(x, y, f"{path}[{i}]")
-            if found:
-                return found
-        return None
-    return None if a == b else (path, _short(a), _short(b))
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def events_once_in_order(c: Checker) -> None:
@@ -545,6 +531,163 @@ def events_once_in_order(c: Checker) -> None:
         c.events_of(obs)
 
 
+def replay_inputs_equal(c: Checker) -> None:
+    """Temporal's replay compares commands; this compares what each replayed step asks for
+    with what the recorded step got, while the process's wall clock is a day ahead."""
+    durable = c.runs.durable()
+    if not durable.replay_differences:
+        if durable.replay_compared == 0 and durable.history and durable.history.steps:
+            raise c.fail(
+                "replaying the recorded history",
+                f"its {len(durable.history.steps)} step requests made again",
+                durable.replay_failure or "none compared",
+            )
+        return
+    first = durable.replay_differences[0]
+    clock = (
+        f" (wall clock moved {DEFAULT_CLOCK_SHIFT} ahead)" if durable.replay_clock_shifted else ""
+    )
+    more = len(durable.replay_differences) - 1
+    if first.kind == "missing":
+        raise c.fail(
+            f"step #{first.index} {first.name}, replayed{clock}",
+            "requested again, as recorded",
+            "not requested on replay",
+        )
+    raise c.fail(
+        f"step #{first.index} {first.name} (step {first.step}), replayed{clock}: request "
+        f"field {first.path}",
+        f"the recorded {first.recorded}",
+        f"{first.replayed}" + (f" ({more} more step(s) differ)" if more else ""),
+        "the loop must ask for the same steps with the same inputs when replayed: no wall "
+        "clock (session.now()), no uuid4() (session.uuid()), tool calls started in the "
+        "model's order; a resumed run otherwise hands results to the wrong calls",
+    )
+
+
+def once_per_run(c: Checker) -> None:
+    """Each durable run has its own model server, so a server's requests are that run's."""
+    reference = c.runs.plain().served()
+    runs = [c.runs.durable()]
+    if c.scenario.sweep:
+        runs.append(c.runs.sweep())
+    for obs in runs:
+        served = obs.served()
+        for lane, turn in sorted(set(reference) | set(served)):
+            want, got = reference.get((lane, turn), 0), served.get((lane, turn), 0)
+            if got < want:
+                raise c.fail(
+                    f"model call (lane {lane}, turn {turn}) of the {obs.label} (run {obs.run_id})",
+                    f"made by this run: answered {want} time(s) by the provider, as in the "
+                    "plain run",
+                    f"answered {got} time(s): the run got its reply without asking",
+                    "a reply was reused from another run (a process-wide cache?): every run "
+                    "makes each of its own model calls exactly once",
+                )
+            if got > want:
+                raise c.fail(
+                    f"model call (lane {lane}, turn {turn}) of the {obs.label} (run {obs.run_id})",
+                    f"answered {want} time(s) by the provider, as in the plain run",
+                    f"answered {got} times",
+                    "a completed model call was made again",
+                )
+
+
+def usage_ledger(c: Checker) -> None:
+    obs = c.runs.durable()
+    where = f"the usage ledger of the {obs.label} (handle.usage())"
+    ledger = obs.ledger
+    if ledger is None:
+        raise c.fail(where, "readable once the run ended", "none")
+    served = sum(obs.served().values())
+    served_in, served_out = obs.served_tokens
+    hint = (
+        "call session.add_usage once per model step with what the provider reported: "
+        "requests=1, input_tokens, output_tokens (total_tokens is derived), model=..."
+    )
+    for key, want, got in (
+        ("requests", served, ledger.requests),
+        ("input_tokens", served_in, ledger.input_tokens),
+        ("output_tokens", served_out, ledger.output_tokens),
+        ("total_tokens", served_in + served_out, ledger.total_tokens),
+    ):
+        if want != got:
+            raise c.fail(
+                f"{where}: {key}",
+                f"{want} (what the model server served this run)",
+                f"{got}",
+                hint,
+            )
+    budget = c.scenario.budget_tokens
+    if budget is None:
+        return
+    if obs.error is None or obs.error_type != "BudgetExceeded":
+        raise c.fail(
+            f"the {obs.label} with Budget(max_tokens={budget})",
+            "fails with BudgetExceeded",
+            f"{obs.outcome()}" + (f" (type {obs.error_type})" if obs.error_type else ""),
+            "the budget counts total_tokens from session.add_usage: report usage after "
+            "every model step",
+        )
+    if served != 1:
+        raise c.fail(
+            f"the {obs.label} with Budget(max_tokens={budget})",
+            "stops before the second model call (the first exceeds the budget)",
+            f"{served} model calls served",
+        )
+
+
+STEP_KINDS = ("model", "tool", "mcp", "other")
+
+
+def step_events_match(c: Checker) -> None:
+    """Every step event names a step of the history; each step has one start and one end."""
+    obs = c.runs.durable()
+    where = f"the event log of the {obs.label}"
+    events = obs.events
+    if events is None:
+        raise c.fail(where, "readable once the run ended", obs.events_error or "none")
+    history = obs.history.steps if obs.history else []
+    kinds: dict[int, str | None] = {}
+    for i, scheduled in enumerate(history, start=1):
+        number = scheduled.number if scheduled.number is not None else i
+        kinds.setdefault(number, c.kit.pinned_steps.get(scheduled.name))
+    hint = (
+        "the run publishes <kind>.started and <kind>.finished for every step itself; an "
+        "adapter must not publish its own (a UI would show every call twice)"
+    )
+    seen: dict[int, dict[str, list[int]]] = {n: {"started": [], "ended": []} for n in kinds}
+    for e in events:
+        kind, _, phase = e.type.partition(".")
+        if kind not in STEP_KINDS or phase not in ("started", "finished", "failed"):
+            continue
+        step = e.data.get("step")
+        if not isinstance(step, int) or step not in kinds:
+            raise c.fail(
+                f"{where}: {e.type} at #{e.offset}",
+                f"a step event of one of the history's {len(kinds)} steps",
+                f"step={step!r}, data {json.dumps(e.data, default=repr)[:200]}",
+                hint,
+            )
+        if kinds[step] is not None and kinds[step] != kind:
+            raise c.fail(
+                f"{where}: {e.type} at #{e.offset}",
+                f"step {step} is a {kinds[step]} step in the history",
+                f"a {kind} event",
+                hint,
+            )
+        seen[step]["started" if phase == "started" else "ended"].append(e.offset)
+    for number, marks in sorted(seen.items()):
+        if len(marks["started"]) != 1 or len(marks["ended"]) != 1:
+            raise c.fail(
+                f"{where}: step {number} ({kinds[number]})",
+                "one started and one finished (or failed) event",
+                f"{len(marks['started'])} started at {marks['started']}, "
+                f"{len(marks['ended'])} ended at {marks['ended']}",
+                hint,
+            )
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "durable_equals_plain": durable_equals_plain,
     "crash_every_boundary": crash_every_boundary,
@@ -555,6 +698,10 @@ CHECKS: dict[str, Callable[..., None]] = {
     "approval_survives_restart": approval_survives_restart,
     "errors_classified": errors_classified,
     "events_once_in_order": events_once_in_order,
+    "replay_inputs_equal": replay_inputs_equal,
+    "once_per_run": once_per_run,
+    "usage_ledger": usage_ledger,
+    "step_events_match": step_events_match,
 }
 
 assert set(CHECKS) == set(INVARIANT_BY_ID)

@@ -20,11 +20,9 @@ def render(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         by_adapter[row["adapter"]][(row["scenario"], row["invariant"])] = row
     out: list[str] = ["# Tether conformance report", ""]
-    out.append(
-        "Invariants: "
-        + "; ".join(f"{i.number} {i.short} ({i.id}): {i.title}" for i in INVARIANTS)
-        + "."
-    )
+    out.append("Invariants (the table's columns):")
+    out.append("")
+    out.extend(f"- **{i.number} {i.short}** (`{i.id}`): {i.title}" for i in INVARIANTS)
     out.append("")
     for adapter, cells in sorted(by_adapter.items()):
         counts: dict[str, int] = defaultdict(int)

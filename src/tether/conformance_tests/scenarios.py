@@ -59,6 +59,8 @@ class Expect:
     """The run must fail with this neutral error kind (see :meth:`ConformanceKit.error_kind`)."""
     or_fails_with: str | None = None
     """The run may instead fail with an error whose text contains this (framework choice)."""
+    fails: bool = False
+    """The run must fail (with whatever error the framework raises: e.g. a provider's 4xx)."""
 
 
 class Helper(enum.StrEnum):
@@ -91,6 +93,9 @@ class Scenario:
     approvals: bool = False
     sigkill: bool = False
     """Sampled for real SIGKILLed worker subprocesses."""
+    budget_tokens: int | None = None
+    """The durable run is started with ``Budget(max_tokens=budget_tokens)``, which its first
+    model call exceeds: it must fail with ``BudgetExceeded`` (the plain run has no budget)."""
     sweep: bool = True
     """Swept at every step boundary (every run task replayed from an empty cache). A long
     scenario sets False: the sweep replays O(n^2) steps, so its worker is replaced once,
@@ -129,6 +134,27 @@ def _long_run(tool_turns: int) -> Scenario:
 
 
 LONG_TOOL_TURNS = 100
+
+REFUSED_STATUSES = (400, 401, 404)
+"""Provider answers no retry can change (bad request, bad key, unknown model)."""
+
+
+def retryable_status(status: int) -> bool:
+    """Whether a provider's HTTP status is worth retrying (timeouts, conflicts, 429, 5xx)."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def _model_refusal(status: int) -> Scenario:
+    return Scenario(
+        name=f"model_{status}",
+        description=f"the provider answers {status} (can never succeed): the run fails at once, "
+        "after one request",
+        # One fault: an adapter that retries it gets the reply on its second request. The
+        # plain run gets it too (its client does not retry): it fails as well.
+        lanes={MAIN: (Turn.text("answered on a retry", faults=(Fault("refused", status),)),)},
+        expect=Expect(fails=True),
+        classified_errors=True,
+    )
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -254,6 +280,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         expect=Expect(output="made it"),
         classified_errors=True,
     ),
+    *(_model_refusal(status) for status in REFUSED_STATUSES),
+    Scenario(
+        name="token_budget",
+        description="Budget(max_tokens=5): the first model call exceeds it and the run fails "
+        "with BudgetExceeded before the next one",
+        lanes={MAIN: (Turn.tool_calls(_call("lookup", "CA")), Turn.text("CA is quiet"))},
+        tools=(ToolSpec(name="lookup", description="Looks a state up."),),
+        expect=Expect(output="CA is quiet"),
+        budget_tokens=5,
+    ),
     _long_run(LONG_TOOL_TURNS),
     Scenario(
         name="large_tool_result",
@@ -296,16 +332,19 @@ class Invariant:
     applies: Any = field(default=None, compare=False, repr=False)
 
 
+def _plain_comparable(s: Scenario) -> bool:
+    """Runs of ``s`` can be compared with its plain run (no approval, no budget)."""
+    return not s.approvals and s.budget_tokens is None
+
+
 INVARIANTS: tuple[Invariant, ...] = (
-    Invariant(
-        "durable_equals_plain", 1, "plain", "durable result == plain run", lambda s: not s.approvals
-    ),
+    Invariant("durable_equals_plain", 1, "plain", "durable result == plain run", _plain_comparable),
     Invariant(
         "crash_every_boundary",
         2,
         "sweep",
         "crash at every step boundary (in-process, empty cache)",
-        lambda s: not s.approvals,
+        _plain_comparable,
     ),
     Invariant(
         "crash_sigkill", 2, "kill", "SIGKILLed worker subprocess (sample)", lambda s: s.sigkill
@@ -326,12 +365,46 @@ INVARIANTS: tuple[Invariant, ...] = (
         "approval wait survives restart",
         lambda s: s.approvals,
     ),
-    Invariant("errors_classified", 7, "errors", "errors classified", lambda s: s.classified_errors),
+    Invariant(
+        "errors_classified",
+        7,
+        "errors",
+        "errors classified (tool errors, model 429 retried, model 4xx fail at once)",
+        lambda s: s.classified_errors,
+    ),
     Invariant(
         "events_once_in_order",
         8,
         "events",
         "run events in order, once each, resumable",
+        lambda s: not s.approvals,
+    ),
+    Invariant(
+        "replay_inputs_equal",
+        9,
+        "inputs",
+        "replayed step requests == recorded ones (wall clock moved)",
+        lambda s: not s.approvals,
+    ),
+    Invariant(
+        "once_per_run",
+        10,
+        "once",
+        "each run's model calls reach the provider as often as the plain run's",
+        _plain_comparable,
+    ),
+    Invariant(
+        "usage_ledger",
+        11,
+        "usage",
+        "ledger tokens and requests == what the provider served; token budget trips",
+        lambda s: not s.approvals,
+    ),
+    Invariant(
+        "step_events_match",
+        12,
+        "steps",
+        "step events one-to-one with the history's steps",
         lambda s: not s.approvals,
     ),
 )

@@ -103,6 +103,8 @@ def test_conformance(case: Case, request: pytest.FixtureRequest) -> None:
                 "scenario": case.scenario.name,
                 "invariant": case.invariant.id,
                 "number": case.invariant.number,
+                "column": f"{case.invariant.number} {case.invariant.short}",
+                "title": case.invariant.title,
             },
         )
     )

@@ -11,7 +11,7 @@ import abc
 import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -250,6 +250,18 @@ class RunSession(Protocol):
     def agent_name(self) -> str: ...
 
     def transcript(self) -> Transcript: ...
+
+    def now(self) -> datetime:
+        """The run's current time (UTC), replay-safe: a replayed run reads the same value.
+
+        Hand it to framework code that would read the wall clock (e.g. a system prompt
+        with the date): ``datetime.now()`` in the loop differs on replay."""
+        ...
+
+    def uuid(self) -> str:
+        """A random UUID (text) that a replayed run gets again: use it for ids the loop
+        makes (``uuid.uuid4()`` in the loop gives other ids on replay)."""
+        ...
 
     async def step(
         self,

@@ -8,6 +8,7 @@ the model, and is ``None`` otherwise (never a guess).
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,25 @@ TOKEN_KEYS = (
     "cached_tokens",
     "reasoning_tokens",
 )
+"""The usage keys an adapter reports per model step (``session.add_usage``):
+
+``requests``          model requests the step made (1 for one call; retried attempts that
+                      failed are not counted here, the ledger counts them apart)
+``input_tokens``      prompt tokens billed (cached ones included)
+``output_tokens``     completion tokens billed (reasoning ones included)
+``total_tokens``      input + output; derived when the adapter gives only those two
+``cached_tokens``     of the input tokens, those read from the provider's cache
+``reasoning_tokens``  of the output tokens, those spent reasoning
+
+Budgets (``Budget(max_tokens=...)``) count ``total_tokens``; cost needs ``model=``."""
+
+
+def normalize_usage(usage: Mapping[str, int]) -> dict[str, int]:
+    """``usage`` as ints, with ``total_tokens`` derived from input + output when missing."""
+    out = {key: int(value) for key, value in usage.items()}
+    if "total_tokens" not in out and ("input_tokens" in out or "output_tokens" in out):
+        out["total_tokens"] = out.get("input_tokens", 0) + out.get("output_tokens", 0)
+    return out
 
 
 _warming: threading.Thread | None = None
@@ -151,6 +171,7 @@ class Ledger:
         provider: str | None,
         at: datetime | None,
     ) -> StepUsage | None:
+        usage = normalize_usage(usage)
         for key, value in usage.items():
             self.totals[key] = self.totals.get(key, 0) + int(value)
         entry = self._open

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
@@ -39,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         WaitRequest,
     )
     from tether.core.conversation import Transcript
-    from tether.core.ledger import Ledger
+    from tether.core.ledger import Ledger, normalize_usage
     from tether.core.sealed import seal_keys, unseal_tree
     from tether.core.steps import BLOB_MISSING
     from tether.core.store import PAYLOAD_MISSING, canonical_json, digest
@@ -84,7 +85,11 @@ def _verdict(answer: WaitAnswer) -> str:
 
 
 class StepFailedError(Exception):
-    """A step failed after its retries; the adapter decides what the run does."""
+    """What ``session.step`` raises when a step failed after its retries.
+
+    ``step`` (its name), ``kind``, ``reason`` (the error text) and ``error_type`` say what
+    failed. Left uncaught it fails the run with that error; an adapter whose framework can go
+    on (e.g. hand a tool's error to the model) catches it. See docs/adapter-authors.md."""
 
     def __init__(self, step: str, kind: str, message: str, error_type: str | None) -> None:
         super().__init__(f"{kind} step {step!r} failed: {message}")
@@ -323,6 +328,12 @@ class AgentRun:
 
     def _now(self) -> str:
         return workflow.now().isoformat(timespec="milliseconds")
+
+    def now(self) -> datetime:
+        return workflow.now()
+
+    def uuid(self) -> str:
+        return str(workflow.uuid4())
 
     async def wait(self, request: WaitRequest) -> WaitAnswer:
         done = self._answers.get(request.id)
@@ -584,8 +595,9 @@ class AgentRun:
     def add_usage(
         self, usage: Mapping[str, int], *, model: str | None = None, provider: str | None = None
     ) -> None:
+        usage = normalize_usage(usage)
         for key, value in usage.items():
-            self._usage[key] = self._usage.get(key, 0) + int(value)
+            self._usage[key] = self._usage.get(key, 0) + value
         entry = self._ledger.add(dict(usage), model, provider, workflow.now())
         self.publish(
             ev.USAGE,

@@ -117,12 +117,20 @@ class RawLoopAdapter(Adapter):
                 transcript=messages,
             )
             usage = outcome.value.get("usage") or {}
+            prompt, completion = (
+                int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)),
+            )
+            # Once per model step, as the provider billed it; `model=` prices it (when
+            # genai_prices knows the model) and budgets count total_tokens.
             session.add_usage(
                 {
                     "requests": 1,
-                    "input_tokens": int(usage.get("prompt_tokens", 0)),
-                    "output_tokens": int(usage.get("completion_tokens", 0)),
-                }
+                    "input_tokens": prompt,
+                    "output_tokens": completion,
+                    "total_tokens": int(usage.get("total_tokens", prompt + completion)),
+                },
+                model=agent.model,
             )
             return dict(outcome.value["message"])
 
