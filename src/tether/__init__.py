@@ -27,6 +27,7 @@ from tether.core.handle import (
 from tether.core.ledger import StepUsage, UsageReport
 from tether.core.ops import StepAttempt
 from tether.core.runtime import Runtime, default_runtime, set_default_runtime
+from tether.core.steps import StepInfo, current_step
 from tether.errors import (
     AgentNotRegisteredError,
     AlreadyAnsweredError,
@@ -38,6 +39,7 @@ from tether.errors import (
     RetryableError,
     RetryUnsafeError,
     RunFailedError,
+    RunIdConflictError,
     RunNotFoundError,
     RunNotWaitingError,
     RunStateError,
@@ -70,12 +72,14 @@ __all__ = [
     "RunDescription",
     "RunEvent",
     "RunFailedError",
+    "RunIdConflictError",
     "RunHandle",
     "RunNotFoundError",
     "RunNotWaitingError",
     "RunStateError",
     "Runtime",
     "StepAttempt",
+    "StepInfo",
     "StepInputError",
     "StepPolicy",
     "StepUsage",
@@ -89,6 +93,7 @@ __all__ = [
     "WaitTimedOutError",
     "WrongAnswerKindError",
     "ask_human",
+    "current_step",
     "default_runtime",
     "durable",
     "get_run",

@@ -226,6 +226,11 @@ class RunStateError(TetherError):
         super().__init__(message)
 
 
+class RunIdConflictError(RunStateError):
+    """A run with this id exists and was started with a different input (or the caller
+    asked for a new id); the message says the run's state and what to do instead."""
+
+
 class RetryUnsafeError(RunStateError):
     """Retrying from the last completed step would make a completed step run again; the
     message names the step and the alternative (``--from-start``)."""

@@ -36,6 +36,8 @@ from tether.errors import ConfigurationError, EngineUnavailableError
 DEFAULT_TASK_QUEUE = "tether"
 """The default task-queue prefix: agent ``weather`` runs on the queue ``tether.weather``."""
 DEFAULT_EMBEDDED_PORT = 7233
+HEARTBEAT_SEND_INTERVAL = timedelta(seconds=2)
+"""Longest pause between two heartbeats a worker sends for one running step."""
 
 
 def agent_queue(prefix: str, agent: str) -> str:
@@ -158,6 +160,9 @@ class Runtime:
             max_concurrent_activities=max_steps,
             sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
             graceful_shutdown_timeout=timedelta(seconds=2),
+            # Steps beat every second from a thread (core/steps.py); core sends a beat at most
+            # this often, leaving half of a 4 s heartbeat timeout as margin for a slow RPC.
+            max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
         )
 
     async def pollers(self, queue: str) -> int:
