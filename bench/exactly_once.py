@@ -159,9 +159,7 @@ async def measure(
                 worker = WorkerProcess(["exactly_once:agent"], env, workdir / f"{queue}.log")
                 procs.append(worker)
                 began = time.monotonic()
-                handles = await asyncio.gather(
-                    *(durable.start(k, id=f"once-{k}") for k in keys)
-                )
+                handles = await asyncio.gather(*(durable.start(k, id=f"once-{k}") for k in keys))
                 pauser = None
                 if mode == "sigstop":
                     pauser = asyncio.create_task(_pause_mid_step(server, worker.proc.pid, n))

@@ -21,6 +21,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import (
@@ -52,6 +53,7 @@ from tether.core.values import object_source, pack
 from tether.errors import (
     AlreadyAnsweredError,
     BudgetExceededError,
+    NoWorkerError,
     RunFailedError,
     RunIdConflictError,
     RunNotFoundError,
@@ -67,6 +69,8 @@ RUN_TASK_TIMEOUT = timedelta(seconds=4)
 UNSERVED_AFTER = timedelta(seconds=5)
 """A run's task scheduled this long ago and not taken means no live worker serves it."""
 CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
+ANSWER_RPC_TIMEOUT = timedelta(seconds=20)
+"""How long an approval or answer waits for the run's worker to take it."""
 """How long describing a failed or cancelled run waits for a worker to replay it."""
 
 
@@ -399,8 +403,35 @@ class RunHandle:
 
     # -- human in the loop -----------------------------------------------------------------
 
+    async def _require_worker(self, verb: str, request_id: str = "") -> None:
+        """Raise NoWorkerError at once when no worker polls the run's queue: a query or an
+        answer needs the run's code, and would otherwise wait for its RPC timeout."""
+        try:
+            desc = await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFoundError(self.id, self.runtime.client.namespace) from None
+            raise
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            return  # an ended run answers from its history (or says it ended)
+        queue = desc.raw_description.execution_config.task_queue.name
+        if await self.runtime.pollers(queue):
+            return
+        request = await self.request()
+        agent = request.agent if request else "?"
+        spec = (request.source if request else None) or "MODULE:OBJECT"
+        raise NoWorkerError(
+            self.id,
+            request_id,
+            f"no worker hosts agent {agent!r} (queue {queue!r}), so run {self.id!r} cannot "
+            f"{verb} now; nothing was recorded. Fix: start one (`tether worker {spec}`), "
+            "then try again",
+        )
+
     async def pending(self) -> list[PendingRequest]:
-        """What the run waits for now (empty when it waits for nothing)."""
+        """What the run waits for now (empty when it waits for nothing). Raises
+        NoWorkerError at once when no worker hosts the run's agent."""
+        await self._require_worker("say what it waits for")
         try:
             raw: list[dict[str, Any]] = await self._query(PENDING_QUERY)
         except RPCError as exc:
@@ -424,8 +455,21 @@ class RunHandle:
         await self._answer(WaitAnswer(id=request_id, value=value))
 
     async def _answer(self, answer: WaitAnswer) -> None:
+        # Answers are validated by the run's own code (unknown id, already answered), so
+        # they need a worker: without one, say so at once rather than hang (docs/guide.md).
+        await self._require_worker("take an answer", answer.id)
         try:
-            await self._handle.execute_update(ANSWER_UPDATE, answer)
+            await self._handle.execute_update(ANSWER_UPDATE, answer, rpc_timeout=ANSWER_RPC_TIMEOUT)
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise NoWorkerError(
+                self.id,
+                answer.id,
+                f"run {self.id!r} did not take the answer within "
+                f"{ANSWER_RPC_TIMEOUT.total_seconds():.0f}s: the workers its queue lists did "
+                "not answer (they may be dead or overloaded); it may still be applied when "
+                f"one does. Fix: check `tether runs show {self.id}`, start a worker, and "
+                "answer again if it still waits (an answer is never applied twice)",
+            ) from None
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             kind = _ERRORS.get(cause.type or "") if isinstance(cause, ApplicationError) else None

@@ -30,7 +30,7 @@ from tether.core.converter import data_converter
 from tether.core.devserver import EmbeddedEngine, local_engine, running_engine
 from tether.core.run import AgentRun
 from tether.core.steps import build_activity
-from tether.core.store import BlobStore, default_home, open_store
+from tether.core.store import BlobStore, StoreDriver, default_home, open_store
 from tether.errors import ConfigurationError, EngineUnavailableError
 
 DEFAULT_TASK_QUEUE = "tether"
@@ -99,6 +99,10 @@ class Runtime:
                 "(TEMPORAL_ADDRESS / --address), that the server is up, and its TLS/API key "
                 "settings; or unset TEMPORAL_ADDRESS to use the embedded engine."
             ) from exc
+        storage = client.data_converter.external_storage
+        for driver in storage.drivers if storage is not None else ():
+            if isinstance(driver, StoreDriver):
+                driver.attach_client(client)  # it ends runs whose replay needs a lost blob
         queue = task_queue or os.environ.get("TETHER_TASK_QUEUE") or DEFAULT_TASK_QUEUE
         return cls(client=client, store=store, task_queue=queue, engine=engine)
 
