@@ -195,7 +195,7 @@ async def measure(
 async def _pause_mid_step(server: Any, pid: int, n: int) -> None:
     """SIGSTOP the worker for PAUSE seconds once a third of the model calls were made
     (model replies take a while, so calls are in flight when it stops)."""
-    while server.count() < max(1, (2 * n) // 3):
+    while server.count() < max(1, (2 * n) // 3):  # noqa: ASYNC110 - polling another thread
         await asyncio.sleep(0.05)
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -238,10 +238,11 @@ async def main() -> None:
     print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
     print("mode     runs  done  provider calls  tool runs   time    worker peak RSS  exact")
     for r in results:
+        calls = f"{r.provider_calls:>6} / {r.provider_needed:<6}"
+        tools = f"{r.tool_runs:>4} / {r.tool_needed:<4}"
         print(
-            f"{r.mode:<8} {r.runs:>4}  {r.completed:>4}  {r.provider_calls:>6} / {r.provider_needed:<6}"
-            f" {r.tool_runs:>4} / {r.tool_needed:<4} {r.seconds:>6.1f} s  {r.worker_peak_rss_mb:>8.0f} MB"
-            f"      {'yes' if r.exact else 'NO'}"
+            f"{r.mode:<8} {r.runs:>4}  {r.completed:>4}  {calls} {tools} {r.seconds:>6.1f} s  "
+            f"{r.worker_peak_rss_mb:>8.0f} MB      {'yes' if r.exact else 'NO'}"
         )
         if r.duplicate_keys:
             print(f"         tools run more than once: {', '.join(r.duplicate_keys)}")

@@ -16,7 +16,7 @@ from tether.core.store import BlobStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from exactly_once import measure  # noqa: E402
+from exactly_once import measure
 
 
 async def _measure(

@@ -110,7 +110,7 @@ async def test_a_lost_large_blob_fails_the_run_naming_blob_store_and_fix(
         run_id = f"lost-{uuid.uuid4().hex[:6]}"
         try:
             async with first.worker(task_queue=task_queue):
-                handle = await durable.start("report?", id=run_id)
+                await durable.start("report?", id=run_id)
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 120
                 # The tool's result is recorded (a reference in history); model call 2 runs.
