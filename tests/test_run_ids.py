@@ -85,8 +85,19 @@ async def test_tether_run_retry_starts_a_failed_id_again(
         async def run(*extra: str) -> subprocess.CompletedProcess[str]:
             return await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "tether.cli", "run", "apps.openai_apps:weather"]
-                + ["alerts?", "--id", run_id, "--local-worker", "--quiet", *extra],
+                [
+                    sys.executable,
+                    "-m",
+                    "tether.cli",
+                    "run",
+                    "apps.openai_apps:weather",
+                    "alerts?",
+                    "--id",
+                    run_id,
+                    "--local-worker",
+                    "--quiet",
+                    *extra,
+                ],
                 env=env or dict(os.environ),
                 capture_output=True,
                 text=True,
@@ -97,8 +108,17 @@ async def test_tether_run_retry_starts_a_failed_id_again(
         assert first.returncode != 0
         conflict = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "tether.cli", "run", "apps.openai_apps:weather", "other?"]
-            + ["--id", run_id, "--no-wait"],
+            [
+                sys.executable,
+                "-m",
+                "tether.cli",
+                "run",
+                "apps.openai_apps:weather",
+                "other?",
+                "--id",
+                run_id,
+                "--no-wait",
+            ],
             env=env,
             capture_output=True,
             text=True,
