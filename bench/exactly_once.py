@@ -123,6 +123,7 @@ async def measure(
     workdir: Path,
     delay: float = 0.3,
     timeout: float = 900.0,
+    steps: int | None = None,
 ) -> Result:
     """Run ``n`` runs on one worker subprocess in ``mode``; count what the provider saw."""
     import tether
@@ -156,7 +157,10 @@ async def measure(
         durable.task_queue = agent_queue(queue, durable.name)
         try:
             with worker_processes() as procs:
-                worker = WorkerProcess(["exactly_once:agent"], env, workdir / f"{queue}.log")
+                spec = ["exactly_once:agent"]
+                if steps is not None:
+                    spec += ["--max-concurrent-steps", str(steps)]
+                worker = WorkerProcess(spec, env, workdir / f"{queue}.log")
                 procs.append(worker)
                 began = time.monotonic()
                 handles = await asyncio.gather(*(durable.start(k, id=f"once-{k}") for k in keys))
@@ -209,6 +213,7 @@ async def main() -> None:
     parser.add_argument("-n", type=int, default=1000, help="concurrent runs (default 1000)")
     parser.add_argument("--mode", choices=[*MODES, "all"], default="plain")
     parser.add_argument("--delay", type=float, default=0.3, help="model reply delay (s)")
+    parser.add_argument("--steps", type=int, help="the worker's --max-concurrent-steps")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args()
     from tether.core.devserver import EmbeddedEngine
@@ -227,6 +232,7 @@ async def main() -> None:
                     store=str(workdir / "store"),
                     workdir=workdir,
                     delay=args.delay,
+                    steps=args.steps,
                 )
                 for mode in modes
             ]

@@ -7,12 +7,14 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tether.cli import main
 from tether.core.devserver import EmbeddedEngine
+from tether.core.runtime import Runtime
 from tether.testing import ScriptedModelServer, ToolCall, Turn
 
 pytestmark = pytest.mark.timeout(600)
@@ -177,3 +179,27 @@ async def test_prompts_over_128_kb_come_from_a_file_or_stdin(
             assert proc.stdout.decode().strip().endswith("ok")
             first = server.requests[0].body_text
             assert "line of log text" in first and len(first) > 128 * 1024
+
+
+async def test_approve_with_no_worker_up_returns_at_once(
+    runtime: Runtime, worker_env: dict[str, str]
+) -> None:
+    from agents import Agent
+
+    import tether
+
+    durable = tether.durable(
+        Agent(name="cli-nobody", model="gpt-none"),
+        runtime=runtime,
+        task_queue=worker_env["TETHER_TASK_QUEUE"],
+        local_worker=False,
+    )
+    handle = await durable.start("hello", id=f"cli-nobody-{uuid.uuid4().hex[:6]}")
+    try:
+        proc = await cli("approve", handle.id, "call_1", env=worker_env)
+        assert proc.returncode == 2, proc.stderr
+        line = one_line_error(proc.stderr.decode())
+        assert "no worker hosts agent 'cli-nobody'" in line, line
+        assert "nothing was recorded" in line and "Fix:" in line, line
+    finally:
+        await handle.terminate()

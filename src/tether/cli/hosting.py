@@ -29,7 +29,9 @@ from tether.cli._common import (
 async def cmd_worker(args: argparse.Namespace) -> int:
     durables = [as_durable(spec, local_worker=False) for spec in args.agents]
     runtime = await runtime_from(args)
-    worker = runtime.worker(max_cached_runs=args.max_cached_runs)
+    worker = runtime.worker(
+        max_cached_runs=args.max_cached_runs, max_concurrent_steps=args.max_concurrent_steps
+    )
     names = ", ".join(f"{d.name} ({d.adapter.name}) on {d.queue(runtime)!r}" for d in durables)
     print(f"worker on {runtime.client.service_client.config.target_host}: {names}", flush=True)
     loop = asyncio.get_running_loop()
@@ -203,6 +205,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("worker", help="host agents: tether worker MODULE:OBJECT ...")
     p.add_argument("agents", nargs="+", metavar="MODULE:OBJECT")
     p.add_argument("--max-cached-runs", type=positive_int, default=1000)
+    p.add_argument(
+        "--max-concurrent-steps",
+        type=positive_int,
+        default=100,
+        help="steps this worker runs at once; past it, it takes no more (default 100)",
+    )
     add_connection(p)
     p.set_defaults(func=cmd_worker, is_async=True)
 
