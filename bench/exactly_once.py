@@ -163,7 +163,7 @@ async def measure(
                 worker = WorkerProcess(spec, env, workdir / f"{queue}.log")
                 procs.append(worker)
                 began = time.monotonic()
-                handles = await asyncio.gather(*(durable.start(k, id=f"once-{k}") for k in keys))
+                handles = await _start_all(durable, keys)
                 pauser = None
                 if mode == "sigstop":
                     pauser = asyncio.create_task(_pause_mid_step(server, worker.proc.pid, n))
@@ -196,6 +196,28 @@ async def measure(
         )
 
 
+async def _start_all(durable: Any, keys: list[str], at_once: int = 50) -> list[Any]:
+    """Start one run per key, ``at_once`` start requests in flight (a dev server on a loaded
+    2-core machine times out a thousand at once); a timed-out start is sent again (the id
+    makes it idempotent)."""
+    from temporalio.service import RPCError
+
+    gate = asyncio.Semaphore(at_once)
+
+    async def start(key: str) -> Any:
+        async with gate:
+            for attempt in range(5):
+                try:
+                    return await durable.start(key, id=f"once-{key}")
+                except RPCError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(1 + attempt)
+        raise AssertionError("unreachable")
+
+    return await asyncio.gather(*(start(k) for k in keys))
+
+
 async def _pause_mid_step(server: Any, pid: int, n: int) -> None:
     """SIGSTOP the worker for PAUSE seconds once a third of the model calls were made
     (model replies take a while, so calls are in flight when it stops)."""
@@ -223,9 +245,10 @@ async def main() -> None:
         workdir = Path(tmp)
         engine = EmbeddedEngine(state_dir=workdir / "engine", persist=False, ui=False)
         await engine.start()
+        results: list[Result] = []
         try:
-            results = [
-                await measure(
+            for mode in modes:
+                r = await measure(
                     args.n,
                     mode,
                     address=engine.address,
@@ -234,24 +257,28 @@ async def main() -> None:
                     delay=args.delay,
                     steps=args.steps,
                 )
-                for mode in modes
-            ]
+                results.append(r)
+                if not args.json:
+                    _print_row(r)
         finally:
             engine.stop()
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
-        return
-    print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
+
+
+def _print_row(r: Result) -> None:
+    """One mode's line, printed as soon as it is measured."""
+    print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     print("mode     runs  done  provider calls  tool runs   time    worker peak RSS  exact")
-    for r in results:
-        calls = f"{r.provider_calls:>6} / {r.provider_needed:<6}"
-        tools = f"{r.tool_runs:>4} / {r.tool_needed:<4}"
-        print(
-            f"{r.mode:<8} {r.runs:>4}  {r.completed:>4}  {calls} {tools} {r.seconds:>6.1f} s  "
-            f"{r.worker_peak_rss_mb:>8.0f} MB      {'yes' if r.exact else 'NO'}"
-        )
-        if r.duplicate_keys:
-            print(f"         tools run more than once: {', '.join(r.duplicate_keys)}")
+    calls = f"{r.provider_calls:>6} / {r.provider_needed:<6}"
+    tools = f"{r.tool_runs:>4} / {r.tool_needed:<4}"
+    print(
+        f"{r.mode:<8} {r.runs:>4}  {r.completed:>4}  {calls} {tools} {r.seconds:>6.1f} s  "
+        f"{r.worker_peak_rss_mb:>8.0f} MB      {'yes' if r.exact else 'NO'}",
+        flush=True,
+    )
+    if r.duplicate_keys:
+        print(f"         tools run more than once: {', '.join(r.duplicate_keys)}", flush=True)
 
 
 if __name__ == "__main__":
