@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tether.core.devserver import EmbeddedEngine
+from tether.core.runtime import AgentWorker, Runtime
 from tether.core.store import BlobStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -60,3 +61,36 @@ def test_the_idempotency_key_is_the_run_and_call_id(payload: dict[str, str]) -> 
     assert key == (f"r1:{call}" if call else "r1:step-3")
     other = StepRequest(run_id="r2", agent="a", payload=payload, step=3)
     assert idempotency_key(other) != key
+
+
+async def test_steps_heartbeat_through_the_sdk_core_not_the_loop(
+    runtime: Runtime, task_queue: str, worker: AgentWorker
+) -> None:
+    """The heartbeat thread reaches the SDK's core recorder (a private path): should an SDK
+    release change it, steps fall back to loop heartbeats, and this test says so."""
+    from agents import Agent, OpenAIResponsesModel, function_tool
+    from openai import AsyncOpenAI
+
+    import tether
+    from tether.core import steps
+    from tether.testing import ScriptedModelServer, ToolCall, Turn
+
+    found: list[bool] = []
+
+    @function_tool
+    async def probe() -> str:
+        """Report whether this step beats from the heartbeat thread."""
+        found.append(steps._core_recorder() is not None)
+        return "ok"
+
+    script = [Turn.tool_calls(ToolCall("probe", {})), Turn.text("done")]
+    with ScriptedModelServer(script) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
+        agent = Agent(
+            name="probe",
+            tools=[probe],
+            model=OpenAIResponsesModel(model="gpt-probe", openai_client=client),
+        )
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        assert (await durable.run("go")).final_output == "done"
+    assert found == [True]

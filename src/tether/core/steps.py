@@ -170,9 +170,12 @@ def _core_recorder() -> Callable[[Any], None] | None:
     interceptor in front), steps fall back to heartbeats from the event loop.
     """
     try:
-        beat = activity._Context.current().heartbeat
-        worker = beat.__self__._worker  # type: ignore[union-attr]
-        bridge = worker._bridge_worker()
+        outbound = getattr(activity._Context.current().heartbeat, "__self__", None)
+        for _ in range(16):  # past interceptors (each holds the next as ``next``)
+            if outbound is None or hasattr(outbound, "_worker"):
+                break
+            outbound = getattr(outbound, "next", None)
+        bridge = outbound._worker._bridge_worker()  # type: ignore[union-attr]
         record = bridge.record_activity_heartbeat
     except Exception:
         return None
