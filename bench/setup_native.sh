@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv-native
-.venv-native/bin/pip install -q -c native-constraints.txt temporalio-openai-agents temporalio pluggy
+.venv-native/bin/pip install -q -c native-constraints.txt temporalio-openai-agents temporalio pluggy obstore

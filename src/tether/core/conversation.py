@@ -9,36 +9,47 @@ step, whatever the conversation's length.
 
 from __future__ import annotations
 
+import json
+from bisect import bisect_right, insort
 from collections.abc import Sequence
 from typing import Any
 
 from tether.core.contract import TranscriptRef
-from tether.core.store import BlobStore, canonical_json, digest, segment_ref
+from tether.core.store import BlobStore, canonical_json, digest, segment_bytes
 
 
 class Transcript:
-    """Run-side record of what the store holds (one per run; in workflow memory)."""
+    """Run-side record of what the store holds (one per run; in workflow memory).
+
+    Each step costs what its new items cost, not what the conversation costs: the common
+    prefix with the previous step's conversation is found by comparing values (C-level
+    equality, stopping at the first difference) against this record's own copies, and only
+    the new items are serialized and hashed. The copies are taken once per item, so a
+    framework that mutates an item after handing it over cannot change what was stored.
+    """
 
     def __init__(self) -> None:
-        self._hashes: list[str] = []
+        self._items: list[Any] = []  # own copies of the last conversation handed over
+        self._lengths: list[int] = []  # sorted lengths that have a head
         self._heads: dict[int, str] = {}
         self._segments: dict[str, tuple[str | None, list[Any]]] = {}
 
     def reference(self, items: Sequence[Any]) -> TranscriptRef:
         """The (base, delta) form of ``items`` against what earlier steps stored."""
-        hashes = [digest(canonical_json(item)) for item in items]
-        common = 0
-        for mine, theirs in zip(self._hashes, hashes, strict=False):
-            if mine != theirs:
-                break
-            common += 1
-        base_len = max((n for n in self._heads if n <= common), default=0)
+        common = _common_prefix(self._items, items)
+        base_len = self._lengths[bisect_right(self._lengths, common) - 1] if self._lengths else 0
+        if base_len > common:  # no head at or below the common prefix
+            base_len = 0
         base = self._heads.get(base_len)
-        delta = list(items[base_len:])
-        head = segment_ref(base, delta) if delta or base is None else base
+        fresh = items[base_len:]
+        encoded = canonical_json(list(fresh))
+        delta: list[Any] = json.loads(encoded)  # the copies kept (and sent) for these items
+        head = digest(segment_bytes(base, encoded)) if delta or base is None else base
+        if len(items) not in self._heads:
+            insort(self._lengths, len(items))
         self._heads[len(items)] = head
         self._segments.setdefault(head, (base, delta))
-        self._hashes = hashes
+        self._items = self._items[:base_len] + delta
         return TranscriptRef(base=base, delta=delta, head=head, length=len(items))
 
     def segments_for(self, head: str | None) -> dict[str, Any]:
@@ -60,3 +71,14 @@ async def materialize(store: BlobStore, ref: TranscriptRef) -> list[Any]:
     items = prefix + list(ref.delta)
     store.remember(ref.head, items)
     return items
+
+
+def _common_prefix(mine: Sequence[Any], theirs: Sequence[Any]) -> int:
+    """How many leading items two conversations share (by value)."""
+    n = min(len(mine), len(theirs))
+    if list(mine[:n]) == list(theirs[:n]):  # the usual case: the conversation only grew
+        return n
+    for i in range(n):
+        if mine[i] != theirs[i]:
+            return i
+    return n

@@ -218,7 +218,9 @@ class RunHandle:
             # A failed or cancelled run still answers queries when a worker hosting its agent
             # is up (it replays the run); without one, do not wait for the RPC's own timeout.
             try:
-                state = await self._handle.query(STATUS_QUERY, rpc_timeout=CLOSED_QUERY_TIMEOUT)
+                state = await ops.query(
+                    self._handle, STATUS_QUERY, rpc_timeout=CLOSED_QUERY_TIMEOUT
+                )
             except Exception:
                 state = {}
         if desc.status == WorkflowExecutionStatus.RUNNING and state.get("phase") == "waiting":
@@ -395,7 +397,7 @@ class RunHandle:
         deadline = loop.time() + patience
         while True:
             try:
-                return await self._handle.query(name)
+                return await ops.query(self._handle, name)
             except RPCError as exc:
                 if "no poller" not in exc.message or loop.time() > deadline:
                     raise

@@ -17,7 +17,13 @@ from temporalio.api.common.v1 import Payload, WorkflowExecution
 from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import PollInput, PollResult
 from temporalio.service import RPCError, RPCStatusCode
@@ -50,6 +56,29 @@ def status_name(status: WorkflowExecutionStatus | None) -> str:
 
 def not_found(exc: BaseException) -> bool:
     return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
+
+
+REPLAY_RACE_RETRIES = 3
+
+
+async def query(handle: WorkflowHandle[Any, Any], name: str, *args: Any, **options: Any) -> Any:
+    """``handle.query``, asked again when the worker's replay of a just-closed run fails.
+
+    A query to a closed run makes a worker rebuild the run from its history. Right after the
+    run closes, the worker may still hold the finished run in its cache; the SDK then can
+    answer with a spurious "Nondeterminism error" (the cached run's last commands matched
+    against the history's first events; a known class of engine-side races around queries to
+    closed workflows). The worker evicts the run on that error, so asking again replays it
+    from the start. A run that really does not replay fails every time and the error stays.
+    """
+    for attempt in range(REPLAY_RACE_RETRIES + 1):
+        try:
+            return await handle.query(name, *args, **options)
+        except WorkflowQueryFailedError as exc:
+            if "Nondeterminism" not in str(exc) or attempt == REPLAY_RACE_RETRIES:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -369,7 +398,8 @@ async def read_events(
     closed = False
     while True:
         try:
-            result: PollResult = await handle.query(
+            result: PollResult = await query(
+                handle,
                 STREAM_POLL,
                 PollInput(topics=[EVENTS_TOPIC], from_offset=offset),
                 result_type=PollResult,

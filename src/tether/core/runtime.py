@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from tether.core import registry
+from tether.core import ledger, registry
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
 from tether.core.devserver import EmbeddedEngine, local_engine, running_engine
@@ -260,8 +260,10 @@ def worker_options(store: BlobStore) -> dict[str, Any]:
     """What a worker hosting Tether runs registers: ``workflows`` (the run workflow) and
     ``activities`` (every installed or registered adapter's steps, reading ``store``).
 
-    Shared by :meth:`Runtime.worker` and ``tether.contrib.temporal.TetherPlugin``.
+    Shared by :meth:`Runtime.worker` and ``tether.contrib.temporal.TetherPlugin``. Also starts
+    (once per process, in a thread) the imports a run task would otherwise make lazily.
     """
+    ledger.warm_up()
     activities = [
         build_activity(step, store) for adapter in _adapters_in_use() for step in adapter.steps()
     ]

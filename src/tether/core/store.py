@@ -83,7 +83,13 @@ def digest(data: bytes) -> str:
 
 def segment_ref(parent: str | None, items: Sequence[Any]) -> str:
     """The reference of a conversation segment: computable on the run side without I/O."""
-    return digest(canonical_json({"parent": parent, "items": list(items)}))
+    return digest(segment_bytes(parent, canonical_json(list(items))))
+
+
+def segment_bytes(parent: str | None, items_json: bytes) -> bytes:
+    """The canonical bytes of a segment, from its items' canonical JSON (``canonical_json``
+    of ``{"parent": parent, "items": items}``, without encoding the items twice)."""
+    return b'{"items":' + items_json + b',"parent":' + json.dumps(parent).encode() + b"}"
 
 
 def default_home() -> Path:

@@ -30,6 +30,7 @@ from agents.tool_context import ToolContext
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
+from tether.adapters._openai_requests import plain_conversation
 from tether.adapters.openai_agents._graph import index_agents
 from tether.core import registry
 from tether.core.contract import JSON, StepContext, StepError, StepOutcome
@@ -154,18 +155,19 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     model = _model_for(agent)
     call = model.get_response if not payload.get("stream") else _streaming(model, ctx)
     try:
-        response = await call(
-            payload["system"],
-            model_input,
-            _settings.validate_python(payload["settings"]),
-            tools,
-            _output_schema(agent),
-            handoffs,
-            ModelTracing.DISABLED,
-            previous_response_id=payload.get("previous_response_id"),
-            conversation_id=payload.get("conversation_id"),
-            prompt=None,
-        )
+        with plain_conversation():
+            response = await call(
+                payload["system"],
+                model_input,
+                _settings.validate_python(payload["settings"]),
+                tools,
+                _output_schema(agent),
+                handoffs,
+                ModelTracing.DISABLED,
+                previous_response_id=payload.get("previous_response_id"),
+                conversation_id=payload.get("conversation_id"),
+                prompt=None,
+            )
     except Exception as exc:
         classified = _classify_provider_error(exc)
         if classified is exc:

@@ -27,6 +27,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model, ModelRequestParameters, infer_model
 from pydantic_ai.usage import RunUsage
 
+from tether.adapters._openai_requests import plain_conversation
 from tether.adapters.pydantic_ai._mcp import without_mcp
 from tether.core.contract import JSON, StepContext, StepError, StepOutcome
 from tether.core.values import pack
@@ -123,10 +124,11 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     messages = ModelMessagesTypeAdapter.validate_python(ctx.transcript())
     params = _params.validate_python(ctx.shared(payload["params_ref"]))
     try:
-        if payload.get("stream"):
-            response = await _streamed(model, ctx, messages, payload.get("settings"), params)
-        else:
-            response = await model.request(messages, payload.get("settings"), params)
+        with plain_conversation():
+            if payload.get("stream"):
+                response = await _streamed(model, ctx, messages, payload.get("settings"), params)
+            else:
+                response = await model.request(messages, payload.get("settings"), params)
     except Exception as exc:
         classified = _classify(exc)
         if classified is exc:

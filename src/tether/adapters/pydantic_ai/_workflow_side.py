@@ -52,6 +52,31 @@ def messages_json(messages: list[ModelMessage]) -> list[Any]:
     return [_strip(m) for m in raw]
 
 
+class MessagesJson:
+    """:func:`messages_json` for a run's growing history, each message dumped once.
+
+    A message already dumped at the same position (the same object) reuses its JSON, so a
+    model call costs its new messages, not the conversation. The last two messages are
+    always dumped again: the framework may still be completing them when it asks.
+    """
+
+    RECENT = 2
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[ModelMessage, Any]] = []
+
+    def __call__(self, messages: list[ModelMessage]) -> list[Any]:
+        settled = len(messages) - self.RECENT
+        out: list[Any] = []
+        for i, message in enumerate(messages):
+            if i < settled and i < len(self._seen) and self._seen[i][0] is message:
+                out.append(self._seen[i][1])
+            else:
+                out.extend(messages_json([message]))
+        self._seen = list(zip(messages, out, strict=True))
+        return out
+
+
 def _strip(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _strip(v) for k, v in value.items() if k not in _VOLATILE}
@@ -70,8 +95,10 @@ class StepModel(WrapperModel):
         agent_name: str,
         override: str | None,
         stream_text: bool = False,
+        as_json: MessagesJson | None = None,
     ) -> None:
         super().__init__(wrapped)
+        self._as_json = as_json or MessagesJson()
         self._session = session
         self._agent = agent_name
         self._override = override
@@ -99,7 +126,7 @@ class StepModel(WrapperModel):
             kind="model",
             summary=f"model: {self._agent}",
             policy=MODEL_POLICY,
-            transcript=messages_json(messages),
+            transcript=self._as_json(messages),
         )
         response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
         assert isinstance(response, ModelResponse)
@@ -229,6 +256,7 @@ class TetherCapability(AbstractCapability[Any]):
         self._model = model
         self._wait_for_deferred = wait_for_deferred
         self._stream_text = stream_text
+        self._as_json = MessagesJson()  # one per run: the history's JSON, dumped once
 
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
@@ -244,7 +272,9 @@ class TetherCapability(AbstractCapability[Any]):
     def get_wrapper_model(self, model: Model) -> Model | None:
         if isinstance(model, StepModel):
             return None
-        return StepModel(model, self._session, self._agent, self._model, self._stream_text)
+        return StepModel(
+            model, self._session, self._agent, self._model, self._stream_text, self._as_json
+        )
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
         toolset = replace_mcp(toolset, self._session, self._agent)

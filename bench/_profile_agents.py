@@ -1,0 +1,48 @@
+"""The agents bench/profile_step.py hosts in a `tether worker` subprocess: one tool loop per
+framework against the scripted model server at $OPENAI_BASE_URL, tool results of
+$BENCH_RESULT_BYTES bytes."""
+
+from __future__ import annotations
+
+import os
+
+from agents import Agent as OpenAIAgent
+from agents import function_tool
+from pydantic_ai import Agent as PydanticAgent
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+RESULT_BYTES = int(os.environ.get("BENCH_RESULT_BYTES", "2000"))
+MODEL = os.environ.get("BENCH_MODEL", "profile")
+
+
+@function_tool
+async def lookup(i: int) -> str:
+    """A record of RESULT_BYTES bytes."""
+    return f"record {i}: " + "x" * RESULT_BYTES
+
+
+openai_agent = OpenAIAgent(
+    name="profile-openai",
+    instructions="Look the records up.",
+    model=MODEL,
+    tools=[lookup],
+)
+
+pydantic_agent: PydanticAgent[None, str] = PydanticAgent(
+    OpenAIChatModel(
+        MODEL,
+        provider=OpenAIProvider(
+            base_url=os.environ.get("OPENAI_BASE_URL"),
+            api_key=os.environ.get("OPENAI_API_KEY", "bench"),
+        ),
+    ),
+    name="profile-pydantic",
+    instructions="Look the records up.",
+)
+
+
+@pydantic_agent.tool_plain
+async def lookup_record(i: int) -> str:
+    """A record of RESULT_BYTES bytes."""
+    return f"record {i}: " + "x" * RESULT_BYTES

@@ -1,0 +1,242 @@
+"""Where one step's time goes, at step 10, 100 and 1,000 of a tool loop, for each adapter.
+
+    pip install py-spy==0.4.3     # the sampling profiler (bench only)
+    python bench/profile_step.py --adapter both --at 10 100 1000
+
+One long run per adapter (N model calls, each but the last asking for a tool whose result is
+--result-bytes long) on the embedded engine and the scripted model server. The agent is
+hosted by a `tether worker` subprocess; the model server and the engine are outside it. At
+each model call number in --at, py-spy samples the worker for --window model calls, and the
+worker's CPU time is read from /proc. Each sample is put in one bucket by its innermost
+frame that names one (see PARTS), so the table says, per model call, how much worker CPU
+went to the run side (framework loop, engine SDK, payloads, transcript, events) and how
+much to the step side (the provider client building the request, HTTP).
+
+Printed: a table per adapter, milliseconds of worker CPU per model call by bucket, and the
+wall time per model call. --json writes the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import script
+
+HERE = Path(__file__).resolve().parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+# (part, substrings of a frame's file): a sample's part is the first one, from the innermost
+# frame outwards, whose pattern a frame's file contains. Its side comes from the SDK frame
+# that runs it: the run task (the framework's loop, replayable) or a step (an activity).
+PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("openai request transform", ("openai/_utils/_transform",)),
+    ("HTTP", ("httpx/", "httpcore/", "h11/", "anyio/", "ssl.py", "socket.py")),
+    ("provider client", ("openai/", "pydantic_ai/models/")),
+    ("transcript", ("tether/core/conversation", "tether/core/store")),
+    ("events", ("tether/core/events", "workflow_streams")),
+    ("payload conversion", ("temporalio/converter", "tether/core/converter", "google/protobuf")),
+    ("framework", ("agents/", "pydantic_ai/", "pydantic_graph/", "pydantic/")),
+    ("tether", ("tether/",)),
+    ("engine SDK", ("temporalio/",)),
+    ("asyncio", ("asyncio/",)),
+]
+SIDES = (("run", "temporalio/worker/_workflow_instance"), ("step", "temporalio/worker/_activity"))
+OTHER = "other"
+AGENTS = {
+    "openai_agents": ("_profile_agents:openai_agent", "profile-openai", "lookup"),
+    "pydantic_ai": ("_profile_agents:pydantic_agent", "profile-pydantic", "lookup_record"),
+}
+
+
+def bucket_of(stack: str) -> str:
+    side = next((name for name, marker in SIDES if marker in stack), "worker")
+    for frame in reversed(stack.split(";")):
+        for name, patterns in PARTS:
+            if any(p in frame for p in patterns):
+                return f"{side}: {name}"
+    return f"{side}: {OTHER}"
+
+
+def read_raw(path: Path) -> collections.Counter[str]:
+    """py-spy's raw (collapsed) output: ``frame;frame;... count`` per line."""
+    out: collections.Counter[str] = collections.Counter()
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            out[bucket_of(stack)] += int(count)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+async def wait_calls(server: Any, n: int, proc: subprocess.Popen[bytes]) -> None:
+    while len(server.requests) < n:
+        if proc.poll() is not None:
+            sys.exit(f"the worker exited with {proc.returncode}")
+        await asyncio.sleep(0.005)
+
+
+async def profile(adapter: str, args: argparse.Namespace, address: str) -> dict[str, Any]:
+    from tether.core.runtime import Runtime
+    from tether.core.store import BlobStore
+    from tether.testing import ScriptedModelServer
+    from tether.testing._workers import stop_process_group
+
+    target, name, tool = AGENTS[adapter]
+    total = max(args.at) + args.window + 1
+    work = Path(tempfile.mkdtemp(prefix="tether-profile-"))
+    with ScriptedModelServer({"profile": script(total, tool)}) as server:
+        env = dict(
+            os.environ,
+            OPENAI_BASE_URL=server.base_url,
+            OPENAI_API_KEY="bench",
+            OPENAI_AGENTS_DISABLE_TRACING="1",
+            BENCH_MODEL="profile",
+            BENCH_RESULT_BYTES=str(args.result_bytes),
+            TETHER_TASK_QUEUE=f"profile-{adapter}",
+            TETHER_STORE=str(work / "store"),
+            TETHER_HOME=str(work),
+            PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src")]),
+        )
+        os.environ.update({k: env[k] for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")})
+        worker = subprocess.Popen(  # noqa: ASYNC220 - a bench driver
+            [sys.executable, "-m", "tether.cli", "worker", target, "--address", address],
+            env=env,
+            start_new_session=True,
+        )
+        runtime = await Runtime.start(address=address, store=BlobStore(str(work / "store")))
+        try:
+            queue = f"profile-{adapter}.{name}"
+            while await runtime.pollers(queue) == 0:
+                if worker.poll() is not None:
+                    sys.exit("the worker exited before polling")
+                await asyncio.sleep(0.1)
+            handle = await start(adapter, runtime, queue)
+            rows = []
+            for at in sorted(args.at):
+                await wait_calls(server, at, worker)
+                raw = work / f"{adapter}-{at}.txt"
+                spy = subprocess.Popen(  # noqa: ASYNC220
+                    [
+                        args.py_spy,
+                        "record",
+                        "--pid",
+                        str(worker.pid),
+                        "--rate",
+                        str(args.rate),
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(raw),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                cpu0, wall0 = cpu_seconds(worker.pid), time.perf_counter()
+                await wait_calls(server, at + args.window, worker)
+                cpu1, wall1 = cpu_seconds(worker.pid), time.perf_counter()
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+                samples = read_raw(raw)
+                count = sum(samples.values()) or 1
+                cpu_ms = (cpu1 - cpu0) * 1000 / args.window
+                rows.append(
+                    {
+                        "at": at,
+                        "wall_ms": (wall1 - wall0) * 1000 / args.window,
+                        "cpu_ms": cpu_ms,
+                        "buckets": {b: cpu_ms * c / count for b, c in samples.items()},
+                        "samples": sum(samples.values()),
+                    }
+                )
+                print(f"  {adapter}: profiled model calls {at}..{at + args.window}", flush=True)
+            await handle.result()
+        finally:
+            stop_process_group(worker)
+            await runtime.close()
+            if args.keep:
+                print(f"  raw py-spy stacks kept in {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+    return {"adapter": adapter, "rows": rows}
+
+
+async def start(adapter: str, runtime: Any, queue: str) -> Any:
+    import _profile_agents as agents
+
+    import tether
+
+    if adapter == "openai_agents":
+        durable = tether.durable(
+            agents.openai_agent, runtime=runtime, task_queue=queue, local_worker=False
+        )
+        return await durable.start("go", max_turns=1_000_000)
+    from pydantic_ai.usage import UsageLimits
+
+    durable = tether.durable(
+        agents.pydantic_agent, runtime=runtime, task_queue=queue, local_worker=False
+    )
+    return await durable.start("go", usage_limits=UsageLimits(request_limit=None))
+
+
+def print_report(result: dict[str, Any]) -> None:
+    rows = result["rows"]
+    names = sorted({b for r in rows for b in r["buckets"]})
+    print(f"\n{result['adapter']}: worker CPU per model call (ms), by part\n")
+    head = "| part | " + " | ".join(f"call {r['at']}" for r in rows) + " |"
+    print(head)
+    print("|---" * (len(rows) + 1) + "|")
+    for b in names:
+        print(f"| {b} | " + " | ".join(f"{r['buckets'].get(b, 0):.1f}" for r in rows) + " |")
+    print("| **worker CPU** | " + " | ".join(f"{r['cpu_ms']:.1f}" for r in rows) + " |")
+    print("| wall time | " + " | ".join(f"{r['wall_ms']:.1f}" for r in rows) + " |")
+    print("| samples | " + " | ".join(str(r["samples"]) for r in rows) + " |")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    from tether.core.devserver import EmbeddedEngine
+
+    adapters = list(AGENTS) if args.adapter == "both" else [args.adapter]
+    results = []
+    async with EmbeddedEngine(persist=False, ui=False) as engine:
+        for adapter in adapters:
+            results.append(await profile(adapter, args, engine.address))
+    for result in results:
+        print_report(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))  # noqa: ASYNC240
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--adapter", choices=[*AGENTS, "both"], default="both")
+    parser.add_argument("--at", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--window", type=int, default=10, help="model calls per sample window")
+    parser.add_argument("--result-bytes", type=int, default=2000)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--keep", action="store_true", help="keep py-spy's raw stacks")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

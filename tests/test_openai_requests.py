@@ -1,0 +1,120 @@
+"""Model steps send the conversation without the OpenAI client's per-item schema walk, and
+the provider receives exactly the request the client's usual path sends."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai._utils._transform as transform
+import pytest
+from openai import AsyncOpenAI
+from pydantic import BaseModel
+
+from tether.adapters._openai_requests import fast_path_installed, plain_conversation
+from tether.testing import RecordedRequest, ScriptedModelServer, Turn
+
+
+def _responses_input(n: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for i in range(n):
+        items.append(
+            {
+                "type": "function_call",
+                "call_id": f"call_{i}",
+                "name": "lookup",
+                "arguments": json.dumps({"i": i}),
+            }
+        )
+        items.append({"type": "function_call_output", "call_id": f"call_{i}", "output": "x" * 50})
+    return items
+
+
+def _chat_messages(n: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for i in range(n):
+        call = {"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        messages.append({"role": "tool", "tool_call_id": f"c{i}", "content": "x" * 50})
+    return messages
+
+
+def _answer(request: RecordedRequest) -> Turn:
+    return Turn.text("ok")
+
+
+TOOLS = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+
+
+@pytest.fixture
+def walked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many typed dicts the client's transform walked (one entry per walk)."""
+    seen: list[int] = []
+    real = transform._async_transform_typeddict
+
+    async def counting(data: Any, expected_type: Any) -> Any:
+        seen.append(1)
+        return await real(data, expected_type)
+
+    monkeypatch.setattr(transform, "_async_transform_typeddict", counting)
+    return seen
+
+
+def test_the_hook_is_installed_for_the_pinned_openai_client() -> None:
+    assert fast_path_installed()
+
+
+async def test_responses_request_is_the_same_and_skips_the_walk(walked: list[int]) -> None:
+    items = _responses_input(100)
+    with ScriptedModelServer(responder=_answer) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="k")
+        await client.responses.create(model="m", input=items, tools=TOOLS)  # type: ignore[arg-type]
+        usual = len(walked)
+        walked.clear()
+        with plain_conversation():
+            await client.responses.create(model="m", input=items, tools=TOOLS)  # type: ignore[arg-type]
+        fast = len(walked)
+        await client.close()
+        first, second = server.requests
+    assert first.body == second.body
+    assert second.body["input"] == items
+    # The usual path walks every item against the item union; the fast path only the rest.
+    assert usual > len(items) and fast < 50, (usual, fast)
+
+
+async def test_chat_request_is_the_same_and_skips_the_walk(walked: list[int]) -> None:
+    messages = _chat_messages(100)
+    with ScriptedModelServer(responder=_answer) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="k")
+        await client.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+        usual = len(walked)
+        walked.clear()
+        with plain_conversation():
+            await client.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+        fast = len(walked)
+        await client.close()
+        first, second = server.requests
+    assert first.body == second.body
+    assert usual > len(messages) and fast < 50, (usual, fast)
+
+
+class Note(BaseModel):
+    type: str = "message"
+    role: str = "user"
+    content: str = "a model object, not JSON"
+
+
+async def test_a_conversation_that_is_not_plain_json_takes_the_usual_path(
+    walked: list[int],
+) -> None:
+    items: list[Any] = [{"role": "user", "content": "go"}, Note()]
+    with ScriptedModelServer(responder=_answer) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="k")
+        await client.responses.create(model="m", input=items)
+        walked.clear()
+        with plain_conversation():
+            await client.responses.create(model="m", input=items)
+        await client.close()
+        usual, fast = server.requests
+    assert fast.body == usual.body
+    assert walked, "the model object was not transformed the client's usual way"
