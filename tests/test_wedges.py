@@ -176,7 +176,7 @@ async def test_answers_and_pending_with_no_worker_return_at_once(
         await handle.approve("call_1")
     with pytest.raises(NoWorkerError):
         await handle.pending()
-    assert time.monotonic() - began < 15
+    assert time.monotonic() - began < 60  # two calls, each waiting 10 s for a worker
     text = str(info.value)
     assert "no worker hosts agent 'nobody-home'" in text and "tether worker" in text, text
     assert "nothing was recorded" in text

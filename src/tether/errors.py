@@ -169,13 +169,13 @@ class WrongAnswerKindError(WaitRequestError):
     """An approval was answered with a value, or a question approved/denied."""
 
 
-class NoWorkerError(WaitRequestError):
-    """No live worker hosts the run's agent, so it cannot answer a query or take an answer
-    now; nothing was recorded (start a worker and try again)."""
-
-
 class RunNotWaitingError(WaitRequestError):
     """The run has ended (or does not exist), so it waits for nothing."""
+
+
+class NoWorkerError(RunNotWaitingError):
+    """No live worker hosts the run's agent, so it cannot answer a query or take an answer
+    now; nothing was recorded (start a worker and try again)."""
 
 
 class BudgetExceededError(RunFailedError):

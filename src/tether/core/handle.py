@@ -69,6 +69,9 @@ RUN_TASK_TIMEOUT = timedelta(seconds=4)
 UNSERVED_AFTER = timedelta(seconds=5)
 """A run's task scheduled this long ago and not taken means no live worker serves it."""
 CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
+WORKER_GRACE = timedelta(seconds=10)
+"""How long an answer or a pending query waits for a worker to poll the run's queue (one may
+be starting) before it raises NoWorkerError."""
 ANSWER_RPC_TIMEOUT = timedelta(seconds=20)
 """How long an approval or answer waits for the run's worker to take it."""
 """How long describing a failed or cancelled run waits for a worker to replay it."""
@@ -412,12 +415,18 @@ class RunHandle:
             desc = await self._handle.describe()
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFoundError(self.id, self.runtime.client.namespace) from None
+                return  # the query or answer itself says the run does not exist
             raise
         if desc.status != WorkflowExecutionStatus.RUNNING:
             return  # an ended run answers from its history (or says it ended)
         queue = desc.raw_description.execution_config.task_queue.name
-        if await self.runtime.pollers(queue):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WORKER_GRACE.total_seconds()
+        while not await self.runtime.pollers(queue):
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.5)  # a worker that is starting gets a moment to poll
+        else:
             return
         request = await self.request()
         agent = request.agent if request else "?"
