@@ -30,6 +30,7 @@ from tether.core.ops import StepAttempt
 from tether.core.run import StepFailedError
 from tether.core.runtime import Runtime, default_runtime, set_default_runtime
 from tether.core.sealed import Secret
+from tether.core.steps import StepInfo, current_step
 from tether.errors import (
     AgentNotRegisteredError,
     AlreadyAnsweredError,
@@ -39,9 +40,11 @@ from tether.errors import (
     EngineUnavailableError,
     NoAdapterError,
     NonRetryableError,
+    NoWorkerError,
     RetryableError,
     RetryUnsafeError,
     RunFailedError,
+    RunIdConflictError,
     RunNotFoundError,
     RunNotWaitingError,
     RunStateError,
@@ -69,6 +72,7 @@ __all__ = [
     "EngineUnavailableError",
     "Keyring",
     "NoAdapterError",
+    "NoWorkerError",
     "NonRetryableError",
     "PendingRequest",
     "RetryUnsafeError",
@@ -77,6 +81,7 @@ __all__ = [
     "RunEvent",
     "RunFailedError",
     "RunHandle",
+    "RunIdConflictError",
     "RunNotFoundError",
     "RunNotWaitingError",
     "RunStateError",
@@ -84,6 +89,7 @@ __all__ = [
     "Secret",
     "StepAttempt",
     "StepFailedError",
+    "StepInfo",
     "StepInputError",
     "StepPolicy",
     "StepUsage",
@@ -98,6 +104,7 @@ __all__ = [
     "WaitTimedOutError",
     "WrongAnswerKindError",
     "ask_human",
+    "current_step",
     "default_runtime",
     "durable",
     "get_run",

@@ -178,6 +178,11 @@ class RunNotWaitingError(WaitRequestError):
     """The run has ended (or does not exist), so it waits for nothing."""
 
 
+class NoWorkerError(RunNotWaitingError):
+    """No live worker hosts the run's agent, so it cannot answer a query or take an answer
+    now; nothing was recorded (start a worker and try again)."""
+
+
 class BudgetExceededError(RunFailedError):
     """The run stopped because its budget (tokens, requests or cost) was exceeded."""
 
@@ -229,6 +234,11 @@ class RunStateError(TetherError):
         self.run_id = run_id
         self.status = status
         super().__init__(message)
+
+
+class RunIdConflictError(RunStateError):
+    """A run with this id exists and was started with a different input (or the caller
+    asked for a new id); the message says the run's state and what to do instead."""
 
 
 class RetryUnsafeError(RunStateError):

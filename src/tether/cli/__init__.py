@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from tether.cli import adapters, codec, engine, hosting, runs
 from tether.cli._common import load_object
@@ -22,10 +22,16 @@ from tether.errors import TetherError
 __all__ = ["build_parser", "load_object", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with bad arguments reported on one line (cause, fix, where to read more)
+    and exit status 2, instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tether", description="Durable execution for AI agents, on Temporal."
-    )
+    parser = _Parser(prog="tether", description="Durable execution for AI agents, on Temporal.")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (engine, hosting, runs, adapters, codec):
         group.register(sub)

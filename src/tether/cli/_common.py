@@ -24,7 +24,21 @@ def load_object(spec: str) -> object:
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise TetherError(f"cannot import module {module_name!r}: {exc}") from exc
+        raise TetherError(
+            f"cannot import module {module_name!r}: {exc}. Fix: run tether from the directory "
+            "that holds it, or add that directory to PYTHONPATH"
+        ) from exc
+    except SyntaxError as exc:
+        raise TetherError(
+            f"module {module_name!r} has a syntax error ({exc.filename}, line {exc.lineno}: "
+            f"{exc.msg}). Fix: correct it; `python -c 'import {module_name}'` shows it"
+        ) from None
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise TetherError(
+            f"importing module {module_name!r} raised {type(exc).__name__}: {first} (in its own "
+            f"code, not tether's). Fix: `python -c 'import {module_name}'` shows the traceback"
+        ) from None
     for part in attr.split("."):
         try:
             target = getattr(target, part)
@@ -123,3 +137,107 @@ async def follow_events(
     if streaming:
         print(file=out)
     return last
+
+
+# -- argument types: each raises argparse.ArgumentTypeError with the cause and the fix ----
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number. Fix: give a positive integer, e.g. 4000"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{value} is not positive. Fix: give a positive integer, e.g. 4000"
+        )
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number. Fix: give a positive number, e.g. 30"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a positive number. Fix: give a number above 0, e.g. 30"
+        )
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object (``--context``)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({exc.msg} at column {exc.colno}). Fix: pass a JSON object in "
+            """single quotes, e.g. --context '{"user": "ada"}'"""
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"a JSON {type(value).__name__}, not an object. Fix: pass an object, e.g. "
+            """--context '{"user": "ada"}'"""
+        )
+    return value
+
+
+def utf8_text(text: str, what: str) -> str:
+    """``text`` from the command line, refused when it holds bytes that are not UTF-8
+    (Python keeps those as lone surrogates, which no JSON payload can carry)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start].encode("utf-8", "surrogateescape")
+        raise TetherError(
+            f"{what} is not valid UTF-8 (byte 0x{bad.hex()} at character {exc.start}). Fix: "
+            "convert it to UTF-8 (e.g. `iconv -t UTF-8`), or pass it with --prompt-file"
+        ) from None
+    return text
+
+
+def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
+    """The prompt: the argument, ``-`` for standard input, or ``--prompt-file`` (any size:
+    a command line holds about 128 KB)."""
+    if prompt is not None and prompt_file is not None:
+        raise TetherError(
+            "give the prompt once: as an argument or with --prompt-file, not both. Fix: drop "
+            "one of them"
+        )
+    if prompt_file is not None:
+        source = "standard input" if prompt_file == "-" else f"--prompt-file {prompt_file}"
+        try:
+            data = sys.stdin.buffer.read() if prompt_file == "-" else _read(prompt_file)
+        except OSError as exc:
+            raise TetherError(
+                f"cannot read {source}: {exc.strerror or exc}. Fix: check the path"
+            ) from None
+    elif prompt == "-":
+        source, data = "standard input", sys.stdin.buffer.read()
+    elif prompt is None:
+        raise TetherError(
+            'no prompt. Fix: tether run MODULE:OBJECT "prompt" (or - to read standard input, '
+            "or --prompt-file PATH)"
+        )
+    else:
+        return utf8_text(prompt, "the prompt")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TetherError(
+            f"the prompt from {source} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at "
+            f"offset {exc.start}). Fix: convert it to UTF-8 (e.g. `iconv -t UTF-8`)"
+        ) from None
+
+
+def _read(path: str) -> bytes:
+    from pathlib import Path
+
+    return Path(path).read_bytes()

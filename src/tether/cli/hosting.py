@@ -16,15 +16,22 @@ from tether.cli._common import (
     ago,
     as_durable,
     follow_events,
+    json_object,
     jsonable,
+    positive_float,
+    positive_int,
+    read_prompt,
     runtime_from,
+    utf8_text,
 )
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
     durables = [as_durable(spec, local_worker=False) for spec in args.agents]
     runtime = await runtime_from(args)
-    worker = runtime.worker(max_cached_runs=args.max_cached_runs)
+    worker = runtime.worker(
+        max_cached_runs=args.max_cached_runs, max_concurrent_steps=args.max_concurrent_steps
+    )
     names = ", ".join(f"{d.name} ({d.adapter.name}) on {d.queue(runtime)!r}" for d in durables)
     print(f"worker on {runtime.client.service_client.config.target_host}: {names}", flush=True)
     loop = asyncio.get_running_loop()
@@ -67,6 +74,9 @@ async def _host_when_unserved(handle: Any, runtime: Any, queue: str, spec: str) 
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
+    prompt = read_prompt(args.prompt, args.prompt_file)  # bad input fails before any I/O
+    if args.id is not None:
+        utf8_text(args.id, "--id")
     durable = as_durable(args.agent, local_worker=False)
     runtime = await runtime_from(args)
     durable._runtime = runtime
@@ -85,7 +95,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         options: dict[str, Any] = {}
         if args.max_turns is not None:
             options["max_turns"] = args.max_turns
-        context = json.loads(args.context) if args.context else None
+        context = args.context
         from tether.core.contract import Budget, WaitPolicy
 
         if args.max_tokens is not None or args.max_cost is not None:
@@ -94,7 +104,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
             options["waits"] = WaitPolicy(timeout=args.wait_timeout, on_timeout=args.on_timeout)
         if args.follow:
             options["stream_text"] = True  # model text as it is generated
-        handle = await durable.start(args.prompt, id=args.id, context=context, **options)
+        if_exists = "retry" if args.retry else "attach"
+        handle = await durable.start(
+            prompt, id=args.id, context=context, if_exists=if_exists, **options
+        )
         await _say_started(handle)
         if args.no_wait:
             if not await runtime.pollers(queue):
@@ -191,16 +204,34 @@ def register(sub: Any) -> None:
     """Add this group's commands to the `tether` parser."""
     p = sub.add_parser("worker", help="host agents: tether worker MODULE:OBJECT ...")
     p.add_argument("agents", nargs="+", metavar="MODULE:OBJECT")
-    p.add_argument("--max-cached-runs", type=int, default=1000)
+    p.add_argument("--max-cached-runs", type=positive_int, default=1000)
+    p.add_argument(
+        "--max-concurrent-steps",
+        type=positive_int,
+        default=100,
+        help="steps this worker runs at once; past it, it takes no more (default 100)",
+    )
     add_connection(p)
     p.set_defaults(func=cmd_worker, is_async=True)
 
     p = sub.add_parser("run", help='start a run: tether run MODULE:OBJECT "prompt"')
     p.add_argument("agent", metavar="MODULE:OBJECT")
-    p.add_argument("prompt")
-    p.add_argument("--id", help="run id (idempotent: the same id never runs twice)")
-    p.add_argument("--context", help="run context / deps as JSON")
-    p.add_argument("--max-turns", type=int)
+    p.add_argument("prompt", nargs="?", help="the prompt; - reads it from standard input")
+    p.add_argument(
+        "--prompt-file", metavar="PATH", help="read the prompt from a file (- : standard input)"
+    )
+    p.add_argument(
+        "--id",
+        help="run id: the same id with the same input attaches to that run; with another "
+        "input it is an error",
+    )
+    p.add_argument(
+        "--retry",
+        action="store_true",
+        help="when the --id run failed or was cancelled, start it again (with this input)",
+    )
+    p.add_argument("--context", type=json_object, help="run context / deps as a JSON object")
+    p.add_argument("--max-turns", type=positive_int)
     p.add_argument("--no-wait", action="store_true", help="print the run id and return")
     p.add_argument(
         "--local-worker", action="store_true", help="host the agent in this process from the start"
@@ -211,9 +242,15 @@ def register(sub: Any) -> None:
         help="never host the agent here, even when no live worker takes the run",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--max-tokens", type=int, help="budget: stop the run past this many tokens")
-    p.add_argument("--max-cost", type=float, help="budget: stop the run past this many US$")
-    p.add_argument("--wait-timeout", type=float, help="seconds an approval/question may wait")
+    p.add_argument(
+        "--max-tokens", type=positive_int, help="budget: stop the run past this many tokens"
+    )
+    p.add_argument(
+        "--max-cost", type=positive_float, help="budget: stop the run past this many US$"
+    )
+    p.add_argument(
+        "--wait-timeout", type=positive_float, help="seconds an approval/question may wait"
+    )
     p.add_argument(
         "--on-timeout",
         choices=["deny", "fail", "default"],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import PendingActivityState, PendingWorkflowTaskState
@@ -20,6 +21,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import (
@@ -54,7 +56,9 @@ from tether.errors import (
     AlreadyAnsweredError,
     BudgetExceededError,
     ConfigurationError,
+    NoWorkerError,
     RunFailedError,
+    RunIdConflictError,
     RunNotFoundError,
     RunNotWaitingError,
     RunStateError,
@@ -68,6 +72,11 @@ RUN_TASK_TIMEOUT = timedelta(seconds=4)
 UNSERVED_AFTER = timedelta(seconds=5)
 """A run's task scheduled this long ago and not taken means no live worker serves it."""
 CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
+WORKER_GRACE = timedelta(seconds=10)
+"""How long an answer or a pending query waits for a worker to poll the run's queue (one may
+be starting) before it raises NoWorkerError."""
+ANSWER_RPC_TIMEOUT = timedelta(seconds=20)
+"""How long an approval or answer waits for the run's worker to take it."""
 """How long describing a failed or cancelled run waits for a worker to replay it."""
 
 
@@ -250,6 +259,17 @@ class RunHandle:
             task_attempt=ops.task_attempt(desc),
         )
 
+    async def describe_status(self) -> str | None:
+        """The run's engine status (``running``, ``completed``, ``failed``...); None when no
+        run has this id."""
+        try:
+            desc = await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        return ops.status_name(desc.status)
+
     async def request(self) -> RunRequest | None:
         """The run's input as it was started (from the first event of its history)."""
         async for event in self._handle.fetch_history_events():
@@ -398,8 +418,41 @@ class RunHandle:
 
     # -- human in the loop -----------------------------------------------------------------
 
+    async def _require_worker(self, verb: str, request_id: str = "") -> None:
+        """Raise NoWorkerError at once when no worker polls the run's queue: a query or an
+        answer needs the run's code, and would otherwise wait for its RPC timeout."""
+        try:
+            desc = await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return  # the query or answer itself says the run does not exist
+            raise
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            return  # an ended run answers from its history (or says it ended)
+        queue = desc.raw_description.execution_config.task_queue.name
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WORKER_GRACE.total_seconds()
+        while not await self.runtime.pollers(queue):
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.5)  # a worker that is starting gets a moment to poll
+        else:
+            return
+        request = await self.request()
+        agent = request.agent if request else "?"
+        spec = (request.source if request else None) or "MODULE:OBJECT"
+        raise NoWorkerError(
+            self.id,
+            request_id,
+            f"no worker hosts agent {agent!r} (queue {queue!r}), so run {self.id!r} cannot "
+            f"{verb} now; nothing was recorded. Fix: start one (`tether worker {spec}`), "
+            "then try again",
+        )
+
     async def pending(self) -> list[PendingRequest]:
-        """What the run waits for now (empty when it waits for nothing)."""
+        """What the run waits for now (empty when it waits for nothing). Raises
+        NoWorkerError at once when no worker hosts the run's agent."""
+        await self._require_worker("say what it waits for")
         try:
             raw: list[dict[str, Any]] = await self._query(PENDING_QUERY)
         except RPCError as exc:
@@ -423,8 +476,21 @@ class RunHandle:
         await self._answer(WaitAnswer(id=request_id, value=value))
 
     async def _answer(self, answer: WaitAnswer) -> None:
+        # Answers are validated by the run's own code (unknown id, already answered), so
+        # they need a worker: without one, say so at once rather than hang (docs/guide.md).
+        await self._require_worker("take an answer", answer.id)
         try:
-            await self._handle.execute_update(ANSWER_UPDATE, answer)
+            await self._handle.execute_update(ANSWER_UPDATE, answer, rpc_timeout=ANSWER_RPC_TIMEOUT)
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise NoWorkerError(
+                self.id,
+                answer.id,
+                f"run {self.id!r} did not take the answer within "
+                f"{ANSWER_RPC_TIMEOUT.total_seconds():.0f}s: the workers its queue lists did "
+                "not answer (they may be dead or overloaded); it may still be applied when "
+                f"one does. Fix: check `tether runs show {self.id}`, start a worker, and "
+                "answer again if it still waits (an answer is never applied twice)",
+            ) from None
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             kind = _ERRORS.get(cause.type or "") if isinstance(cause, ApplicationError) else None
@@ -584,15 +650,30 @@ class DurableAgent:
         budget: Budget | None = None,
         waits: WaitPolicy | None = None,
         stream_text: bool = False,
+        if_exists: IfExists = "attach",
         **options: Any,
     ) -> RunHandle:
-        """Start a run and return at once. Starting again with the same ``id`` is a no-op.
+        """Start a run and return at once.
+
+        ``id`` is the run's idempotency key. When a run with that id exists, ``if_exists``
+        says what happens: ``"attach"`` (default) returns a handle on it when it was started
+        with the same input and options, running or ended, and raises
+        :class:`~tether.RunIdConflictError` when the input differs; ``"retry"`` does the
+        same, except that a failed, cancelled, terminated or timed-out run is started again
+        under the id, with this input (Temporal's ALLOW_DUPLICATE_FAILED_ONLY reuse
+        policy); ``"error"`` raises RunIdConflictError whatever the run's state.
 
         ``context`` (OpenAI Agents SDK) and ``deps`` (Pydantic AI) are the same thing: the
         value handed to tools, sent to workers once per run. ``budget`` stops the run when
         its usage exceeds it; ``waits`` sets the timeout and timeout policy of its approvals
         and questions; ``stream_text`` streams model text as ``model.delta`` events.
         """
+        if if_exists not in ("attach", "retry", "error"):
+            raise ValueError(
+                f"if_exists={if_exists!r} is not one of 'attach', 'retry', 'error'. Fix: "
+                "'attach' (same input: same run), 'retry' (start a failed run again), "
+                "'error' (the id must be new)"
+            )
         _ = self.source  # find where the agent is defined, for workers' error messages
         request = self.request(
             input,
@@ -614,14 +695,23 @@ class DurableAgent:
             adapter=self.adapter.name,
             with_attributes=await attributes.registered(runtime.client),
         )
+        reuse = (
+            WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+            if if_exists == "retry"
+            else WorkflowIDReusePolicy.REJECT_DUPLICATE
+        )
         try:
             started = await runtime.client.start_workflow(
                 WORKFLOW_NAME,
                 request,
                 id=run_id,
                 task_queue=queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=reuse,
+                id_conflict_policy=(
+                    WorkflowIDConflictPolicy.FAIL
+                    if if_exists == "error"
+                    else WorkflowIDConflictPolicy.USE_EXISTING
+                ),
                 # A task lost with a killed worker is retried after this long (Temporal's
                 # default is 10 s); a run's task is milliseconds of loop code.
                 task_timeout=RUN_TASK_TIMEOUT,
@@ -629,9 +719,43 @@ class DurableAgent:
             )
             created = _created(started)
         except WorkflowAlreadyStartedError:
-            # An earlier run with this id already closed: the id is the idempotency key.
+            # A run with this id exists (ended, or running with if_exists="error").
             created = False
-        return RunHandle(runtime, run_id, self, created=created)
+        handle = RunHandle(runtime, run_id, self, created=created)
+        if not created:
+            await self._check_same_run(handle, request, if_exists)
+        return handle
+
+    async def _check_same_run(
+        self, handle: RunHandle, request: RunRequest, if_exists: IfExists
+    ) -> None:
+        """Raise RunIdConflictError unless the existing run ``handle`` was started with
+        ``request``'s input (then the id is an idempotency key and the handle is its run)."""
+        status = (await handle.describe_status()) or "unknown"
+        if if_exists == "error":
+            raise RunIdConflictError(
+                handle.id,
+                status,
+                f"a run with id {handle.id!r} already exists ({status}). Fix: use a new id, "
+                "or if_exists='attach' to get a handle on it (`tether runs show "
+                f"{handle.id}`)",
+            )
+        existing = await handle.request()
+        if existing is not None and _same_input(existing, request):
+            return
+        again = (
+            f"; it {status}, so if_exists='retry' (`tether run --retry`) starts it again "
+            "with the new input"
+            if status in _RETRYABLE and if_exists != "retry"
+            else ""
+        )
+        raise RunIdConflictError(
+            handle.id,
+            status,
+            f"a run with id {handle.id!r} already exists ({status}) with a different input "
+            f"or options; starting it again would return that run's result, not one for this "
+            f"input. Fix: use a new id{again}",
+        )
 
     def request(
         self,
@@ -740,6 +864,16 @@ class DurableAgent:
     def handle(self, run_id: str, runtime: Runtime) -> RunHandle:
         """A handle on an existing run of this agent."""
         return RunHandle(runtime, run_id, self)
+
+
+IfExists = Literal["attach", "retry", "error"]
+"""What ``DurableAgent.start`` does when a run with the id exists (see there)."""
+_RETRYABLE = frozenset({"failed", "cancelled", "terminated", "timed out", "timed_out"})
+
+
+def _same_input(a: RunRequest, b: RunRequest) -> bool:
+    """Whether two run requests ask for the same run (where the agent is defined aside)."""
+    return dataclasses.replace(a, source=None) == dataclasses.replace(b, source=None)
 
 
 def _created(started: WorkflowHandle[Any, Any]) -> bool:

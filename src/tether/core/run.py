@@ -109,6 +109,19 @@ def _payload_missing(exc: BaseException) -> ApplicationError | None:
     return None
 
 
+def _ids(outcome: StepOutcome) -> str | None:
+    """The provider's request id (else response id) a model step returned, if any: kept in
+    the run's timeline, so a bill can be matched to the one call the run made."""
+    value = outcome.value
+    if not isinstance(value, dict):
+        return None
+    response = value.get("response")
+    found = value.get("request_id") or value.get("response_id")
+    if found is None and isinstance(response, dict):  # Pydantic AI's ModelResponse
+        found = response.get("provider_response_id")
+    return found if isinstance(found, str) else None
+
+
 # sandboxed=False: the run hosts a framework's loop, not user code (see Runtime.worker), and a
 # worker that also runs the user's own sandboxed workflows (tether.contrib.temporal) must
 # still run this one unsandboxed, whatever its workflow_runner is.
@@ -475,11 +488,20 @@ class AgentRun:
                     shared_refs=shared_refs,
                 )
                 outcome = await self._execute(name, request, summary, policy)
-        except ActivityError as exc:
+        except (ActivityError, asyncio.CancelledError) as exc:
             if is_cancelled_exception(exc):
-                # The run was cancelled while this step ran: no step failure to record.
-                self._cancelled = True
+                if workflow.cancellation_reason() is not None:
+                    # The run was cancelled while this step ran: no step failure to record.
+                    self._cancelled = True
+                else:
+                    # The agent's own loop cancelled the step (a framework's tool timeout,
+                    # asyncio.wait_for): the step is abandoned and the loop goes on, as it
+                    # would outside Temporal (it tells the model the tool timed out).
+                    message = "cancelled by the agent's loop (e.g. the framework's timeout)"
+                    self._record_step(number, kind, name, summary, started, 1, message, True)
+                    self.publish(f"{kind}.failed", dict(detail, error=message))
                 raise asyncio.CancelledError() from None
+            assert isinstance(exc, ActivityError)
             cause = exc.cause
             message = cause.message if isinstance(cause, FailureError) else str(exc)
             error_type = cause.type if isinstance(cause, ApplicationError) else None
@@ -506,7 +528,9 @@ class AgentRun:
         error = outcome.error.message if outcome.error is not None else None
         if outcome.error is not None:
             self.record_failure(summary, outcome.error)
-        self._record_step(number, kind, name, summary, started, outcome.attempt, error)
+        self._record_step(
+            number, kind, name, summary, started, outcome.attempt, error, request_id=_ids(outcome)
+        )
         if kind == "model":
             self._ledger.step_done(number, summary, outcome.attempt, started, self._now(), False)
         finished = dict(detail, attempt=outcome.attempt)
@@ -525,20 +549,23 @@ class AgentRun:
         attempt: int,
         error: str | None,
         failed: bool = False,
+        *,
+        request_id: str | None = None,
     ) -> None:
-        self._timeline.append(
-            {
-                "step": number,
-                "kind": kind,
-                "name": name,
-                "summary": summary,
-                "started": started,
-                "finished": self._now(),
-                "attempts": attempt,
-                "error": error,
-                "failed": failed,
-            }
-        )
+        entry: dict[str, Any] = {
+            "step": number,
+            "kind": kind,
+            "name": name,
+            "summary": summary,
+            "started": started,
+            "finished": self._now(),
+            "attempts": attempt,
+            "error": error,
+            "failed": failed,
+        }
+        if request_id is not None:
+            entry["request_id"] = request_id
+        self._timeline.append(entry)
 
     async def _execute(
         self, name: str, request: StepRequest, summary: str, policy: StepPolicy

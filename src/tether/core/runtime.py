@@ -31,12 +31,14 @@ from tether.core.converter import data_converter
 from tether.core.devserver import EmbeddedEngine, local_engine, private_dir, running_engine
 from tether.core.run import AgentRun
 from tether.core.steps import build_activity
-from tether.core.store import BlobStore, default_home, open_store
+from tether.core.store import BlobStore, StoreDriver, default_home, open_store
 from tether.errors import ConfigurationError, EngineUnavailableError
 
 DEFAULT_TASK_QUEUE = "tether"
 """The default task-queue prefix: agent ``weather`` runs on the queue ``tether.weather``."""
 DEFAULT_EMBEDDED_PORT = 7233
+HEARTBEAT_SEND_INTERVAL = timedelta(seconds=2)
+"""Longest pause between two heartbeats a worker sends for one running step."""
 
 
 def agent_queue(prefix: str, agent: str) -> str:
@@ -114,6 +116,10 @@ class Runtime:
                 "(TEMPORAL_ADDRESS / --address), that the server is up, and its TLS/API key "
                 "settings; or unset TEMPORAL_ADDRESS to use the embedded engine."
             ) from exc
+        storage = client.data_converter.external_storage
+        for driver in storage.drivers if storage is not None else ():
+            if isinstance(driver, StoreDriver):
+                driver.attach_client(client)  # it ends runs whose replay needs a lost blob
         queue = task_queue or os.environ.get("TETHER_TASK_QUEUE") or DEFAULT_TASK_QUEUE
         return cls(client=client, store=store, task_queue=queue, engine=engine, keyring=keyring)
 
@@ -175,6 +181,9 @@ class Runtime:
             max_concurrent_activities=max_steps,
             sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
             graceful_shutdown_timeout=timedelta(seconds=2),
+            # Steps beat every second from a thread (core/steps.py); core sends a beat at most
+            # this often, leaving half of a 4 s heartbeat timeout as margin for a slow RPC.
+            max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
         )
 
     async def pollers(self, queue: str) -> int:

@@ -1,16 +1,35 @@
-"""Steps realized as Temporal activities: heartbeats, error classification, context."""
+"""Steps realized as Temporal activities: heartbeats, error classification, context.
+
+Exactly once, as far as one worker can make it (docs/architecture.md, "Exactly once"):
+
+- Heartbeats come from a thread of their own, straight into the SDK's core, so a tool or a
+  framework that holds the event loop for seconds does not make a healthy step look dead.
+  A process that is stopped or killed stops beating and its step is retried after the
+  heartbeat timeout, as before.
+- A step's work runs as a task kept by ``(run, activity)``: when the engine retries a step
+  whose earlier attempt is still running (or finished, but its completion was refused) in
+  this process, the new attempt joins that work instead of calling the model or the tool
+  again.
+- A step whose work succeeded never runs again because its result could not be stored: the
+  result is kept and only the write is retried.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.bridge.proto import ActivityHeartbeat
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
@@ -26,12 +45,191 @@ from tether.errors import (
     BlobMissingError,
     NonRetryableError,
     RetryableError,
+    StoreUnavailableError,
 )
 
 logger = logging.getLogger(__name__)
 
 BLOB_MISSING = "TetherBlobMissing"
 DELTA_BATCH = timedelta(milliseconds=200)
+
+LOOP_STALL_LIMIT = 60.0
+"""Seconds the worker's event loop may stay blocked while its steps still heartbeat (from the
+heartbeat thread). Past it the loop counts as wedged: beats stop and the engine retries the
+step elsewhere after its heartbeat timeout."""
+KEEP_FINISHED = 60.0
+"""Seconds a finished step's outcome is kept in the worker for a retry of the same step to
+take (a completion the engine refused: the attempt had timed out while it finished). The
+retry of a timed-out attempt arrives within seconds of the worker running again."""
+KEEP_FINISHED_MAX = 2000
+"""At most this many finished outcomes are kept (the oldest go first)."""
+STORE_RETRY_MAX = 30.0
+"""Longest pause between two tries of a failing store read or write inside a step."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StepInfo:
+    """The step running now (``tether.current_step()``), as a tool or model call sees it.
+
+    ``idempotency_key`` is the same for every attempt of one step of one run (derived from
+    the run id and the tool call id, or the step's number when the framework gives no call
+    id) and different for every other step: hand it to a service that deduplicates (a
+    payment API's ``Idempotency-Key``), or record it beside the side effect and skip work
+    already recorded under it.
+    """
+
+    run_id: str
+    step: int
+    kind: str
+    attempt: int
+    idempotency_key: str
+
+
+_current: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
+    "tether_current_step", default=None
+)
+
+
+def current_step() -> StepInfo | None:
+    """The step this code runs in (a tool, a model call), or None outside steps."""
+    return _current.get()
+
+
+def idempotency_key(request: StepRequest) -> str:
+    """The key every attempt of ``request``'s step shares (see :class:`StepInfo`)."""
+    payload = request.payload
+    call_id = None
+    if isinstance(payload, dict):
+        call_id = payload.get("call_id") or payload.get("tool_call_id")
+    if isinstance(call_id, str) and call_id:
+        return f"{request.run_id}:{call_id}"
+    return f"{request.run_id}:step-{request.step}"
+
+
+class _Heartbeats:
+    """One thread that heartbeats every running step straight into the SDK's core.
+
+    The SDK's own ``activity.heartbeat()`` hands the beat to the event loop; a loop held by
+    a blocking tool or a CPU-bound request build then misses beats and the engine retries a
+    step that is still running. Core's recorder is thread-safe and throttles what it sends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._beating: dict[bytes, tuple[Callable[[Any], None], float, float]] = {}
+        self._thread: threading.Thread | None = None
+        self.loop_tick = time.monotonic()
+        self._ticker: asyncio.Task[None] | None = None
+        self._ticker_loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, token: bytes, record: Callable[[Any], None], every: float) -> None:
+        with self._lock:
+            self._beating[token] = (record, every, time.monotonic() + every)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tether-heartbeats", daemon=True
+                )
+                self._thread.start()
+        loop = asyncio.get_running_loop()
+        if self._ticker is None or self._ticker.done() or self._ticker_loop is not loop:
+            self._ticker, self._ticker_loop = loop.create_task(self._tick()), loop
+
+    def remove(self, token: bytes) -> None:
+        with self._lock:
+            self._beating.pop(token, None)
+
+    async def _tick(self) -> None:
+        while True:
+            self.loop_tick = time.monotonic()
+            await asyncio.sleep(0.5)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.2)
+            now = time.monotonic()
+            if now - self.loop_tick > LOOP_STALL_LIMIT:
+                continue  # the loop is wedged, not slow: let the engine retry the steps
+            with self._lock:
+                for token, (record, every, due) in list(self._beating.items()):
+                    if now < due:
+                        continue
+                    self._beating[token] = (record, every, now + every)
+                    try:
+                        record(ActivityHeartbeat(task_token=token))
+                    except Exception:
+                        logger.debug("heartbeat thread: record failed", exc_info=True)
+
+
+_heartbeats = _Heartbeats()
+
+
+def _core_recorder() -> Callable[[Any], None] | None:
+    """Core's heartbeat recorder of the running activity's worker, or None.
+
+    The SDK has no public thread-safe heartbeat: this reaches its activity worker through
+    the context's outbound heartbeat. When that shape changes (an SDK release, an
+    interceptor in front), steps fall back to heartbeats from the event loop.
+    """
+    try:
+        outbound = getattr(activity._Context.current().heartbeat, "__self__", None)
+        for _ in range(16):  # past interceptors (each holds the next as ``next``)
+            if outbound is None or hasattr(outbound, "_worker"):
+                break
+            outbound = getattr(outbound, "next", None)
+        bridge = outbound._worker._bridge_worker()  # type: ignore[union-attr]
+        record = bridge.record_activity_heartbeat
+    except Exception:
+        return None
+    return record if callable(record) else None
+
+
+_warned_fallback = False
+
+
+class _Attempts:
+    """Each step's work by (workflow id, run id, activity id), kept across its attempts."""
+
+    def __init__(self) -> None:
+        self._work: OrderedDict[tuple[str, str, str], tuple[asyncio.Task[Any], float]] = (
+            OrderedDict()
+        )
+
+    def get(self, key: tuple[str, str, str]) -> asyncio.Task[Any] | None:
+        self._expire()
+        found = self._work.get(key)
+        if found is None:
+            return None
+        task = found[0]
+        if task.done() and (task.cancelled() or task.exception() is not None):
+            del self._work[key]
+            return None  # a failed attempt is retried for real
+        return task
+
+    def put(self, key: tuple[str, str, str], task: asyncio.Task[Any]) -> None:
+        self._work[key] = (task, 0.0)
+        task.add_done_callback(lambda t: self._finished(key, t))
+
+    def _finished(self, key: tuple[str, str, str], task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved: a superseded attempt's failure is not "unhandled"
+        found = self._work.get(key)
+        if found is not None and found[0] is task:
+            self._work[key] = (task, time.monotonic())
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        finished = [(k, at) for k, (t, at) in self._work.items() if t.done() and at]
+        surplus = len(finished) - KEEP_FINISHED_MAX
+        for key, done_at in sorted(finished, key=lambda item: item[1]):
+            if surplus > 0 or now - done_at > KEEP_FINISHED:
+                del self._work[key]
+                surplus -= 1
+
+    def __len__(self) -> int:
+        return len(self._work)
+
+
+_attempts = _Attempts()
 
 
 class _ActivityStepContext:
@@ -115,6 +313,10 @@ class _ActivityStepContext:
     def transcript(self) -> list[JSON]:
         return list(self._transcript)
 
+    @property
+    def idempotency_key(self) -> str:
+        return idempotency_key(self._request)
+
     def heartbeat(self, *details: object) -> None:
         activity.heartbeat(*details)
 
@@ -143,14 +345,49 @@ async def _beat(every: float) -> None:
         activity.heartbeat()
 
 
+async def _store_retrying(op: Callable[[], Awaitable[Any]], what: str, deadline: float) -> Any:
+    """``op()``, retried with backoff while the store fails (disk full, permission, network)
+    and the step's own deadline allows: a store outage is waited out, not a step failure."""
+    delay = 1.0
+    while True:
+        try:
+            return await op()
+        except StoreUnavailableError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s: %s (retrying in %.0fs)", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STORE_RETRY_MAX)
+
+
+def _deadline() -> float:
+    """When this attempt's start-to-close timeout ends (monotonic), less a margin."""
+    info = activity.info()
+    limit = info.start_to_close_timeout or timedelta(minutes=10)
+    return time.monotonic() + max(limit.total_seconds() - 5.0, 1.0)
+
+
+async def _store_outcome(outcome: StepOutcome, deadline: float) -> None:
+    """Write a large outcome to the store now (retrying), so that the engine's own encoding
+    of the result finds it stored instead of failing the step after its work was done."""
+    try:
+        converter = activity.client().data_converter
+    except RuntimeError:
+        return  # no client (an activity test environment): the engine encodes as usual
+    if converter.external_storage is None:
+        return
+    await _store_retrying(
+        lambda: converter.encode([outcome]), "step result not stored yet", deadline
+    )
+
+
 def build_activity(
     definition: StepDefinition, store: BlobStore
 ) -> Callable[[StepRequest], Awaitable[StepOutcome]]:
     """A Temporal activity named ``definition.name`` that runs the step's handler."""
-    every = max(definition.policy.heartbeat.total_seconds() / 3, 0.2)
+    every = max(definition.policy.heartbeat.total_seconds() / 4, 0.2)
 
-    async def run_step(request: StepRequest) -> StepOutcome:
-        beat = asyncio.create_task(_beat(every))
+    async def work(request: StepRequest, deadline: float) -> StepOutcome:
         ctx: _ActivityStepContext | None = None
         try:
             payload = request.payload
@@ -159,7 +396,16 @@ def build_activity(
                 # This worker's store lacks the step's (large) input: no retry can help here.
                 raise ApplicationError(missing, type=PAYLOAD_MISSING, non_retryable=True)
             ctx = _ActivityStepContext(store, request)
-            await ctx.prefetch()
+            _current.set(
+                StepInfo(
+                    run_id=request.run_id,
+                    step=request.step,
+                    kind=definition.kind,
+                    attempt=ctx.attempt,
+                    idempotency_key=idempotency_key(request),
+                )
+            )
+            await _store_retrying(ctx.prefetch, f"step {request.step} inputs not read", deadline)
             outcome = await definition.handler(ctx, unseal_tree(request.payload))
             if outcome.attempt != ctx.attempt:
                 outcome = dataclasses.replace(outcome, attempt=ctx.attempt)
@@ -182,9 +428,54 @@ def build_activity(
             if ctx is not None:
                 with contextlib.suppress(Exception):
                     await ctx.close()  # a failed attempt's published events still go out
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+
+    async def run_step(request: StepRequest) -> StepOutcome:
+        global _warned_fallback
+        info = activity.info()
+        deadline = _deadline()
+        key = (info.workflow_id or "", info.workflow_run_id or "", info.activity_id)
+        task = _attempts.get(key)
+        if task is not None:
+            # An earlier attempt of this step is still running here, or finished but the
+            # engine refused its completion (it had timed out meanwhile): take its outcome
+            # instead of calling the model or the tool a second time.
+            logger.info(
+                "step %s of run %s attempt %d joins the work of an earlier attempt",
+                request.step,
+                request.run_id,
+                info.attempt,
+            )
+        else:
+            task = asyncio.get_running_loop().create_task(work(request, deadline))
+            _attempts.put(key, task)
+        record = _core_recorder()
+        beat: asyncio.Task[None] | None = None
+        if record is not None:
+            _heartbeats.add(info.task_token, record, every)
+        else:
+            if not _warned_fallback:
+                _warned_fallback = True
+                logger.warning(
+                    "steps heartbeat from the event loop (the SDK's core recorder was not "
+                    "found): a step that blocks the loop may be retried while it runs"
+                )
+            beat = asyncio.create_task(_beat(every))
+        try:
+            outcome: StepOutcome = await asyncio.shield(task)
+            await _store_outcome(outcome, deadline)
+            return outcome
+        except asyncio.CancelledError:
+            details = activity.cancellation_details()
+            superseded = details is not None and (details.timed_out or details.not_found)
+            if not superseded:
+                task.cancel()  # the run was cancelled, or the worker shuts down
+            raise
+        finally:
+            _heartbeats.remove(info.task_token)
+            if beat is not None:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
 
     run_step.__name__ = run_step.__qualname__ = definition.name.replace(".", "_")
     return activity.defn(name=definition.name)(run_step)

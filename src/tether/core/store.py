@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 from collections import OrderedDict
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from obstore.store import ObjectStore, RetryConfig
 
     from tether.core.codec import Keyring
+
+logger = logging.getLogger(__name__)
 
 PAYLOAD_MISSING = "TetherPayloadMissing"
 """Error type of a run that failed because a large payload is not in the worker's store."""
@@ -481,11 +484,13 @@ async def open_store(
 
 def _missing_payload_message(ref: str, store: BlobStore) -> str:
     return (
-        f"a large payload (ref {ref}) that another worker stored is not in this worker's store "
-        f"{store.name}: the workers of this namespace do not share one store, so this run "
-        "cannot continue. Fix: give every worker and client of the namespace the same "
-        "TETHER_STORE (e.g. s3://bucket/tether; see docs/storage.md), then start the run again "
-        "(or reset it to before the step whose result is missing)"
+        f"a large payload the run needs (blob {ref}) is not in this worker's store "
+        f"{store.name}: it was deleted from the store, or another worker stored it in a store "
+        "this worker does not share; no retry can bring it back, so this run cannot continue. "
+        "Fix: give every worker and client of the namespace the same TETHER_STORE (e.g. "
+        "s3://bucket/tether; see docs/storage.md) and do not delete blobs of runs that may "
+        "still resume; then start the run again (`tether runs retry --from-start`), or reset "
+        "it to before the step whose result is missing"
     )
 
 
@@ -499,6 +504,12 @@ class StoreDriver(StorageDriver):
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
+        self._client: Any = None
+
+    def attach_client(self, client: Any) -> None:
+        """The client that may end a run whose history names a lost payload (see
+        :meth:`retrieve`); ``Runtime.start`` attaches its own."""
+        self._client = client
 
     def name(self) -> str:
         return "tether-store"  # persisted in every reference: never rename
@@ -531,12 +542,9 @@ class StoreDriver(StorageDriver):
                     # is missing fails the step at once instead (see steps.py).
                     out.append(_missing_step_input(message))
                     continue
+                await self._end_replaying_run(ref, message)
                 raise ApplicationError(
-                    _missing_payload_message(ref, self._store),
-                    ref,
-                    self._store.name,
-                    type=PAYLOAD_MISSING,
-                    non_retryable=True,
+                    message, ref, self._store.name, type=PAYLOAD_MISSING, non_retryable=True
                 ) from None
             if digest(data) != ref:
                 raise ApplicationError(
@@ -549,6 +557,54 @@ class StoreDriver(StorageDriver):
             payload.ParseFromString(data)
             out.append(payload)
         return out
+
+    async def _end_replaying_run(self, ref: str, message: str) -> None:
+        """Terminate the run whose *replay* needs a lost payload, with ``message`` as reason.
+
+        A non-retryable error fails a run that reads a payload as it happens, but not one
+        being replayed (a fresh worker rebuilding it from history): the SDK's "fail the run"
+        command then contradicts the recorded history, and the run's task would fail on
+        every worker forever. No retry can bring the payload back, so the run is ended.
+        """
+        found = _workflow_activation(ref)
+        if found is None or self._client is None:
+            return
+        workflow_id, run_id, replaying = found
+        if not replaying:
+            return  # the SDK fails the run with the error itself
+        try:
+            handle = self._client.get_workflow_handle(workflow_id, run_id=run_id)
+            await handle.terminate(reason=f"{PAYLOAD_MISSING}: {message}")
+            logger.error("run %s ended: %s", workflow_id, message)
+        except Exception:
+            logger.warning("could not end run %s", workflow_id, exc_info=True)
+
+
+def _workflow_activation(ref: str) -> tuple[str, str, bool] | None:
+    """(workflow id, run id, replaying) of the workflow activation that needs blob ``ref``.
+
+    Like :func:`_decoding_activity_input`, this recognises the SDK's activation coroutines by
+    name (no hook exists) and finds the one whose activation names the blob; should that
+    change, a lost payload during replay is reported by ``tether runs show`` (the run's task
+    failing with the message) instead of ending the run.
+    """
+    needle = ref.encode()
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        if "_WorkflowWorker._handle_activation" not in getattr(coro, "__qualname__", ""):
+            continue
+        frame = getattr(coro, "cr_frame", None)
+        scope = frame.f_locals if frame is not None else {}
+        act, workflow_id = scope.get("act"), scope.get("workflow_id")
+        if act is None or not isinstance(workflow_id, str):
+            continue
+        try:
+            if needle not in act.SerializeToString():
+                continue
+        except Exception:
+            continue
+        return workflow_id, str(act.run_id), bool(getattr(act, "is_replaying", False))
+    return None
 
 
 MISSING_INPUT_KEY = "__tether_payload_missing__"

@@ -1,0 +1,96 @@
+"""Exactly once under load: the small version of bench/exactly_once.py.
+
+Runs on one `tether worker` subprocess against the scripted model server; calls are counted
+where they are billed (the server) and where the side effect happens (the tool's own file).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tether.core.devserver import EmbeddedEngine
+from tether.core.runtime import AgentWorker, Runtime
+from tether.core.store import BlobStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from exactly_once import measure
+
+
+async def _measure(
+    engine: EmbeddedEngine, store: BlobStore, tmp_path: Path, n: int, mode: str
+) -> None:
+    result = await measure(n, mode, address=engine.address, store=store.url, workdir=tmp_path)
+    assert result.completed == n, result
+    assert result.provider_calls == result.provider_needed, result
+    assert result.tool_runs == result.tool_needed, (result, result.duplicate_keys)
+
+
+async def test_fifty_concurrent_runs_make_each_call_once(
+    engine: EmbeddedEngine, store: BlobStore, tmp_path: Path
+) -> None:
+    await _measure(engine, store, tmp_path, 50, "plain")
+
+
+async def test_a_worker_paused_eight_seconds_mid_step_makes_no_call_twice(
+    engine: EmbeddedEngine, store: BlobStore, tmp_path: Path
+) -> None:
+    # The pause outlasts the 4 s heartbeat timeout: the engine retries the steps in flight,
+    # and the retries join the work the paused attempts finish after SIGCONT.
+    await _measure(engine, store, tmp_path, 20, "sigstop")
+
+
+async def test_a_tool_blocking_the_loop_six_seconds_neither_fails_nor_repeats(
+    engine: EmbeddedEngine, store: BlobStore, tmp_path: Path
+) -> None:
+    # Every step of the worker stalls with the loop; the heartbeat thread keeps them alive.
+    await _measure(engine, store, tmp_path, 20, "block")
+
+
+@pytest.mark.parametrize("payload", [{"call_id": "call_7"}, {"tool_call_id": "c9"}, {"x": 1}])
+def test_the_idempotency_key_is_the_run_and_call_id(payload: dict[str, str]) -> None:
+    from tether.core.contract import StepRequest
+    from tether.core.steps import idempotency_key
+
+    request = StepRequest(run_id="r1", agent="a", payload=payload, step=3)
+    key = idempotency_key(request)
+    call = payload.get("call_id") or payload.get("tool_call_id")
+    assert key == (f"r1:{call}" if call else "r1:step-3")
+    other = StepRequest(run_id="r2", agent="a", payload=payload, step=3)
+    assert idempotency_key(other) != key
+
+
+async def test_steps_heartbeat_through_the_sdk_core_not_the_loop(
+    runtime: Runtime, task_queue: str, worker: AgentWorker
+) -> None:
+    """The heartbeat thread reaches the SDK's core recorder (a private path): should an SDK
+    release change it, steps fall back to loop heartbeats, and this test says so."""
+    from agents import Agent, OpenAIResponsesModel, function_tool
+    from openai import AsyncOpenAI
+
+    import tether
+    from tether.core import steps
+    from tether.testing import ScriptedModelServer, ToolCall, Turn
+
+    found: list[bool] = []
+
+    @function_tool
+    async def probe() -> str:
+        """Report whether this step beats from the heartbeat thread."""
+        found.append(steps._core_recorder() is not None)
+        return "ok"
+
+    script = [Turn.tool_calls(ToolCall("probe", {})), Turn.text("done")]
+    with ScriptedModelServer(script) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
+        agent = Agent(
+            name="probe",
+            tools=[probe],
+            model=OpenAIResponsesModel(model="gpt-probe", openai_client=client),
+        )
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        assert (await durable.run("go")).final_output == "done"
+    assert found == [True]
