@@ -236,7 +236,7 @@ class Checker:
                 "a model call made outside a step, or several in one step, is made again "
                 "after a crash",
             )
-        tools = self.steps_of(obs.history, "tool")
+        tools = self.steps_of(obs.history, "tool") + self.steps_of(obs.history, "mcp")
         distinct = obs.tool_runs("ok")
         if self.kit.pinned_steps and len(tools) < len(distinct):
             raise self.fail(
@@ -688,6 +688,54 @@ def step_events_match(c: Checker) -> None:
             )
 
 
+def stream_equals_plain(c: Checker) -> None:
+    """A reader of the durable streamed run sees the plain streamed run's events: same
+    types, same content, same order, same final output; also when every run task is
+    replayed from an empty cache (a crash at every step boundary). Retracted model responses
+    are dropped as the reader is told to (``StreamRetracted``)."""
+    runs = c.runs
+    try:
+        plain = runs.get(
+            "stream-plain", lambda: runs.harness.streamed(c.kit, c.scenario, mode="plain")
+        )
+    except NotImplementedError as exc:
+        raise Skip(str(exc)) from None
+    c.expected_outcome(plain)
+    if not plain.stream:
+        raise c.fail(f"the {plain.label}", "stream events", "none (the kit collected nothing)")
+    for mode in ("durable", "sweep"):
+        obs = runs.get(
+            f"stream-{mode}",
+            partial(runs.harness.streamed, c.kit, c.scenario, mode=mode),
+        )
+        c.no_task_failures(obs)
+        c.same_outcome(plain, obs)
+        c.no_call_twice(obs)
+        seen = obs.stream or []
+        want = plain.stream
+        for i, (a, b) in enumerate(zip(want, seen, strict=False)):
+            if a != b:
+                raise c.fail(
+                    f"stream event #{i} of the {obs.label} (run {obs.run_id})",
+                    f"the plain run's {json.dumps(a, default=repr)[:300]}",
+                    f"{json.dumps(b, default=repr)[:300]}",
+                    "the durable stream must yield the framework's own events, as the plain "
+                    "run does, each once (a replayed step must not publish again)",
+                )
+        if len(seen) != len(want):
+            extra = want[len(seen) :] or seen[len(want) :]
+            raise c.fail(
+                f"the stream of the {obs.label} (run {obs.run_id})",
+                f"{len(want)} events, as the plain run",
+                f"{len(seen)} events; first unmatched: {json.dumps(extra[0], default=repr)[:300]}"
+                + (
+                    f" ({obs.stream_retracted} retraction(s) applied)"
+                    if obs.stream_retracted
+                    else ""
+                ),
+            )
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "durable_equals_plain": durable_equals_plain,
     "crash_every_boundary": crash_every_boundary,
@@ -702,6 +750,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "once_per_run": once_per_run,
     "usage_ledger": usage_ledger,
     "step_events_match": step_events_match,
+    "stream_equals_plain": stream_equals_plain,
 }
 
 assert set(CHECKS) == set(INVARIANT_BY_ID)
