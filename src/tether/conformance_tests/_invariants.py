@@ -266,6 +266,33 @@ class Checker:
                     "a completed tool call ran again on replay: the tool runs outside a step",
                 )
 
+    def mcp_called_once(self, obs: Observed) -> None:
+        """Each MCP tool call of the script reached the suite's MCP server exactly once."""
+        from tether.conformance_tests._mcp_server import MCP_TOOL
+
+        if not self.scenario.mcp:
+            return
+        runs = obs.tool_runs()
+        for turns in self.scenario.lanes.values():
+            for turn in turns:
+                for call in turn.calls:
+                    if call.name != MCP_TOOL:
+                        continue
+                    args = call.arguments if isinstance(call.arguments, dict) else {}
+                    arg = str(args.get("arg"))
+                    n = runs.get((MCP_TOOL, arg), 0)
+                    if n != 1:
+                        raise self.fail(
+                            f"MCP tool call {MCP_TOOL}({arg}) of the {obs.label}",
+                            "executed once by the MCP server",
+                            f"executed {n} times",
+                            "the kit attaches the suite's MCP server (KitEnv.mcp_command) to "
+                            "the agent; the adapter calls an MCP tool in one step, once"
+                            if n == 0
+                            else "a completed MCP call was made again: call MCP tools in a "
+                            "step of their own",
+                        )
+
     def no_task_failures(self, obs: Observed) -> None:
         if obs.history and obs.history.task_failures:
             raise self.fail(
@@ -283,8 +310,10 @@ class Checker:
 def durable_equals_plain(c: Checker) -> None:
     plain = c.runs.plain()
     c.expected_outcome(plain)  # the plain run must itself be right, or the kit is wrong
+    c.mcp_called_once(plain)
     durable = c.runs.durable()
     c.same_outcome(plain, durable)
+    c.mcp_called_once(durable)
     plain_bodies, durable_bodies = plain.bodies(), durable.bodies()
     if set(plain_bodies) != set(durable_bodies):
         raise c.fail(
@@ -315,6 +344,7 @@ def crash_every_boundary(c: Checker) -> None:
     c.no_task_failures(sweep)
     c.same_outcome(plain, sweep)
     c.no_call_twice(sweep)
+    c.mcp_called_once(sweep)
     c.one_call_per_step(sweep)
 
 
@@ -706,7 +736,7 @@ def stream_equals_plain(c: Checker) -> None:
     for mode in ("durable", "sweep"):
         obs = runs.get(
             f"stream-{mode}",
-            partial(runs.harness.streamed, c.kit, c.scenario, mode=mode),
+            lambda mode=mode: runs.harness.streamed(c.kit, c.scenario, mode=mode),  # type: ignore[misc]
         )
         c.no_task_failures(obs)
         c.same_outcome(plain, obs)

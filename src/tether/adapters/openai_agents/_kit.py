@@ -48,7 +48,7 @@ def _stream_shape(event: Any) -> Any:
 
 
 def _opens_response(event: Any) -> bool:
-    return event.type == "raw_response_event" and event.data.type == "response.created"
+    return bool(event.type == "raw_response_event" and event.data.type == "response.created")
 
 
 def _tool(spec: ToolSpec, env: KitEnv) -> FunctionTool:
@@ -115,7 +115,8 @@ class OpenAIAgentsKit(ConformanceKit):
         assert isinstance(agent, Agent)
         async with contextlib.AsyncExitStack() as stack:
             for server in agent.mcp_servers:  # plainly, the caller connects its servers
-                await stack.enter_async_context(server)
+                await server.connect()
+                stack.push_async_callback(server.cleanup)
             return await self._run_plain(agent, scenario)
 
     async def _run_plain(self, agent: Agent[Any], scenario: Scenario) -> object:
