@@ -115,7 +115,7 @@ class OpenAIAgentsKit(ConformanceKit):
         assert isinstance(agent, Agent)
         async with contextlib.AsyncExitStack() as stack:
             for server in agent.mcp_servers:  # plainly, the caller connects its servers
-                await server.connect()
+                await server.connect()  # type: ignore[no-untyped-call]
                 stack.push_async_callback(server.cleanup)
             return await self._run_plain(agent, scenario)
 
