@@ -18,11 +18,11 @@ from tether.conformance_tests._invariants import (
     Skip,
     stream_equals_plain,
 )
-from tether.conformance_tests._mcp_server import MCP_TOOL
 from tether.conformance_tests.kit import ConformanceKit, KitEnv, shown_events
 from tether.conformance_tests.scenarios import (
     BY_NAME,
     INVARIANT_BY_ID,
+    MCP_TOOL,
     SCENARIOS,
     Behaviour,
     Scenario,

@@ -16,6 +16,7 @@ from tether.conformance_tests._harness import Harness, History, Observed, model_
 from tether.conformance_tests.kit import ConformanceKit
 from tether.conformance_tests.scenarios import (
     INVARIANT_BY_ID,
+    MCP_TOOL,
     Behaviour,
     Invariant,
     Scenario,
@@ -268,8 +269,6 @@ class Checker:
 
     def mcp_called_once(self, obs: Observed) -> None:
         """Each MCP tool call of the script reached the suite's MCP server exactly once."""
-        from tether.conformance_tests._mcp_server import MCP_TOOL
-
         if not self.scenario.mcp:
             return
         runs = obs.tool_runs()

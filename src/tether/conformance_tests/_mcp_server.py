@@ -11,16 +11,15 @@ from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
 
-server = MCPServer("conformance", instructions="Forecasts, for the conformance suite.")
+from tether.conformance_tests.kit import _record
+from tether.conformance_tests.scenarios import MCP_TOOL
 
-MCP_TOOL = "forecast"
+server = MCPServer("conformance", instructions="Forecasts, for the conformance suite.")
 
 
 @server.tool()
 def forecast(arg: str) -> str:
     """Tomorrow's forecast for a place."""
-    from tether.conformance_tests.kit import _record
-
     path = os.environ.get("TETHER_CONFORMANCE_CALLS")
     if path:
         _record(Path(path), MCP_TOOL, arg, "ok")

@@ -19,6 +19,8 @@ from tether.testing._model_server import Fault, ToolCall, Turn
 
 MAIN = "main"
 HELPER = "helper"
+MCP_TOOL = "forecast"
+"""The tool of the suite's MCP server (``KitEnv.mcp_command``), taking one string ``arg``."""
 HANDOFF_PLACEHOLDER = "{handoff}"
 """A tool call name in a script that the kit's :meth:`handoff_tool_name` replaces."""
 
@@ -313,7 +315,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         name="mcp_tool",
         description="one call of an MCP server's tool (stdio), then the answer",
-        lanes={MAIN: (Turn.tool_calls(_call("forecast", "Oslo")), Turn.text("Oslo is sunny"))},
+        lanes={MAIN: (Turn.tool_calls(_call(MCP_TOOL, "Oslo")), Turn.text("Oslo is sunny"))},
         expect=Expect(output="Oslo is sunny"),
         needs=frozenset({Capability.MCP}),
         mcp=True,
