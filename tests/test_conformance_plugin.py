@@ -5,15 +5,31 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
-from tether import Budget
+import pytest
+
+from tether import Budget, StreamRetracted
+from tether.conformance_tests._harness import Observed
+from tether.conformance_tests._invariants import (
+    Checker,
+    ConformanceFailure,
+    Runs,
+    Skip,
+    stream_equals_plain,
+)
+from tether.conformance_tests.kit import ConformanceKit, KitEnv, shown_events
 from tether.conformance_tests.scenarios import (
     BY_NAME,
+    INVARIANT_BY_ID,
+    MCP_TOOL,
     SCENARIOS,
     Behaviour,
+    Scenario,
     applicable,
     retryable_status,
 )
+from tether.core.contract import Capability
 from tether.core.ledger import Ledger, normalize_usage
 from tether.core.replay import first_difference
 
@@ -125,7 +141,81 @@ def test_the_scenarios_cover_the_issue() -> None:
             "durable_equals_plain" in ids
             or "approval_survives_restart" in ids
             or scenario.budget_tokens
+            or ids == {"stream_equals_plain"}
         )
+
+
+def test_the_streaming_and_mcp_scenarios_need_their_capabilities() -> None:
+    streamed, mcp = BY_NAME["streamed"], BY_NAME["mcp_tool"]
+    assert streamed.needs == {Capability.STREAMING} and streamed.stream
+    assert {i.id for i in applicable(streamed)} == {"stream_equals_plain"}
+    assert mcp.needs == {Capability.MCP} and mcp.mcp
+    assert [c.name for t in mcp.lanes["main"] for c in t.calls] == [MCP_TOOL]
+    assert {"durable_equals_plain", "crash_every_boundary", "replay_deterministic"} <= {
+        i.id for i in applicable(mcp)
+    }
+
+
+def test_a_retraction_drops_what_was_shown_of_the_retracted_response() -> None:
+    events = ["start", "a", "b", "start", "c", StreamRetracted(step=3, attempt=1, text="c")]
+    events += ["start", "c2", "end"]
+    shown, retracted = shown_events(events, shape=str.upper, opens_response=lambda e: e == "start")
+    assert shown == ["START", "A", "B", "START", "C2", "END"]
+    assert retracted == 1
+
+
+class _Kit(ConformanceKit):
+    adapter_name = "fake"
+    pinned_steps: dict[str, Any] = {}
+
+    def build(self, scenario: Scenario, env: KitEnv) -> object:
+        return object()
+
+    async def run_plain(self, agent: object, scenario: Scenario, env: KitEnv) -> object:
+        return None
+
+    def output(self, result: object) -> Any:
+        return result
+
+
+def _stream_runs(durable_events: list[Any], sweep_events: list[Any]) -> Runs:
+    scenario = BY_NAME["streamed"]
+    out = scenario.expect.output
+    plain = ["tool call", "tool result", "text: CA", "text: is quiet"]
+    cache = {
+        "stream-plain": Observed("plain streamed run", output=out, stream=plain),
+        "stream-durable": Observed("durable streamed run", output=out, stream=durable_events),
+        "stream-sweep": Observed("swept streamed run", output=out, stream=sweep_events),
+    }
+    return Runs(harness=cast(Any, None), kit=_Kit(), scenario=scenario, _cache=cast(Any, cache))
+
+
+def test_the_stream_invariant_fails_naming_the_first_event_that_differs() -> None:
+    invariant = INVARIANT_BY_ID["stream_equals_plain"]
+    same = ["tool call", "tool result", "text: CA", "text: is quiet"]
+    stream_equals_plain(Checker(_stream_runs(same, list(same)), invariant))  # passes
+    twice = ["tool call", "tool result", "tool result", "text: CA", "text: is quiet"]
+    with pytest.raises(ConformanceFailure) as failure:
+        stream_equals_plain(Checker(_stream_runs(same, twice), invariant))
+    text = str(failure.value)
+    assert "stream event #2 of the swept streamed run" in text
+    assert "invariant 13 stream_equals_plain" in text and '"text: CA"' in text
+    with pytest.raises(ConformanceFailure, match="4 events, as the plain run"):
+        stream_equals_plain(Checker(_stream_runs(same[:3], same), invariant))
+
+
+def test_a_kit_that_cannot_stream_skips_with_the_reason() -> None:
+    runs = Runs(harness=cast(Any, _NoStreamHarness()), kit=_Kit(), scenario=BY_NAME["streamed"])
+    with pytest.raises(Skip, match=r"_Kit does not implement run_streamed\(\)"):
+        stream_equals_plain(Checker(runs, INVARIANT_BY_ID["stream_equals_plain"]))
+
+
+class _NoStreamHarness:
+    def streamed(self, kit: ConformanceKit, scenario: Scenario, *, mode: str) -> Observed:
+        import asyncio
+
+        asyncio.run(kit.run_streamed(object(), scenario, cast(Any, None)))
+        raise AssertionError("unreachable")
 
 
 def test_tether_conformance_names_the_installed_kits_for_an_unknown_adapter(

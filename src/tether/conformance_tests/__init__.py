@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tether.conformance_tests.kit import ConformanceKit, KitEnv
+    from tether.conformance_tests.kit import ConformanceKit, KitEnv, StreamedRun, shown_events
     from tether.conformance_tests.scenarios import (
         SCENARIOS,
         Behaviour,
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 _WHERE = {
     "ConformanceKit": "kit",
     "KitEnv": "kit",
+    "StreamedRun": "kit",
+    "shown_events": "kit",
     "SCENARIOS": "scenarios",
     "Behaviour": "scenarios",
     "Expect": "scenarios",
@@ -41,7 +43,9 @@ __all__ = [
     "Helper",
     "KitEnv",
     "Scenario",
+    "StreamedRun",
     "ToolSpec",
+    "shown_events",
 ]
 
 

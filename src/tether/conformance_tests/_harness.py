@@ -214,6 +214,9 @@ class Observed:
     """The log read again after ``resumed_after``, as a reader that reconnects would."""
     resumed_after: int = 0
     events_error: str | None = None
+    stream: list[Any] | None = None
+    """A streamed run: the events its reader saw (shaped by the kit, retractions applied)."""
+    stream_retracted: int = 0
 
     def served(self) -> dict[tuple[str, int], int]:
         """Successful replies per model call (lane, turn)."""
@@ -416,6 +419,71 @@ class Harness:
             obs.replay_side_effects.append(f"model call (lane {r.lane}, turn {r.turn})")
         for tool, arg, _ in read_calls(calls)[before_calls:]:
             obs.replay_side_effects.append(f"tool {tool}({arg})")
+
+    # -- streamed runs (the framework's streaming API) --------------------------------------
+
+    def streamed(self, kit: ConformanceKit, scenario: Scenario, *, mode: str) -> Observed:
+        """``mode``: ``plain``, ``durable`` or ``sweep`` (every run task from an empty cache).
+        Raises NotImplementedError when the kit cannot stream."""
+        return self.call(self._streamed(kit, scenario, mode))
+
+    async def _streamed(self, kit: ConformanceKit, scenario: Scenario, mode: str) -> Observed:
+        labels = {
+            "plain": "plain streamed run",
+            "durable": "durable streamed run",
+            "sweep": "durable streamed run, replayed at every step boundary",
+        }
+        obs = Observed(labels[mode])
+        calls = self._file(kit, scenario, f"stream-{mode}")
+        queue = f"conf-{uuid.uuid4().hex[:10]}"
+        registry.clear()
+        script = ScenarioScript(scenario, kit, faults=mode != "plain")
+        with ScriptedModelServer(responder=script.responder()) as server:
+            env = KitEnv(base_url=server.base_url, calls_file=calls, faults=mode != "plain")
+            agent = kit.build(scenario, env)
+            start = time.monotonic()
+            if mode == "plain":
+                await self._stream_into(obs, kit, kit.run_streamed(agent, scenario, env))
+            else:
+                durable = DurableAgent(
+                    agent,
+                    kit.adapter(),
+                    name=kit.agent_name(scenario),
+                    runtime=self.runtime,
+                    task_queue=queue,
+                    local_worker=False,
+                )
+                cached = 0 if mode == "sweep" else 100
+                async with self.runtime.worker(task_queue=queue, max_cached_runs=cached):
+                    await self._stream_into(
+                        obs, kit, kit.run_streamed(agent, scenario, env, durable=durable)
+                    )
+                if obs.run_id is not None:
+                    obs.history = await read_history(self.runtime.client, obs.run_id)
+            obs.elapsed = time.monotonic() - start
+            obs.requests = server.requests
+        obs.calls = read_calls(calls)
+        return obs
+
+    async def _stream_into(
+        self, obs: Observed, kit: ConformanceKit, run: Coroutine[Any, Any, Any]
+    ) -> None:
+        try:
+            streamed = await asyncio.wait_for(run, timeout=RUN_TIMEOUT)
+        except NotImplementedError:
+            raise
+        except TimeoutError:
+            obs.status = "timed_out"
+            return
+        except Exception as exc:
+            obs.status = "failed"
+            obs.error = f"{type(exc).__name__}: {exc}"
+            obs.error_kind = kit.error_kind(exc)
+            return
+        obs.stream = streamed.events
+        obs.stream_retracted = streamed.retracted
+        obs.output = streamed.output
+        obs.run_id = streamed.run_id
 
     # -- approvals (run-side waits) ---------------------------------------------------------
 

@@ -16,6 +16,7 @@ from tether.conformance_tests._harness import Harness, History, Observed, model_
 from tether.conformance_tests.kit import ConformanceKit
 from tether.conformance_tests.scenarios import (
     INVARIANT_BY_ID,
+    MCP_TOOL,
     Behaviour,
     Invariant,
     Scenario,
@@ -236,7 +237,7 @@ class Checker:
                 "a model call made outside a step, or several in one step, is made again "
                 "after a crash",
             )
-        tools = self.steps_of(obs.history, "tool")
+        tools = self.steps_of(obs.history, "tool") + self.steps_of(obs.history, "mcp")
         distinct = obs.tool_runs("ok")
         if self.kit.pinned_steps and len(tools) < len(distinct):
             raise self.fail(
@@ -266,6 +267,31 @@ class Checker:
                     "a completed tool call ran again on replay: the tool runs outside a step",
                 )
 
+    def mcp_called_once(self, obs: Observed) -> None:
+        """Each MCP tool call of the script reached the suite's MCP server exactly once."""
+        if not self.scenario.mcp:
+            return
+        runs = obs.tool_runs()
+        for turns in self.scenario.lanes.values():
+            for turn in turns:
+                for call in turn.calls:
+                    if call.name != MCP_TOOL:
+                        continue
+                    args = call.arguments if isinstance(call.arguments, dict) else {}
+                    arg = str(args.get("arg"))
+                    n = runs.get((MCP_TOOL, arg), 0)
+                    if n != 1:
+                        raise self.fail(
+                            f"MCP tool call {MCP_TOOL}({arg}) of the {obs.label}",
+                            "executed once by the MCP server",
+                            f"executed {n} times",
+                            "the kit attaches the suite's MCP server (KitEnv.mcp_command) to "
+                            "the agent; the adapter calls an MCP tool in one step, once"
+                            if n == 0
+                            else "a completed MCP call was made again: call MCP tools in a "
+                            "step of their own",
+                        )
+
     def no_task_failures(self, obs: Observed) -> None:
         if obs.history and obs.history.task_failures:
             raise self.fail(
@@ -283,8 +309,10 @@ class Checker:
 def durable_equals_plain(c: Checker) -> None:
     plain = c.runs.plain()
     c.expected_outcome(plain)  # the plain run must itself be right, or the kit is wrong
+    c.mcp_called_once(plain)
     durable = c.runs.durable()
     c.same_outcome(plain, durable)
+    c.mcp_called_once(durable)
     plain_bodies, durable_bodies = plain.bodies(), durable.bodies()
     if set(plain_bodies) != set(durable_bodies):
         raise c.fail(
@@ -315,6 +343,7 @@ def crash_every_boundary(c: Checker) -> None:
     c.no_task_failures(sweep)
     c.same_outcome(plain, sweep)
     c.no_call_twice(sweep)
+    c.mcp_called_once(sweep)
     c.one_call_per_step(sweep)
 
 
@@ -688,6 +717,54 @@ def step_events_match(c: Checker) -> None:
             )
 
 
+def stream_equals_plain(c: Checker) -> None:
+    """A reader of the durable streamed run sees the plain streamed run's events: same
+    types, same content, same order, same final output; also when every run task is
+    replayed from an empty cache (a crash at every step boundary). Retracted model responses
+    are dropped as the reader is told to (``StreamRetracted``)."""
+    runs = c.runs
+    try:
+        plain = runs.get(
+            "stream-plain", lambda: runs.harness.streamed(c.kit, c.scenario, mode="plain")
+        )
+    except NotImplementedError as exc:
+        raise Skip(str(exc)) from None
+    c.expected_outcome(plain)
+    if not plain.stream:
+        raise c.fail(f"the {plain.label}", "stream events", "none (the kit collected nothing)")
+    for mode in ("durable", "sweep"):
+        obs = runs.get(
+            f"stream-{mode}",
+            lambda mode=mode: runs.harness.streamed(c.kit, c.scenario, mode=mode),  # type: ignore[misc]
+        )
+        c.no_task_failures(obs)
+        c.same_outcome(plain, obs)
+        c.no_call_twice(obs)
+        seen = obs.stream or []
+        want = plain.stream
+        for i, (a, b) in enumerate(zip(want, seen, strict=False)):
+            if a != b:
+                raise c.fail(
+                    f"stream event #{i} of the {obs.label} (run {obs.run_id})",
+                    f"the plain run's {json.dumps(a, default=repr)[:300]}",
+                    f"{json.dumps(b, default=repr)[:300]}",
+                    "the durable stream must yield the framework's own events, as the plain "
+                    "run does, each once (a replayed step must not publish again)",
+                )
+        if len(seen) != len(want):
+            extra = want[len(seen) :] or seen[len(want) :]
+            raise c.fail(
+                f"the stream of the {obs.label} (run {obs.run_id})",
+                f"{len(want)} events, as the plain run",
+                f"{len(seen)} events; first unmatched: {json.dumps(extra[0], default=repr)[:300]}"
+                + (
+                    f" ({obs.stream_retracted} retraction(s) applied)"
+                    if obs.stream_retracted
+                    else ""
+                ),
+            )
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "durable_equals_plain": durable_equals_plain,
     "crash_every_boundary": crash_every_boundary,
@@ -702,6 +779,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "once_per_run": once_per_run,
     "usage_ledger": usage_ledger,
     "step_events_match": step_events_match,
+    "stream_equals_plain": stream_equals_plain,
 }
 
 assert set(CHECKS) == set(INVARIANT_BY_ID)

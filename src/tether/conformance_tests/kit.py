@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import abc
 import os
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from tether.errors import NonRetryableError
 
 if TYPE_CHECKING:
     from tether.core.contract import Adapter
+    from tether.core.handle import DurableAgent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +83,14 @@ class KitEnv:
         func.__doc__ = spec.description
         return func
 
+    def mcp_command(self) -> tuple[str, list[str], dict[str, str]]:
+        """The suite's stdio MCP server for a scenario with ``mcp=True``: (command, args,
+        environment). Its tool ``forecast(arg)`` records each execution like
+        :meth:`call_tool`; a kit attaches it with its framework's stdio MCP client."""
+        env = dict(os.environ)
+        env.update(self.to_environ())
+        return sys.executable, ["-m", "tether.conformance_tests._mcp_server"], env
+
     def to_environ(self) -> dict[str, str]:
         """The variables a worker subprocess reads to rebuild the same agents."""
         return {
@@ -118,6 +128,47 @@ def read_calls(path: Path) -> list[tuple[str, str, str]]:
 
 def executions(path: Path, tool: str, arg: str) -> int:
     return sum(1 for t, a, _ in read_calls(path) if t == tool and a == arg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamedRun:
+    """What a reader of a streamed run saw (see :meth:`ConformanceKit.run_streamed`)."""
+
+    events: list[Any]
+    """Each stream event as JSON-comparable data (type and content, agents by name), in
+    order, with retracted model responses already dropped (see :func:`shown_events`)."""
+    output: Any
+    """The run's final output as JSON, as :meth:`ConformanceKit.output` gives it."""
+    run_id: str | None = None
+    """The durable run's id (None for the plain run)."""
+    retracted: int = 0
+    """How many :class:`tether.StreamRetracted` the reader got (and applied)."""
+
+
+def shown_events(
+    events: Iterable[Any],
+    *,
+    shape: Callable[[Any], Any],
+    opens_response: Callable[[Any], bool],
+) -> tuple[list[Any], int]:
+    """What a reader keeps of a stream: each event shaped, except that a
+    :class:`tether.StreamRetracted` drops what was shown of the model response it retracts
+    (from the last event for which ``opens_response`` is true). Returns (shapes, retractions).
+    """
+    from tether.core.events import StreamRetracted
+
+    out: list[Any] = []
+    opened = 0
+    retracted = 0
+    for event in events:
+        if isinstance(event, StreamRetracted):
+            del out[opened:]
+            retracted += 1
+            continue
+        if opens_response(event):
+            opened = len(out)
+        out.append(shape(event))
+    return out, retracted
 
 
 class ConformanceKit(abc.ABC):
@@ -179,3 +230,21 @@ class ConformanceKit(abc.ABC):
         """The neutral kind of a run's failure (plain exception or
         :class:`tether.RunFailedError`): ``"max_turns"`` for a turn limit, else None."""
         return None
+
+    async def run_streamed(
+        self,
+        agent: object,
+        scenario: Scenario,
+        env: KitEnv,
+        durable: DurableAgent | None = None,
+    ) -> StreamedRun:
+        """Run ``agent`` with the framework's own streaming API and collect what a reader
+        sees: plainly when ``durable`` is None, else through ``durable`` (the same agent made
+        durable: e.g. ``durable.run_streamed``). Both runs must shape events the same way.
+
+        Needed for adapters that declare ``Capability.STREAMING``; the default makes the
+        streaming scenario skip with this reason."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement run_streamed(): implement it in the kit "
+            "to test the adapter's streaming (Capability.STREAMING)"
+        )

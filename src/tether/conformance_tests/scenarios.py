@@ -19,6 +19,8 @@ from tether.testing._model_server import Fault, ToolCall, Turn
 
 MAIN = "main"
 HELPER = "helper"
+MCP_TOOL = "forecast"
+"""The tool of the suite's MCP server (``KitEnv.mcp_command``), taking one string ``arg``."""
 HANDOFF_PLACEHOLDER = "{handoff}"
 """A tool call name in a script that the kit's :meth:`handoff_tool_name` replaces."""
 
@@ -96,6 +98,12 @@ class Scenario:
     budget_tokens: int | None = None
     """The durable run is started with ``Budget(max_tokens=budget_tokens)``, which its first
     model call exceeds: it must fail with ``BudgetExceeded`` (the plain run has no budget)."""
+    mcp: bool = False
+    """The agent has the suite's stdio MCP server (``KitEnv.mcp_command``), whose tool
+    ``forecast(arg)`` the script calls."""
+    stream: bool = False
+    """Run with the framework's streaming API (``ConformanceKit.run_streamed``), plainly,
+    durably and swept: only invariant 13 applies."""
     sweep: bool = True
     """Swept at every step boundary (every run task replayed from an empty cache). A long
     scenario sets False: the sweep replays O(n^2) steps, so its worker is replaced once,
@@ -290,6 +298,28 @@ SCENARIOS: tuple[Scenario, ...] = (
         expect=Expect(output="CA is quiet"),
         budget_tokens=5,
     ),
+    Scenario(
+        name="streamed",
+        description="one tool call, then a text answer, streamed with the framework's API",
+        lanes={
+            MAIN: (
+                Turn.tool_calls(_call("lookup", "CA")),
+                Turn.text("CA is quiet today; no alerts were issued for the state"),
+            )
+        },
+        tools=(ToolSpec(name="lookup", description="Looks a state up."),),
+        expect=Expect(output="CA is quiet today; no alerts were issued for the state"),
+        needs=frozenset({Capability.STREAMING}),
+        stream=True,
+    ),
+    Scenario(
+        name="mcp_tool",
+        description="one call of an MCP server's tool (stdio), then the answer",
+        lanes={MAIN: (Turn.tool_calls(_call(MCP_TOOL, "Oslo")), Turn.text("Oslo is sunny"))},
+        expect=Expect(output="Oslo is sunny"),
+        needs=frozenset({Capability.MCP}),
+        mcp=True,
+    ),
     _long_run(LONG_TOOL_TURNS),
     Scenario(
         name="large_tool_result",
@@ -407,6 +437,13 @@ INVARIANTS: tuple[Invariant, ...] = (
         "step events one-to-one with the history's steps",
         lambda s: not s.approvals,
     ),
+    Invariant(
+        "stream_equals_plain",
+        13,
+        "stream",
+        "streamed events == plain run's, also swept at every step boundary",
+        lambda s: s.stream,
+    ),
 )
 
 INVARIANT_BY_ID: dict[str, Invariant] = {i.id: i for i in INVARIANTS}
@@ -414,4 +451,6 @@ INVARIANT_BY_ID: dict[str, Invariant] = {i.id: i for i in INVARIANTS}
 
 def applicable(scenario: Scenario) -> list[Invariant]:
     """The invariants checked for ``scenario`` (the others do not apply to it)."""
+    if scenario.stream:
+        return [i for i in INVARIANTS if i.id == "stream_equals_plain"]
     return [i for i in INVARIANTS if i.applies(scenario)]
