@@ -321,10 +321,6 @@ class _ActivityStepContext:
         activity.heartbeat(*details)
 
     def publish(self, type: str, data: Mapping[str, JSON]) -> None:
-        # The step's first event is sent at once (a chat shows its first token without the
-        # batch delay); later ones go in batches every DELTA_BATCH, so a long streamed reply
-        # adds a few signals to the run's history, not one per token.
-        first = self._stream is None
         if self._stream is None:
             self._stream = WorkflowStreamClient.from_within_activity(batch_interval=DELTA_BATCH)
             self._flusher = asyncio.ensure_future(self._stream.__aenter__())
@@ -333,7 +329,7 @@ class _ActivityStepContext:
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "data": {"step": self._request.step, "attempt": self._attempt, **data},
         }
-        self._stream.topic(EVENTS_TOPIC).publish(item, force_flush=first)
+        self._stream.topic(EVENTS_TOPIC).publish(item)
 
     async def close(self) -> None:
         """Flush what the step published (before its result is recorded)."""
