@@ -46,8 +46,9 @@ by a :class:`StreamRetracted` first.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 EVENTS_TOPIC = "tether.events"
 
@@ -218,3 +219,34 @@ class AttemptFilter:
             self._prior, self._pending, self._matched = None, [], 0
             return [event]
         return self._retract()
+
+
+class _EventSource(Protocol):
+    def events(
+        self, after: int | None = None, *, poll_interval: float = ..., idle_interval: float = ...
+    ) -> AsyncIterator[RunEvent]: ...
+
+
+async def reader_events(
+    handle: _EventSource,
+    stream_type: str,
+    from_offset: int = 0,
+    *,
+    poll_interval: float = 0.05,
+    idle_interval: float = 0.2,
+) -> AsyncIterator[tuple[int, RunEvent | StreamRetracted]]:
+    """What a streaming reader shows of a run, from ``from_offset``: retractions, the model
+    events of the attempt to show (see :class:`AttemptFilter`) and the adapter's own stream
+    events (``stream_type``), each with the offset to resume from once it is handled (the
+    offset after the run event it came from). Adapters decode the items into their
+    framework's event types."""
+    attempts = AttemptFilter()
+    after = from_offset - 1 if from_offset > 0 else None
+    async for event in handle.events(
+        after, poll_interval=poll_interval, idle_interval=idle_interval
+    ):
+        shown: list[RunEvent | StreamRetracted] = list(attempts.feed(event))
+        if event.type == stream_type:
+            shown.append(event)
+        for i, item in enumerate(shown):
+            yield (event.offset + 1 if i == len(shown) - 1 else event.offset), item

@@ -27,9 +27,8 @@ from tether.adapters.openai_agents._stream_codec import (
 from tether.core.events import (
     MODEL_DELTA,
     MODEL_EVENT,
-    AttemptFilter,
-    RunEvent,
     StreamRetracted,
+    reader_events,
 )
 from tether.errors import RunFailedError
 
@@ -47,24 +46,18 @@ async def sdk_events(
     """The run's SDK stream events from ``from_offset``, each with the offset to resume from
     once it is handled (the offset after the run event it came from)."""
     agents = index_agents(root)
-    attempts = AttemptFilter()
-    after = from_offset - 1 if from_offset > 0 else None
-    async for event in handle.events(
-        after, poll_interval=POLL_INTERVAL, idle_interval=IDLE_INTERVAL
-    ):
-        shown: list[Any] = list(attempts.feed(event))
-        if event.type == STREAM_EVENT:
-            shown.append(event)
-        for i, item in enumerate(shown):
-            resume = event.offset + 1 if i == len(shown) - 1 else event.offset
-            if isinstance(item, StreamRetracted):
-                yield resume, item
-            elif isinstance(item, RunEvent) and item.type in (MODEL_DELTA, MODEL_EVENT):
-                raw = item.data.get("raw")
-                if isinstance(raw, dict):
-                    yield resume, decode_raw(raw)
-            elif isinstance(item, RunEvent):
-                yield resume, decode_event(item.data, agents)
+    shown = reader_events(
+        handle, STREAM_EVENT, from_offset, poll_interval=POLL_INTERVAL, idle_interval=IDLE_INTERVAL
+    )
+    async for resume, item in shown:
+        if isinstance(item, StreamRetracted):
+            yield resume, item
+        elif item.type in (MODEL_DELTA, MODEL_EVENT):
+            raw = item.data.get("raw")
+            if isinstance(raw, dict):
+                yield resume, decode_raw(raw)
+        else:
+            yield resume, decode_event(item.data, agents)
 
 
 @dataclass

@@ -36,9 +36,9 @@ from tether.adapters.pydantic_ai._workflow_side import STREAM_EVENT
 from tether.core.events import (
     MODEL_DELTA,
     MODEL_EVENT,
-    AttemptFilter,
     RunEvent,
     StreamRetracted,
+    reader_events,
 )
 
 if TYPE_CHECKING:
@@ -58,24 +58,18 @@ async def pydantic_events(
 ) -> AsyncIterator[tuple[int, AgentStreamEvent | StreamRetracted]]:
     """The run's Pydantic AI stream events from ``from_offset``, each with the offset to
     resume from once it is handled."""
-    attempts = AttemptFilter()
-    after = from_offset - 1 if from_offset > 0 else None
-    async for event in handle.events(
-        after, poll_interval=POLL_INTERVAL, idle_interval=IDLE_INTERVAL
-    ):
-        shown: list[Any] = list(attempts.feed(event))
-        if event.type == STREAM_EVENT:
-            shown.append(event)
-        for i, item in enumerate(shown):
-            resume = event.offset + 1 if i == len(shown) - 1 else event.offset
-            if isinstance(item, StreamRetracted):
-                yield resume, item
-            elif isinstance(item, RunEvent) and item.type in (MODEL_DELTA, MODEL_EVENT):
-                raw = item.data.get("raw")
-                if isinstance(raw, dict):
-                    yield resume, _model_events.validate_python(raw)
-            elif isinstance(item, RunEvent):
-                yield resume, _tool_event(item)
+    shown = reader_events(
+        handle, STREAM_EVENT, from_offset, poll_interval=POLL_INTERVAL, idle_interval=IDLE_INTERVAL
+    )
+    async for resume, item in shown:
+        if isinstance(item, StreamRetracted):
+            yield resume, item
+        elif item.type in (MODEL_DELTA, MODEL_EVENT):
+            raw = item.data.get("raw")
+            if isinstance(raw, dict):
+                yield resume, _model_events.validate_python(raw)
+        else:
+            yield resume, _tool_event(item)
 
 
 def _tool_event(event: RunEvent) -> AgentStreamEvent:
