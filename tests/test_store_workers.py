@@ -196,7 +196,10 @@ async def test_missing_large_payload_fails_the_run_with_the_fix(
         text = _chain_text(info.value)
         assert store_b in text, (text, b.tail())
         assert "TETHER_STORE" in text and "s3://" in text, text
-        assert (await handle.describe()).status == "failed"
+        # Found by the step on the new worker, the run fails; found while the new worker
+        # replays the run (the SDK cannot fail a run mid-replay), it is terminated with the
+        # same reason (docs/operations.md, "Lost blobs"). Which comes first is a race.
+        assert (await handle.describe()).status in ("failed", "terminated")
 
 
 def _chain_text(exc: BaseException) -> str:
