@@ -400,7 +400,7 @@ def replay_deterministic(c: Checker) -> None:
         raise c.fail(
             "replaying the recorded history (temporalio.worker.Replayer)",
             "the same commands as recorded",
-            durable.replay_failure[:600],
+            durable.replay_failure[:2500],
             "the loop must not read clocks, random values or I/O outside steps",
         )
     if durable.replay_side_effects:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.worker import (
+    ExecuteWorkflowInput,
     Interceptor,
     Replayer,
     StartActivityInput,
@@ -90,6 +92,9 @@ class _Capture(Interceptor):
 
     def __init__(self) -> None:
         self.started: list[tuple[str, list[Any]]] = []
+        self.ended: str | None = None
+        """How the replayed run ended with an error (its traceback, the cause's last), if
+        it did: names what made a replay leave the recorded path."""
 
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput
@@ -104,6 +109,16 @@ class _Capture(Interceptor):
         class _Inbound(WorkflowInboundInterceptor):
             def init(self, outbound: WorkflowOutboundInterceptor) -> None:
                 super().init(_Outbound(outbound))
+
+            async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+                try:
+                    return await super().execute_workflow(input)
+                except BaseException as exc:
+                    root: BaseException = exc
+                    while root.__cause__ is not None:
+                        root = root.__cause__
+                    capture.ended = "".join(traceback.format_exception(root))
+                    raise
 
         return _Inbound
 
@@ -152,13 +167,12 @@ async def replay_check(
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is not None:
         failure = result.replay_failure
+        text = f"{type(failure).__name__}: {failure}"[:800]
+        if capture.ended is not None:
+            # The loop ended (raised) where the history goes on: say with what.
+            text += f" -- the replayed run ended with: ...{capture.ended[-1500:]}"
         report.differences.append(
-            ReplayDifference(
-                kind="replay_failure",
-                index=0,
-                name="",
-                replayed=f"{type(failure).__name__}: {failure}"[:800],
-            )
+            ReplayDifference(kind="replay_failure", index=0, name="", replayed=text)
         )
     for i, (name, payloads) in enumerate(recorded, start=1):
         if i > len(capture.started):
