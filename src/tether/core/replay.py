@@ -114,10 +114,13 @@ class _Capture(Interceptor):
                 try:
                     return await super().execute_workflow(input)
                 except BaseException as exc:
-                    root: BaseException = exc
-                    while root.__cause__ is not None:
-                        root = root.__cause__
-                    capture.ended = "".join(traceback.format_exception(root))
+                    # Not the engine tearing the replayed run down (an eviction cancels
+                    # what still runs): that says nothing about why it left the path.
+                    if capture.ended is None and "Evicted" not in type(exc).__name__:
+                        root: BaseException = exc
+                        while root.__cause__ is not None:
+                            root = root.__cause__
+                        capture.ended = "".join(traceback.format_exception(root))
                     raise
 
         return _Inbound
