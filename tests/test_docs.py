@@ -28,6 +28,10 @@ SCRIPTS: dict[str, list[Turn]] = {
         Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})),
         Turn.text("California has a heat advisory."),
     ],
+    "openai-agents.md": [
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"})),
+        Turn.text("California has a heat advisory."),
+    ],
     "human-in-the-loop.md": [
         Turn.tool_calls(ToolCall("refund", {"order_id": 42})),
         Turn.text("Order 42 is refunded."),
@@ -80,6 +84,8 @@ def test_page_blocks_run(
                 "OPENAI_BASE_URL": server.base_url,
                 "OPENAI_API_KEY": "test-key-not-used",
                 "OPENAI_AGENTS_DISABLE_TRACING": "1",
+                # Blocks import the examples as a checkout's user would (`examples.x`).
+                "PYTHONPATH": os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]),
             }
         )
         done = subprocess.run(
