@@ -11,8 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from docs_blocks import MarkerError, blocks, runnable
 
+from docs_blocks import MarkerError, blocks, runnable
 from tether.core.devserver import EmbeddedEngine
 from tether.core.store import BlobStore
 from tether.testing import Script, ScriptedModelServer, ToolCall, Turn
