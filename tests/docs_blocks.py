@@ -1,7 +1,8 @@
 """The code blocks of the documentation: found in docs/*.md, and run page by page.
 
 Every fenced ``python`` block of a page runs, in order, in one namespace (like a session in
-``python -m asyncio``: top-level ``await`` works, names carry over to later blocks). A block
+``python -m asyncio``: top-level ``await`` works, names carry over to later blocks), and
+every ``tether`` command in a ``bash`` block must parse with the CLI's own parser. A block
 that cannot run on its own (a signature, a fragment, a program that needs a real API key)
 says so in the Markdown source, on the line right before its fence::
 
@@ -17,6 +18,7 @@ import ast
 import asyncio
 import inspect
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,21 +72,46 @@ def blocks(page: Path) -> list[Block]:
                 body.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i])
                 i += 1
             skip = pending[1] if pending is not None else None
-            if pending is not None and (lang != "python" or pending[0] != fence_line - 1):
+            if pending is not None and pending[0] != fence_line - 1:
                 raise MarkerError(
                     f"{page.name}:{pending[0]}: a docs-test marker must be on the line right "
-                    "before a ```python fence"
+                    "before a ``` fence"
                 )
             found.append(Block(page, fence_line + 1, lang, "\n".join(body) + "\n", skip))
             pending = None
         elif pending is not None and lines[i].strip():
             raise MarkerError(
                 f"{page.name}:{pending[0]}: a docs-test marker must be on the line right "
-                "before a ```python fence"
+                "before a ``` fence"
             )
         i += 1
     if pending is not None:
         raise MarkerError(f"{page.name}:{pending[0]}: a docs-test marker marks no block")
+    return found
+
+
+def commands(block: Block) -> list[list[str]]:
+    """The ``tether`` command lines of a shell block, as argument lists (without ``tether``).
+
+    Continuation lines are joined, comments dropped, and commands split at ``&&``, ``||``,
+    ``;`` and ``|``; leading ``VAR=value`` assignments and a ``.venv/bin/`` path are ignored.
+    """
+    text = block.source.replace("\\\n", " ")
+    found: list[list[str]] = []
+    for line in text.splitlines():
+        lexer = shlex.shlex(line.removeprefix("$ "), posix=True, punctuation_chars=";&|")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        command: list[str] = []
+        for token in [*lexer, ";"]:
+            if token and set(token) <= set(";&|"):
+                while command and "=" in command[0] and not command[0].startswith("-"):
+                    command.pop(0)
+                if command and command[0].rsplit("/", 1)[-1] == "tether":
+                    found.append(command[1:])
+                command = []
+            else:
+                command.append(token)
     return found
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from docs_blocks import MarkerError, blocks, runnable
+from docs_blocks import Block, MarkerError, blocks, commands, runnable
 from tether.core.devserver import EmbeddedEngine
 from tether.core.store import BlobStore
 from tether.testing import Script, ScriptedModelServer, ToolCall, Turn
@@ -64,6 +64,44 @@ def test_a_marker_must_mark_a_python_block(tmp_path: Path) -> None:
     found = blocks(page)
     assert [b.skip for b in found] == ["a fragment", None]
     assert [b.line for b in found] == [3, 6]
+
+
+def test_tether_commands_in_shell_blocks_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every `tether ...` line of a bash block names a real command with real options."""
+    from tether.cli import build_parser
+
+    checked = 0
+    for page in PAGES:
+        for block in blocks(page):
+            if block.lang != "bash" or block.skip is not None:
+                continue
+            for argv in commands(block):
+                try:
+                    build_parser().parse_args(argv)
+                except SystemExit:
+                    pytest.fail(
+                        f"{block.where}: tether {' '.join(argv)}\n{capsys.readouterr().err}"
+                    )
+                checked += 1
+    assert checked >= 10, f"only {checked} tether commands found in the docs' bash blocks"
+
+
+def test_commands_are_read_like_a_shell() -> None:
+    block = Block(
+        Path("p.md"),
+        1,
+        "bash",
+        "export A=1\n"
+        "tether dev   # the engine\n"
+        "X=1 .venv/bin/tether run m:a 'a prompt' \\\n  --id r1 && tether runs show r1\n"
+        "python -m tether.cli; echo tether\n",
+        None,
+    )
+    assert commands(block) == [
+        ["dev"],
+        ["run", "m:a", "a prompt", "--id", "r1"],
+        ["runs", "show", "r1"],
+    ]
 
 
 @pytest.mark.parametrize(
