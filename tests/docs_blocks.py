@@ -2,7 +2,8 @@
 
 Every fenced ``python`` block of a page runs, in order, in one namespace (like a session in
 ``python -m asyncio``: top-level ``await`` works, names carry over to later blocks), and
-every ``tether`` command in a ``bash`` block must parse with the CLI's own parser. A block
+every ``tether`` command in a ``bash`` block (or on a ``$`` line of a ``console`` block)
+must parse with the CLI's own parser. A block
 that cannot run on its own (a signature, a fragment, a program that needs a real API key)
 says so in the Markdown source, on the line right before its fence::
 
@@ -97,8 +98,11 @@ def commands(block: Block) -> list[list[str]]:
     ``;`` and ``|``; leading ``VAR=value`` assignments and a ``.venv/bin/`` path are ignored.
     """
     text = block.source.replace("\\\n", " ")
+    lines = text.splitlines()
+    if block.lang == "console":  # a transcript: only the prompt lines are commands
+        lines = [line[2:] for line in lines if line.startswith("$ ")]
     found: list[list[str]] = []
-    for line in text.splitlines():
+    for line in lines:
         lexer = shlex.shlex(line.removeprefix("$ "), posix=True, punctuation_chars=";&|")
         lexer.whitespace_split = True
         lexer.commenters = "#"

@@ -73,7 +73,7 @@ def test_tether_commands_in_shell_blocks_parse(capsys: pytest.CaptureFixture[str
     checked = 0
     for page in PAGES:
         for block in blocks(page):
-            if block.lang != "bash" or block.skip is not None:
+            if block.lang not in ("bash", "console") or block.skip is not None:
                 continue
             for argv in commands(block):
                 try:
