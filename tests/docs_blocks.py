@@ -135,6 +135,10 @@ async def run_blocks(todo: list[Block]) -> None:
         result = eval(code, namespace)
         if inspect.iscoroutine(result):
             await result
+    from tether.core import runtime
+
+    if runtime._default is not None:  # the runtime the blocks used: its local workers stop
+        await runtime._default.close()
 
 
 def main(argv: list[str]) -> int:
