@@ -21,6 +21,7 @@ import inspect
 import re
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,10 +132,11 @@ async def run_blocks(todo: list[Block]) -> None:
         # Line numbers in tracebacks are the Markdown file's.
         source = "\n" * (block.line - 1) + block.source
         code = compile(source, str(block.page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        print(f"--- {block.where}", flush=True)
+        started = time.perf_counter()
         result = eval(code, namespace)
         if inspect.iscoroutine(result):
             await result
+        print(f"--- {block.where}: {time.perf_counter() - started:.1f} s", flush=True)
     from tether.core import runtime
 
     if runtime._default is not None:  # the runtime the blocks used: its local workers stop
