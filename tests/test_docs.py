@@ -40,12 +40,11 @@ SCRIPTS: dict[str, list[Turn]] = {
 
 
 def test_every_python_block_runs_or_says_why_not() -> None:
-    """A python block either runs or carries a visible ``docs-test: skip: WHY`` marker."""
+    """A python block either runs or carries a visible ``docs-test: skip: WHY`` marker (a
+    marker without its reason, or marking nothing, fails the parse: MarkerError)."""
     python = [b for page in PAGES for b in blocks(page) if b.lang == "python"]
-    assert python, "no python blocks found in docs/"
-    for block in python:
-        assert block.skip is None or block.skip.strip(), block.where
-    # The user's pages run most of what they show.
+    assert len(python) >= 20, f"only {len(python)} python blocks found in docs/"
+    # The pages a new user reads first run everything they show.
     for name in ("getting-started.md", "concepts.md", "openai-agents.md", "pydantic-ai.md"):
         page = DOCS / name
         shown = [b for b in blocks(page) if b.lang == "python"]
