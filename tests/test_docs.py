@@ -37,6 +37,7 @@ SCRIPTS: dict[str, list[Turn]] = {
         Turn.text("Order 42 is refunded."),
     ],
 }
+NO_RUNS = {"deploying.md"}  # its block builds a versioned worker and starts no run
 
 
 def test_every_python_block_runs_or_says_why_not() -> None:
@@ -134,5 +135,6 @@ def test_page_blocks_run(
             timeout=150,
         )
         assert done.returncode == 0, f"{page.name}:\n{done.stdout}\n{done.stderr}"
-        # The blocks reached the model through the scripted server (not a real provider).
-        assert server.count() > 0, f"{page.name}: no model request was made"
+        if page.name not in NO_RUNS:
+            # The blocks reached the model through the scripted server (not a provider).
+            assert server.count() > 0, f"{page.name}: no model request was made"
