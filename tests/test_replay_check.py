@@ -136,3 +136,97 @@ async def test_the_same_code_passes_from_files_and_from_the_engine(rec: Recorded
 @pytest.fixture
 def rec(recorded: Recorded) -> Recorded:
     return recorded
+
+
+async def test_a_tool_added_before_an_existing_one_breaks_the_first_model_step(
+    rec: Recorded,
+) -> None:
+    code, runs, _ = await check(
+        rec, "apps.rc_tool_before:oa", "apps.rc_tool_before:pai", *files(rec)
+    )
+    assert code == 1
+    for agent in (OA, PAI):
+        run = runs[agent]
+        assert run["verdict"] == "breaks", run
+        assert run["step"] == 1 and run["step_name"] == f"model: {agent}", run
+    assert runs[OA]["path"] == "$.payload.spec_ref.tools[0].description"
+    assert '+          "name": "get_air_quality"' in runs[OA]["diff"], runs[OA]["diff"]
+    assert "get_air_quality_pai" in runs[PAI]["diff"], runs[PAI]["diff"]
+
+
+async def test_a_changed_system_prompt_breaks_the_first_model_step(rec: Recorded) -> None:
+    code, runs, _ = await check(rec, "apps.rc_prompt:oa", "apps.rc_prompt:pai", *files(rec))
+    assert code == 1
+    for agent in (OA, PAI):
+        run = runs[agent]
+        assert run["verdict"] == "breaks" and run["step"] == 1, run
+        assert '-    "system": "Answer with the alerts."' in run["diff"] or (
+            "Answer with the alerts, in one line." in run["diff"]
+        ), run["diff"]
+    assert runs[OA]["path"] == "$.payload.system"
+
+
+async def test_tool_arguments_built_differently_break_the_step_that_gets_them(
+    rec: Recorded,
+) -> None:
+    code, runs, _ = await check(rec, "apps.rc_args:oa", "apps.rc_args:pai", *files(rec))
+    assert code == 1
+    # The SDK: the translator agent-as-tool builds its input from the arguments another way;
+    # its model step (the run's 4th) is the first whose request differs.
+    oa = runs[OA]
+    assert oa["verdict"] == "breaks" and oa["step"] == 4, oa
+    assert oa["step_name"] == "model: rc-translator", oa
+    assert "Translate into French, keep it short: heat advisory" in oa["diff"], oa["diff"]
+    # Pydantic AI: the tool's argument is validated into another value (same JSON schema):
+    # the model steps are the same, the tool step (2nd) gets "CA" instead of "ca".
+    pai = runs[PAI]
+    assert pai["verdict"] == "breaks" and pai["step"] == 2, pai
+    assert pai["step_name"] == "tool: get_weather_alerts", pai
+    assert pai["path"] == "$.payload.args.state", pai
+    assert '-      "state": "ca"' in pai["diff"] and '+      "state": "CA"' in pai["diff"]
+
+
+async def test_replay_safe_changes_pass(rec: Recorded) -> None:
+    """A tool only an agent the run never handed off to has (SDK), a tool offered only from
+    the 10th model call on (Pydantic AI), and a tool whose code changed (both)."""
+    code, runs, err = await check(rec, "apps.rc_safe:oa", "apps.rc_safe:pai", *files(rec))
+    assert code == 0, (runs, err)
+    assert runs[OA]["verdict"] == runs[PAI]["verdict"] == "ok"
+
+
+async def test_human_report_names_the_step_and_shows_the_diff(rec: Recorded) -> None:
+    """Runs selected on the engine (--since, --agent), the agent code named on the line."""
+    proc = await cli(
+        "replay-check", "apps.rc_args:pai", "--since", "1h", "--agent", PAI, env=rec.env
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == (
+        f"WOULD BREAK  {rec.runs[PAI]} [{PAI}]: step 2 (tool: get_weather_alerts) would be "
+        "asked for with another input: $.payload.args.state differs"
+    ), proc.stdout
+    assert '    -      "state": "ca"' in lines and '    +      "state": "CA"' in lines
+    assert rec.runs[OA] not in proc.stdout  # --agent left the other run out
+    assert "1 run(s): 0 ok, 1 would break, 0 could not be checked" in proc.stderr
+
+
+async def test_a_run_that_cannot_be_checked_fails_the_check(rec: Recorded) -> None:
+    code, runs, _ = await check(
+        rec, "--id", "no-such-run-anywhere", "--history-file", str(rec.files[PAI])
+    )
+    assert code == 1
+    assert runs[PAI]["verdict"] == "ok"  # loaded from the run's recorded source
+    [missing] = [r for r in runs.values() if r["run_id"] == "no-such-run-anywhere"]
+    assert missing["verdict"] == "unchecked"
+    assert "could not be fetched" in missing["reason"], missing
+
+
+async def test_bad_usage_exits_2_with_one_line(rec: Recorded, tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-history.json"
+    bad.write_text('{"events": []}')
+    proc = await cli("replay-check", "--history-file", str(bad), env=rec.env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"tether: error: history file {str(bad)!r} holds no history events (no 'events' "
+        "list). Fix: export it with `temporal workflow show -w RUN_ID -o json > FILE`"
+    ]
