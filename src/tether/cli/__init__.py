@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "log_level", None) is not None:
+        from tether.core.logs import configure
+
+        configure(args.log_level, args.log_format)
     try:
         if args.is_async:
             return int(asyncio.run(args.func(args)))

@@ -13,10 +13,13 @@ import json
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tether.cli._common import add_connection, as_durable, positive_int
+from tether.cli._common import add_connection, add_logging, as_durable, positive_int
 from tether.errors import TetherError
+
+if TYPE_CHECKING:
+    from tether.core.replaycheck import Verdict
 
 
 async def cmd_replay_check(args: argparse.Namespace) -> int:
@@ -140,7 +143,7 @@ async def _check(item: Any, converter: Any, loaded: dict[str, str], only: str | 
         )
 
 
-def _load_recorded(agent: str, source: str | None) -> tuple[str, str] | None:
+def _load_recorded(agent: str, source: str | None) -> tuple[Verdict, str] | None:
     """Load the run's agent from its recorded MODULE:OBJECT: None when it is now registered,
     else (verdict, reason)."""
     from tether.core import registry
@@ -240,4 +243,5 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout (for CI)")
     add_connection(p)
+    add_logging(p, "warning")
     p.set_defaults(func=cmd_replay_check, is_async=True)
