@@ -265,7 +265,8 @@ def register(sub: Any) -> None:
         help="print the run's events live (tool calls, approvals, usage) until it ends",
     )
     add_connection(p)
-    add_logging(p, "warning")
+    # Its progress lines already say when a step is retried; its error, why a run failed.
+    add_logging(p, "error")
     p.set_defaults(func=cmd_run, is_async=True)
 
     p = sub.add_parser("demo", help="kill a worker mid-run and watch the run resume")
