@@ -60,7 +60,7 @@ def build(
     if unreached_tool:  # the recorded run never handed off to the specialist
         specialist_tools.append(get_forecast)
     specialist = Agent(
-        name="rc-specialist",
+        name="rc_specialist",
         instructions="You answer alert questions.",
         tools=list(specialist_tools),
         model="gpt-rc-specialist",
