@@ -142,14 +142,14 @@ class _RunInbound(WorkflowInboundInterceptor):
                 **base,
                 adapter=getattr(request, "adapter", None),
                 task_queue=info.task_queue,
-                attempt=info.attempt if info.attempt > 1 else None,
             )
         try:
             result = await super().execute_workflow(input)
         except BaseException as exc:
             if not workflow.unsafe.is_replaying():
-                _log_end(exc, base, info)
+                _log_end(exc, base)
             raise
+        _task_failures.pop(info.workflow_id, None)
         if not workflow.unsafe.is_replaying():
             took = (workflow.now() - info.start_time).total_seconds()
             log(
@@ -165,7 +165,7 @@ class _RunInbound(WorkflowInboundInterceptor):
         return result
 
 
-def _log_end(exc: BaseException, base: dict[str, Any], info: workflow.Info) -> None:
+def _log_end(exc: BaseException, base: dict[str, Any]) -> None:
     if type(exc).__name__ == "ContinueAsNewError":
         log(RUN_LOG, logging.INFO, "run continued as new", **base)
     elif is_cancelled_exception(exc):
@@ -175,13 +175,24 @@ def _log_end(exc: BaseException, base: dict[str, Any], info: workflow.Info) -> N
         log(RUN_LOG, logging.WARNING, "run failed", **base, error_type=error_type, error=str(exc))
     else:
         # Not a run failure: the run task fails and the engine retries it (on this worker or
-        # another), e.g. a worker that does not host the agent, or a bug in the loop.
-        log(
-            RUN_LOG,
-            logging.WARNING,
-            "run task failed, to be retried",
-            **base,
-            task_attempt=info.attempt,
-            error_type=type(exc).__name__,
-            error=str(exc).splitlines()[0] if str(exc) else "",
-        )
+        # another), e.g. a worker that does not host the agent, or a bug in the loop. Logged
+        # the first time and every 10th time after in this process, with the count.
+        key = str(base["run_id"])
+        times = _task_failures.get(key, 0) + 1
+        if len(_task_failures) > 10_000:
+            _task_failures.clear()
+        _task_failures[key] = times
+        if times == 1 or times % 10 == 0:
+            log(
+                RUN_LOG,
+                logging.WARNING,
+                "run task failed, to be retried",
+                **base,
+                times=times,
+                error_type=type(exc).__name__,
+                error=str(exc).splitlines()[0] if str(exc) else "",
+            )
+
+
+_task_failures: dict[str, int] = {}
+"""How often each run's task failed on this worker (for the log's pace)."""
