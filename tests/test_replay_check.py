@@ -114,6 +114,8 @@ async def check(rec: Recorded, *args: str) -> tuple[int, dict[str, Any], str]:
     proc = await cli("replay-check", *args, "--json", env=rec.env)
     assert proc.stdout.strip(), proc.stderr
     report = json.loads(proc.stdout)
+    assert report["ok"] is (proc.returncode == 0)
+    assert sum(report["counts"].values()) == len(report["runs"])
     return proc.returncode, {r["agent"]: r for r in report["runs"]}, proc.stderr
 
 

@@ -190,7 +190,16 @@ def _summary(checks: Sequence[Any], *, as_json: bool) -> int:
     counts = {v: sum(1 for c in checks if c.verdict == v) for v in ("ok", "breaks", "unchecked")}
     code = 1 if counts["breaks"] or counts["unchecked"] else 0
     if as_json:
-        print(json.dumps({"ok": code == 0, **counts, "runs": [c.to_json() for c in checks]}))
+        summary = {
+            "ok": code == 0,
+            "counts": {
+                "ok": counts["ok"],
+                "breaks": counts["breaks"],
+                "unchecked": counts["unchecked"],
+            },
+            "runs": [c.to_json() for c in checks],
+        }
+        print(json.dumps(summary))
         return code
     if not checks:
         print("no runs to check", file=sys.stderr)
