@@ -23,9 +23,11 @@ import pytest
 
 from tether.core.devserver import EmbeddedEngine, find_temporal_binary
 from tether.core.runtime import Runtime
-from tether.testing import ScriptedModelServer, ToolCall, Turn
+from tether.testing import Fault, ScriptedModelServer, ToolCall, Turn
 
 HERE = Path(__file__).parent
+# The first test records the runs (two `tether run` processes); each check is a process.
+pytestmark = pytest.mark.timeout(600)
 OA, PAI = "rc-oa", "rc-pai"
 
 
@@ -232,3 +234,41 @@ async def test_bad_usage_exits_2_with_one_line(rec: Recorded, tmp_path: Path) ->
         f"tether: error: history file {str(bad)!r} holds no history events (no 'events' "
         "list). Fix: export it with `temporal workflow show -w RUN_ID -o json > FILE`"
     ]
+
+
+async def step_scheduled(runtime: Runtime, run_id: str) -> bool:
+    from temporalio.api.enums.v1 import EventType
+
+    history = await runtime.client.get_workflow_handle(run_id).fetch_history()
+    return any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in history.events)
+
+
+async def test_by_default_the_running_runs_are_checked(
+    rec: Recorded, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run in flight (its first model step hangs) is what a deploy affects: the default."""
+    import tether
+    from apps.rc_agents import build
+
+    queue = f"rc-live-{uuid.uuid4().hex[:8]}"
+    with ScriptedModelServer({"gpt-rc-pai": [Turn.text("x", faults=[Fault.hang(300)])]}) as s:
+        monkeypatch.setenv("OPENAI_BASE_URL", s.base_url)
+        _, pai = build()
+        durable = tether.durable(
+            pai, runtime=runtime, task_queue=queue, local_worker=False, source="apps.rc_base:pai"
+        )
+        async with runtime.worker(task_queue=queue):
+            handle = await durable.start("Any alerts in CA?", id=f"rc-live-{queue}")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 120
+            while not await step_scheduled(runtime, handle.id):
+                assert loop.time() < deadline, "the run's model step was never scheduled"
+                await asyncio.sleep(0.2)
+            try:
+                code, runs, err = await check(rec, "--agent", PAI)
+            finally:
+                await runtime.client.get_workflow_handle(handle.id).terminate("test done")
+    assert code == 0, (runs, err)
+    [live] = runs.values()  # the finished run of the same agent is not checked
+    assert live["run_id"] == handle.id and live["verdict"] == "ok", live
+    assert live["compared"] == 1 and live["source"] == "apps.rc_base:pai"
