@@ -156,7 +156,7 @@ def _load_recorded(agent: str, source: str | None) -> tuple[Verdict, str] | None
         )
     try:
         durable = as_durable(source, local_worker=False)
-    except TetherError as exc:
+    except Exception as exc:  # not importable, not an agent, another agent of that name
         return (
             "unchecked",
             f"its agent {agent!r} could not be loaded from its recorded source {source}: {exc}. "
