@@ -46,7 +46,9 @@ def script() -> dict[str, list[Turn]]:
     }
 
 
-async def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+async def cli(
+    *args: str, env: dict[str, str], cwd: Path = HERE
+) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "tether.cli", *args],
@@ -54,7 +56,7 @@ async def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
         capture_output=True,
         text=True,
         timeout=400,  # a Python process starting on a loaded 2-core machine can take minutes
-        cwd=HERE,
+        cwd=cwd,
     )
 
 
@@ -223,6 +225,17 @@ async def test_a_run_that_cannot_be_checked_fails_the_check(rec: Recorded) -> No
     [missing] = [r for r in runs.values() if r["run_id"] == "no-such-run-anywhere"]
     assert missing["verdict"] == "unchecked"
     assert "could not be fetched" in missing["reason"], missing
+    # Elsewhere, the run's recorded MODULE:OBJECT cannot be imported: not checked, and why.
+    elsewhere = dict(rec.env, PYTHONPATH="")
+    proc = await cli(
+        "replay-check", "--history-file", str(rec.files[PAI]), "--json", env=elsewhere,
+        cwd=rec.files[PAI].parent,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    [run] = json.loads(proc.stdout)["runs"]
+    assert run["verdict"] == "unchecked" and run["agent"] == PAI
+    assert "could not be loaded from its recorded source apps.rc_base:pai" in run["reason"]
+    assert "cannot import module 'apps.rc_base'" in run["reason"], run
 
 
 async def test_bad_usage_exits_2_with_one_line(rec: Recorded, tmp_path: Path) -> None:
