@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.cli._common import add_connection, add_logging, as_durable, positive_int
-from tether.errors import TetherError
+from tether.errors import EngineUnavailableError, TetherError
 
 if TYPE_CHECKING:
     from tether.core.replaycheck import Verdict
@@ -41,9 +41,17 @@ async def cmd_replay_check(args: argparse.Namespace) -> int:
         if engine:
             from tether.core.runtime import Runtime
 
-            runtime = await Runtime.connect(
-                args.address, namespace=args.namespace, task_queue=args.task_queue
-            )
+            try:
+                runtime = await Runtime.connect(
+                    args.address, namespace=args.namespace, task_queue=args.task_queue
+                )
+            except EngineUnavailableError as exc:
+                first = str(exc).split(". Fix:")[0]
+                raise EngineUnavailableError(
+                    f"{first}. Fix: point TEMPORAL_ADDRESS / --address at the engine whose "
+                    "runs to check (replay-check never starts one), or check exported "
+                    "histories with --history-file FILE"
+                ) from None
             converter = runtime.client.data_converter
         else:
             from tether.core.replaycheck import offline_converter
