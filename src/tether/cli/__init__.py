@@ -1,7 +1,7 @@
 """`tether`: run the engine, host agents, start and operate runs, list plugins, the demo.
 
 Each command group lives in a module of its own (``engine``, ``hosting``, ``runs``,
-``adapters``) with a ``register(sub)`` that adds its parsers.
+``deploy``, ``adapters``) with a ``register(sub)`` that adds its parsers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from tether.cli import adapters, codec, engine, hosting, runs
+from tether.cli import adapters, codec, deploy, engine, hosting, runs
 from tether.cli._common import load_object
 from tether.errors import TetherError
 
@@ -33,13 +33,17 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tether", description="Durable execution for AI agents, on Temporal.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (engine, hosting, runs, adapters, codec):
+    for group in (engine, hosting, runs, deploy, adapters, codec):
         group.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "log_level", None) is not None:
+        from tether.core.logs import configure
+
+        configure(args.log_level, args.log_format)
     try:
         if args.is_async:
             return int(asyncio.run(args.func(args)))

@@ -77,6 +77,23 @@ def add_connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-queue", help="task queue (default: $TETHER_TASK_QUEUE or 'tether')")
 
 
+def add_logging(p: argparse.ArgumentParser, default: str) -> None:
+    """``--log-level`` / ``--log-format``: the process's log lines, on standard error."""
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=default,
+        help=f"Tether's log lines from this level on, on stderr (default: {default}); debug "
+        "adds Temporal's own warnings",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text (key=value fields) or one JSON object each (default: text)",
+    )
+
+
 def jsonable(value: Any) -> Any:
     from pydantic_core import to_jsonable_python
 

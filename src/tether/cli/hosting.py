@@ -13,6 +13,7 @@ from typing import Any
 
 from tether.cli._common import (
     add_connection,
+    add_logging,
     ago,
     as_durable,
     follow_events,
@@ -212,6 +213,7 @@ def register(sub: Any) -> None:
         help="steps this worker runs at once; past it, it takes no more (default 100)",
     )
     add_connection(p)
+    add_logging(p, "info")
     p.set_defaults(func=cmd_worker, is_async=True)
 
     p = sub.add_parser("run", help='start a run: tether run MODULE:OBJECT "prompt"')
@@ -263,6 +265,8 @@ def register(sub: Any) -> None:
         help="print the run's events live (tool calls, approvals, usage) until it ends",
     )
     add_connection(p)
+    # Its progress lines already say when a step is retried; its error, why a run failed.
+    add_logging(p, "error")
     p.set_defaults(func=cmd_run, is_async=True)
 
     p = sub.add_parser("demo", help="kill a worker mid-run and watch the run resume")

@@ -177,6 +177,7 @@ class TetherPlugin(SimplePlugin):
         options = worker_options(self.store)
         config["workflows"] = [*workflows, *options["workflows"]]
         config["activities"] = [*config.get("activities", ()), *options["activities"]]
+        config["interceptors"] = [*config.get("interceptors", ()), *options["interceptors"]]
         return config
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:

@@ -64,6 +64,10 @@ class ReplayDifference:
     """Where the two requests first differ, as a JSON path (``$.transcript.delta[0]...``)."""
     recorded: str = ""
     replayed: str = ""
+    recorded_request: Any = None
+    """The whole recorded request as canonical JSON data (``input`` differences)."""
+    replayed_request: Any = None
+    """The whole replayed request as canonical JSON data (``input`` differences)."""
 
     def describe(self) -> str:
         """One line naming the step, the path and both values."""
@@ -210,6 +214,8 @@ async def replay_check(
                     path=path,
                     recorded=a,
                     replayed=b,
+                    recorded_request=old_json,
+                    replayed_request=new_json,
                 )
             )
     return report

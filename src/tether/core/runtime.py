@@ -29,6 +29,7 @@ from tether.core.codec import Keyring
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
 from tether.core.devserver import EmbeddedEngine, local_engine, private_dir, running_engine
+from tether.core.logs import RunLogInterceptor, use_temporal_runtime
 from tether.core.run import AgentRun
 from tether.core.steps import build_activity
 from tether.core.store import BlobStore, StoreDriver, default_home, open_store
@@ -106,7 +107,10 @@ class Runtime:
             connect["namespace"] = namespace
         try:
             client = await Client.connect(
-                address, data_converter=data_converter(store, keyring), **connect
+                address,
+                data_converter=data_converter(store, keyring),
+                runtime=use_temporal_runtime(),  # core's log lines through `logging`
+                **connect,
             )
         except Exception as exc:
             if engine is not None:
@@ -274,8 +278,9 @@ class AgentWorker:
 
 
 def worker_options(store: BlobStore) -> dict[str, Any]:
-    """What a worker hosting Tether runs registers: ``workflows`` (the run workflow) and
-    ``activities`` (every installed or registered adapter's steps, reading ``store``).
+    """What a worker hosting Tether runs registers: ``workflows`` (the run workflow),
+    ``activities`` (every installed or registered adapter's steps, reading ``store``) and
+    ``interceptors`` (the run log lines, :mod:`tether.core.logs`).
 
     Shared by :meth:`Runtime.worker` and ``tether.contrib.temporal.TetherPlugin``. Also starts
     (once per process, in a thread) the imports a run task would otherwise make lazily.
@@ -284,7 +289,11 @@ def worker_options(store: BlobStore) -> dict[str, Any]:
     activities = [
         build_activity(step, store) for adapter in _adapters_in_use() for step in adapter.steps()
     ]
-    return {"workflows": [AgentRun], "activities": activities}
+    return {
+        "workflows": [AgentRun],
+        "activities": activities,
+        "interceptors": [RunLogInterceptor()],
+    }
 
 
 def _adapters_in_use() -> Sequence[Adapter]:

@@ -464,6 +464,9 @@ def build_activity(
             outcome: StepOutcome = await asyncio.shield(task)
             await _store_outcome(outcome, deadline)
             return outcome
+        except Exception as exc:
+            _log_failed_attempt(definition, request, info, exc)
+            raise
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             superseded = details is not None and (details.timed_out or details.not_found)
@@ -479,6 +482,37 @@ def build_activity(
 
     run_step.__name__ = run_step.__qualname__ = definition.name.replace(".", "_")
     return activity.defn(name=definition.name)(run_step)
+
+
+def _log_failed_attempt(
+    definition: StepDefinition, request: StepRequest, info: activity.Info, exc: Exception
+) -> None:
+    """One line per failed attempt of a step: run, agent, step, attempt, error, and whether
+    the engine retries it."""
+    from tether.core.logs import STEP_LOG, log
+
+    policy = info.retry_policy
+    error_type = exc.type if isinstance(exc, ApplicationError) else type(exc).__name__
+    final = (
+        (isinstance(exc, ApplicationError) and exc.non_retryable)
+        or (policy is not None and 0 < policy.maximum_attempts <= info.attempt)
+        or (policy is not None and error_type in (policy.non_retryable_error_types or ()))
+    )
+    message = exc.message if isinstance(exc, ApplicationError) else str(exc)
+    log(
+        STEP_LOG,
+        logging.WARNING,
+        "step attempt failed" if not final else "step failed",
+        run_id=request.run_id,
+        agent=request.agent,
+        step=request.step,
+        name=definition.name,
+        kind=definition.kind,
+        attempt=info.attempt,
+        error_type=error_type,
+        error=message.splitlines()[0] if message else "",
+        retrying=not final,
+    )
 
 
 def engine_non_retryable(exc: BaseException) -> bool:
