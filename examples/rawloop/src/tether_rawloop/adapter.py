@@ -48,6 +48,7 @@ class RawLoopAdapter(Adapter):
             Capability.SYNC_TOOLS,
             Capability.MAX_TURNS,
             Capability.STRUCTURED_OUTPUT,
+            Capability.CONTINUE_AS_NEW,
         }
     )
 
@@ -151,12 +152,20 @@ class RawLoopAdapter(Adapter):
 
     async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
         assert isinstance(agent, RawAgent)
+
+        async def checkpoint(messages: list[Message], turns: int) -> None:
+            # A step boundary: a long run may continue as new here, with the loop's state.
+            await session.checkpoint(lambda: {"messages": messages, "turns": turns})
+
+        saved = session.resumed()
         result = await agent_loop(
             agent,
             str(request.input),
             self.ask_model(session, agent),
             self.run_tool(session, agent),
             max_turns=int(request.options.get("max_turns", 10)),
+            resume=(list(saved["messages"]), int(saved["turns"])) if saved else None,
+            checkpoint=checkpoint,
         )
         return {"output": result.output, "turns": result.turns}
 
