@@ -289,6 +289,9 @@ class Carried:
     """Answers to carried waits given while the segment ended (the loop has not read them)."""
     transcript: dict[str, Any] | None = None
     """The last conversation handed to a step: its chain ``head``, ``length`` and ``digest``."""
+    conversation: dict[str, Any] | None = None
+    """The conversation the loop state holds, by reference: the chain ``base`` the store
+    holds (``length`` items) and the ``delta`` after it (the items of the last turn)."""
     stream_offset: int = 0
     """The run's event log offset where this segment's events start."""
     publishers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -361,20 +364,33 @@ class RunSession(Protocol):
         ...
 
     async def checkpoint(
-        self, snapshot: Callable[[], JSON], *, asking: Sequence[WaitRequest] = ()
+        self,
+        snapshot: Callable[[], JSON],
+        *,
+        transcript: Sequence[JSON] | None = None,
+        asking: Sequence[WaitRequest] = (),
     ) -> None:
         """Mark a step boundary of the loop (adapters declaring
         ``Capability.CONTINUE_AS_NEW``). Usually returns at once. When the run is due to
         continue as new and this is a safe point, ``snapshot()`` is called for the loop's
         state (JSON) and this call does not return: the loop unwinds (a ``BaseException``
         that must not be swallowed) and the next segment's loop resumes from
-        :meth:`resumed`. ``asking`` are waits the loop is about to make: they are asked now
-        and carried, so a person can answer them in the next segment."""
+        :meth:`resumed`.
+
+        ``transcript`` is the conversation the loop holds, as handed to steps: it crosses by
+        reference to the store (leave it out of the snapshot) and comes back from
+        :meth:`resumed_transcript`. ``asking`` are waits the loop is about to make: they are
+        asked now and carried, so a person can answer them in the next segment."""
         ...
 
     def resumed(self) -> JSON:
         """The loop state the previous segment's :meth:`checkpoint` saved (None in a run's
         first segment): the adapter resumes its framework's loop from it."""
+        ...
+
+    def resumed_transcript(self) -> list[JSON] | None:
+        """The conversation passed to the previous segment's :meth:`checkpoint` (None when
+        none was, and in a run's first segment)."""
         ...
 
 

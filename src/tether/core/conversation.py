@@ -46,6 +46,30 @@ class Transcript:
             return None
         return {"head": head, "length": length, "digest": digest(canonical_json(self._items))}
 
+    def split(self, items: Sequence[Any]) -> dict[str, Any]:
+        """``items`` as the longest prefix the store holds (its chain ``base``, or None) and
+        the ``delta`` after it, without recording anything: what a run's next segment loads
+        (``Carried.conversation``)."""
+        common = _common_prefix(self._items, items)
+        base_len = self._lengths[bisect_right(self._lengths, common) - 1] if self._lengths else 0
+        if base_len > common:
+            base_len = 0
+        base = self._heads.get(base_len)
+        if base is None:
+            base_len = 0
+        return {
+            "base": base,
+            "length": base_len,
+            "delta": json.loads(canonical_json(list(items[base_len:]))),
+        }
+
+    def adopt(self, head: str, items: list[Any]) -> None:
+        """Start from ``items``, stored in the store under chain ``head`` (loaded by a run's
+        continued segment): the next conversation that begins with them sends only the rest."""
+        self._items = json.loads(canonical_json(items))
+        insort(self._lengths, len(items))
+        self._heads[len(items)] = head
+
     def seed(self, head: str, length: int, digest: str) -> None:
         """Start from a previous segment's last conversation (:meth:`carry`): the first
         conversation handed over that begins with the same ``length`` items (checked by

@@ -188,10 +188,12 @@ class Ledger:
 
     def state(self) -> dict[str, Any]:
         """The ledger as JSON, carried to a run's next segment (:meth:`from_state`)."""
-        from dataclasses import asdict
+        from dataclasses import astuple
 
         return {
-            "entries": [asdict(e) for e in self.entries],
+            # Values only, in StepUsage's field order (fields are only ever appended): a
+            # long run carries one entry per model step.
+            "entries": [list(astuple(e)) for e in self.entries],
             "totals": dict(self.totals),
             "cost": self.cost,
             "failed_attempts": self.failed_attempts,
@@ -200,7 +202,7 @@ class Ledger:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Ledger:
         ledger = cls()
-        ledger.entries = [StepUsage(**e) for e in state.get("entries", [])]
+        ledger.entries = [StepUsage(*e) for e in state.get("entries", [])]
         ledger.totals = {k: int(v) for k, v in dict(state.get("totals", {})).items()}
         ledger.cost = state.get("cost")
         ledger.failed_attempts = int(state.get("failed_attempts", 0))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -49,7 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.core.conversation import Transcript
     from tether.core.ledger import Ledger, normalize_usage
     from tether.core.sealed import seal_keys, unseal_tree
-    from tether.core.steps import BLOB_MISSING
+    from tether.core.steps import BLOB_MISSING, TRANSCRIPT_ACTIVITY
     from tether.core.store import PAYLOAD_MISSING, canonical_json, digest
 
 WORKFLOW_NAME = "tether.AgentRun"
@@ -193,6 +193,8 @@ class AgentRun:
         self._can_continue = False
         self._segment_steps = 0
         self._history_full: str | None = None
+        self._conversation: dict[str, Any] | None = None
+        self._resumed_transcript: list[JSON] | None = None
         if carried is not None:
             self._restore(carried)
 
@@ -722,6 +724,7 @@ class AgentRun:
     async def _loop(self, adapter: Any, agent: object, request: RunRequest) -> JSON:
         """The adapter's loop; when it unwinds at a checkpoint, the run continues as new."""
         try:
+            await self._load_conversation()
             return await adapter.run(self, agent, _unsealed(request))
         except BaseException as exc:
             found = _continuing(exc)
@@ -731,11 +734,17 @@ class AgentRun:
         raise AssertionError("unreachable: continue_as_new returned")
 
     async def checkpoint(
-        self, snapshot: Callable[[], JSON], *, asking: Sequence[WaitRequest] = ()
+        self,
+        snapshot: Callable[[], JSON],
+        *,
+        transcript: Sequence[JSON] | None = None,
+        asking: Sequence[WaitRequest] = (),
     ) -> None:
         if not self._can_continue or self._in_flight or not self._due():
             return
         loop = snapshot()
+        if transcript is not None:
+            self._conversation = self._transcript.split(transcript)
         for request in asking:
             if request.id not in self._pending and request.id not in self._answers:
                 self._ask(request)
@@ -743,6 +752,32 @@ class AgentRun:
 
     def resumed(self) -> JSON:
         return self._carried.loop if self._carried is not None else None
+
+    def resumed_transcript(self) -> list[JSON] | None:
+        return self._resumed_transcript
+
+    async def _load_conversation(self) -> None:
+        """A continued segment: the conversation its loop state holds, from the store (one
+        step-like read per segment; what crosses in the input is its reference)."""
+        carried = self._carried
+        if carried is None or carried.conversation is None:
+            return
+        base, delta = carried.conversation.get("base"), list(carried.conversation["delta"])
+        prefix: list[JSON] = []
+        if base is not None:
+            prefix = await workflow.execute_activity(
+                TRANSCRIPT_ACTIVITY,
+                base,
+                result_type=list,
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=None,
+                retry_policy=RetryPolicy(
+                    maximum_attempts=10, maximum_interval=timedelta(seconds=10)
+                ),
+                summary="load the conversation",
+            )
+            self._transcript.adopt(base, prefix)
+        self._resumed_transcript = prefix + delta
 
     def _due(self) -> bool:
         """Whether this segment should end at the next safe point (deterministic: what
@@ -807,7 +842,8 @@ class AgentRun:
                 {"request": asdict(req), "asked_at": at} for req, at in self._pending.values()
             ],
             answers=[a for key, a in self._answers.items() if key in self._pending],
-            transcript=self._transcript.carry(),
+            transcript=self._transcript.carry() if self._conversation is None else None,
+            conversation=self._conversation,
             stream_offset=state.base_offset + len(state.log),
             publishers={
                 pid: {"sequence": p.sequence, "last_seen": p.last_seen.isoformat()}

@@ -155,16 +155,18 @@ class RawLoopAdapter(Adapter):
 
         async def checkpoint(messages: list[Message], turns: int) -> None:
             # A step boundary: a long run may continue as new here, with the loop's state.
-            await session.checkpoint(lambda: {"messages": messages, "turns": turns})
+            # The conversation crosses by reference to Tether's store, the turns in the state.
+            await session.checkpoint(lambda: {"turns": turns}, transcript=messages)
 
         saved = session.resumed()
+        conversation = session.resumed_transcript()
         result = await agent_loop(
             agent,
             str(request.input),
             self.ask_model(session, agent),
             self.run_tool(session, agent),
             max_turns=int(request.options.get("max_turns", 10)),
-            resume=(list(saved["messages"]), int(saved["turns"])) if saved else None,
+            resume=(list(conversation or []), int(saved["turns"])) if saved else None,
             checkpoint=checkpoint,
         )
         return {"output": result.output, "turns": result.turns}

@@ -267,17 +267,21 @@ class RunProxy:
         if not self.checkpoints:
             return
 
+        conversation = to_jsonable_python(input) if not isinstance(input, str) else None
+
         def snapshot() -> Any:
+            # The conversation crosses as the checkpoint's transcript (by reference to the
+            # store), not inside the state: its input is filled in again on restore.
             state: RunState[Any, Agent[Any]] = RunState(
                 context=RunContextWrapper(context=self.context),
-                original_input=input if isinstance(input, str) else list(input),
+                original_input=input if conversation is None else [],
                 starting_agent=agent,
                 max_turns=self.max_turns,
             )
             state._current_turn = turns
             return {"state": state.to_json(context_serializer=no_context), "turns": turns}
 
-        await self.session.checkpoint(snapshot)
+        await self.session.checkpoint(snapshot, transcript=conversation)
 
     async def restore(self, agent: Agent[Any], saved: Any) -> RunState[Any, Agent[Any]]:
         """The SDK's ``RunState`` a checkpoint saved, with the run's step-backed agents."""
@@ -285,6 +289,9 @@ class RunProxy:
             agent, saved["state"], context_override=RunContextWrapper(context=self.context)
         )
         self.turns = int(saved.get("turns", state._current_turn))
+        conversation = self.session.resumed_transcript()
+        if conversation is not None:
+            state._original_input = list(conversation)
         if state._current_agent is not None:
             state._current_agent = self.agent(state._current_agent)
         if state._starting_agent is not None:
