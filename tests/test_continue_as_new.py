@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
 import tether
@@ -229,11 +228,15 @@ async def test_sigkill_right_after_a_boundary_repeats_no_completed_call(
             tools_at_kill = executed(calls)
             procs.append(WorkerProcess([spec], env, tmp_path / "w2.log"))
             result = await handle.result()
+            # Read while a worker hosts the agent: earlier segments' events are read through
+            # queries that replay them.
+            raw = await handle.raw_result()
+            assert raw.segments >= 2
+            await check_events(handle, raw.segments)
         seen = server.steps_seen()
         tools = executed(calls)
 
     assert output_of(adapter, result) == expected
-    assert handle.id == (await runtime.client.get_workflow_handle(handle.id).describe()).id
     # Every model call that completed before the kill was made once; only the call the new
     # segment may have had in flight at the kill (the last one seen) may have been made twice.
     turns = sorted(t for (_, t) in seen_at_kill)
@@ -246,10 +249,5 @@ async def test_sigkill_right_after_a_boundary_repeats_no_completed_call(
         assert tools[key] == 1, tools
     assert sorted(tools) == sorted(f"lookup:k{i}" for i in range(TOOL_TURNS))
     assert sum(tools.values()) <= TOOL_TURNS + 1
-    raw = await handle.raw_result()
-    assert raw.segments >= 2
-    await check_events(handle, raw.segments)
     desc = await runtime.client.get_workflow_handle(handle.id).describe()
     assert desc.status == WorkflowExecutionStatus.COMPLETED
-    assert os.environ.get("OPENAI_BASE_URL") == server.base_url
-    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED  # imported for the chain walk
