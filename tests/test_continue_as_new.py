@@ -251,3 +251,54 @@ async def test_sigkill_right_after_a_boundary_repeats_no_completed_call(
     assert sum(tools.values()) <= TOOL_TURNS + 1
     desc = await runtime.client.get_workflow_handle(handle.id).describe()
     assert desc.status == WorkflowExecutionStatus.COMPLETED
+
+
+@pytest.mark.parametrize("adapter", ["openai_agents", "pydantic_ai"], indirect=True)
+async def test_an_approval_pending_at_the_boundary_is_answered_after_it(
+    adapter: str, runtime: Runtime, task_queue: str, worker: Any
+) -> None:
+    from hitl_helpers import build_agent, output_of, wait_pending, wrap
+
+    refunds: list[str] = []
+
+    def lookup(order: str) -> str:
+        return f"order {order}: paid"
+
+    def refund(order: str) -> str:
+        refunds.append(order)
+        return f"refunded {order}"
+
+    script = [
+        Turn.tool_calls(ToolCall("lookup", {"order": "o-1"})),
+        Turn.tool_calls(ToolCall("refund", {"order": "o-1"})),
+        Turn.text("refunded o-1"),
+    ]
+    with ScriptedModelServer(script) as server:
+        agent = build_agent(
+            adapter,
+            server,
+            f"can-hitl-{adapter}",
+            {"lookup": lookup, "refund": refund},
+            approval=("refund",),
+        )
+        handle = await wrap(agent, runtime, task_queue).start(
+            "refund o-1", continue_as_new=ContinueAsNew(every_steps=1)
+        )
+        pending = await wait_pending(handle)
+        assert [p.tool for p in pending] == ["refund"]
+        # The approval was asked in one segment and is answered in the next one.
+        segments = await handle.runtime.client.get_workflow_handle(handle.id).query(
+            "tether.segments"
+        )
+        assert len(segments) >= 3
+        assert refunds == []
+        await handle.approve(pending[0].id)
+        result = await handle.result()
+        assert output_of(result) == "refunded o-1"
+        assert refunds == ["o-1"]
+        events = [e async for e in handle.events()]
+        types = [e.type for e in events]
+        assert types.count("approval.requested") == 1
+        assert types.count("approval.answered") == 1
+        assert [e.offset for e in events] == list(range(len(events)))
+        assert server.steps_seen() == {("gpt-4o", t): 1 for t in range(3)}

@@ -156,14 +156,23 @@ class OpenAIAgentsAdapter(Adapter):
                     state = None
             # The SDK's own approvals: tools with needs_approval interrupt the run; each
             # interruption becomes a durable wait here, and the SDK resumes from its state.
+            answered: set[str] = set()
             while state is not None or result.interruptions:
                 if state is None:
                     state, items, current = result.to_state(), result.interruptions, None
-                    await _approval_boundary(session, proxy, state)
+                    await _approval_boundary(session, proxy, state, items)
                 else:
                     items, current = state.get_interruptions(), state._current_agent
                 for item in items:
-                    answer = await session.wait(approval_request(item))
+                    request_ = approval_request(item)
+                    if request_.id in answered:
+                        # Never spin: an answered approval asked again is a defect to show.
+                        raise RuntimeError(
+                            f"the Agents SDK asked again to approve call {request_.id!r} "
+                            "after it was answered; the run stops rather than loop"
+                        )
+                    answered.add(request_.id)
+                    answer = await session.wait(request_)
                     if answer.approved:
                         state.approve(item)
                     else:
@@ -203,7 +212,7 @@ class OpenAIAgentsAdapter(Adapter):
 
 
 async def _approval_boundary(
-    session: RunSession, proxy: RunProxy, state: RunState[Any, Agent[Any]]
+    session: RunSession, proxy: RunProxy, state: RunState[Any, Agent[Any]], items: Any
 ) -> None:
     """Approvals are a step boundary: a long run may continue as new here, its approvals
     asked now and answered in the next segment, which resumes from the SDK's RunState."""
@@ -213,7 +222,7 @@ async def _approval_boundary(
             "turns": proxy.turns,
             "interrupted": True,
         },
-        asking=[approval_request(i) for i in state.get_interruptions()],
+        asking=[approval_request(i) for i in items],
     )
 
 

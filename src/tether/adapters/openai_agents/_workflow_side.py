@@ -285,17 +285,17 @@ class RunProxy:
 
     async def restore(self, agent: Agent[Any], saved: Any) -> RunState[Any, Agent[Any]]:
         """The SDK's ``RunState`` a checkpoint saved, with the run's step-backed agents."""
+        # Read against the step-backed graph: the state's agents (and the tools its
+        # approvals name) are the run's own proxies.
         state: RunState[Any, Agent[Any]] = await RunState.from_json(
-            agent, saved["state"], context_override=RunContextWrapper(context=self.context)
+            self.agent(agent),
+            saved["state"],
+            context_override=RunContextWrapper(context=self.context),
         )
         self.turns = int(saved.get("turns", state._current_turn))
         conversation = self.session.resumed_transcript()
         if conversation is not None:
             state._original_input = list(conversation)
-        if state._current_agent is not None:
-            state._current_agent = self.agent(state._current_agent)
-        if state._starting_agent is not None:
-            state._starting_agent = self.agent(state._starting_agent)
         return state
 
     def share(self, value: Any) -> str:
