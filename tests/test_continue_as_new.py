@@ -302,3 +302,46 @@ async def test_an_approval_pending_at_the_boundary_is_answered_after_it(
         assert types.count("approval.answered") == 1
         assert [e.offset for e in events] == list(range(len(events)))
         assert server.steps_seen() == {("gpt-4o", t): 1 for t in range(3)}
+
+
+async def test_an_adapter_that_cannot_snapshot_fails_clearly_before_the_engine_limit(
+    runtime: Runtime, task_queue: str, model_env: ScriptedModelServer, monkeypatch: Any
+) -> None:
+    """Without Capability.CONTINUE_AS_NEW a run never continues as new; past the history
+    limit (lowered here) it fails with HistoryLimitReached, naming the cause and the fix."""
+    from apps import long_apps
+    from tether.core import run as run_module
+    from tether.core.contract import Capability
+    from tether.core.handle import DurableAgent
+
+    agent = long_apps.rawloop_agent()
+    from tether_rawloop.adapter import RawLoopAdapter
+
+    class OneHistory(RawLoopAdapter):
+        name = "rawloop_one_history"
+        capabilities = RawLoopAdapter.capabilities - {Capability.CONTINUE_AS_NEW}
+
+    monkeypatch.setattr(run_module, "HISTORY_EVENTS_LIMIT", 60)
+    durable = DurableAgent(
+        agent, OneHistory(), runtime=runtime, task_queue=task_queue, local_worker=False
+    )
+    try:
+        async with runtime.worker(task_queue=task_queue):
+            handle = await durable.start(
+                "go", max_turns=40, continue_as_new=ContinueAsNew(every_steps=2)
+            )
+            with pytest.raises(tether.RunFailedError) as failed:
+                await handle.result()
+    finally:
+        from tether import plugins
+
+        plugins._extra[:] = [p for p in plugins._extra if p not in long_apps._registered]
+        long_apps._registered.clear()
+        plugins.installed.cache_clear()
+    assert failed.value.error_type == "HistoryLimitReached"
+    assert "cannot continue as new" in failed.value.reason
+    assert "Fix:" in failed.value.reason
+    raw = await runtime.client.get_workflow_handle(handle.id).describe()
+    assert raw.run_id == raw.raw_description.workflow_execution_info.first_run_id
+    # It stopped before a model call: fewer model calls than the script has.
+    assert 0 < len(model_env.requests) < TOOL_TURNS + 1

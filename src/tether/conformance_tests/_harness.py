@@ -235,6 +235,11 @@ class Observed:
     replay_differences: list[ReplayDifference] = field(default_factory=list)
     """Step requests of the replay (wall clock moved ahead) that differ from the recorded."""
     replay_compared: int = 0
+    segments: int = 1
+    """How many segments the run had (it continued as new ``segments - 1`` times)."""
+    asked_before_boundary: bool = False
+    """The run's approval was pending while the run continued as new (a later segment took
+    the answer)."""
     replay_clock_shifted: bool = False
     ledger: UsageReport | None = None
     """The run's usage ledger (``handle.describe().ledger``), read once it ended."""
@@ -552,6 +557,7 @@ class Harness:
                 )
                 obs.run_id = handle.id
                 pending = await _pending(handle)
+                asked_in = len(await segment_histories(self.runtime.client, handle.id))
             before = len(read_calls(calls))
             async with self.runtime.worker(task_queue=queue, max_cached_runs=0):
                 for wait in pending:
@@ -559,6 +565,10 @@ class Harness:
                 await self._finish(kit, handle, obs)
             obs.elapsed = time.monotonic() - start
             obs.history = await read_history(self.runtime.client, handle.id)
+            obs.segments = len(await segment_histories(self.runtime.client, handle.id))
+            # The segment that shows the wait began after the one that asked (a wait asked
+            # at the boundary), and the run went on after the answer.
+            obs.asked_before_boundary = asked_in >= 2
             obs.requests = server.requests
         obs.calls = read_calls(calls)
         if before:
