@@ -33,13 +33,14 @@ from tether.conformance_tests.scenarios import (
     retryable_status,
 )
 from tether.core import registry
-from tether.core.contract import Budget
+from tether.core.contract import Budget, ContinueAsNew
 from tether.core.devserver import EmbeddedEngine
 from tether.core.events import RunEvent
 from tether.core.handle import DurableAgent
 from tether.core.ledger import UsageReport
 from tether.core.replay import DEFAULT_CLOCK_SHIFT, ReplayDifference, replay_check
 from tether.core.runtime import Runtime, agent_queue
+from tether.core.steps import TRANSCRIPT_ACTIVITY
 from tether.core.store import BlobStore
 from tether.errors import RunFailedError
 from tether.testing._model_server import RecordedRequest, ScriptedModelServer, ToolCall, Turn
@@ -134,35 +135,68 @@ def _payload_text(payloads: Any) -> str:
     return " ".join(p.data.decode("utf-8", "replace") for p in payloads.payloads)
 
 
-async def read_history(client: Client, run_id: str) -> History:
+async def segment_histories(client: Client, run_id: str) -> list[Any]:
+    """The histories of a run's segments, oldest first (one, unless it continued as new)."""
     history = await client.get_workflow_handle(run_id).fetch_history()
-    steps: dict[int, StepEvent] = {}
-    order: list[int] = []
+    chain = [history]
+    while True:
+        started = chain[-1].events[0].workflow_execution_started_event_attributes
+        previous = started.continued_execution_run_id
+        if not previous:
+            break
+        chain.append(await client.get_workflow_handle(run_id, run_id=previous).fetch_history())
+    return list(reversed(chain))
+
+
+async def read_history(client: Client, run_id: str) -> History:
+    """The run's steps across all its segments, in order (``total_bytes``: the largest
+    segment's history; ``bytes_at_completion`` counts within the step's segment)."""
+    histories = await segment_histories(client, run_id)
+    steps: dict[tuple[int, int], StepEvent] = {}
+    order: list[tuple[int, int]] = []
     failures: list[str] = []
-    total = 0
-    for event in history.events:
-        total += event.ByteSize()
-        kind = event.event_type
-        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            a = event.activity_task_scheduled_event_attributes
-            text = _payload_text(a.input)
-            steps[event.event_id] = StepEvent(
-                name=a.activity_type.name,
-                input_bytes=a.input.ByteSize(),
-                input_text=text,
-                number=_step_number(text),
-            )
-            order.append(event.event_id)
-        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            c = event.activity_task_completed_event_attributes
-            step = steps[c.scheduled_event_id]
-            step.completed = True
-            step.result_text = _payload_text(c.result)
-            step.bytes_at_completion = total
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-            f = event.workflow_task_failed_event_attributes
-            failures.append(f.failure.message)
-    return History([steps[i] for i in order], total, failures)
+    largest = 0
+    for segment, history in enumerate(histories):
+        total = 0
+        for event in history.events:
+            total += event.ByteSize()
+            _read_event(event, segment, steps, order, failures, total)
+        largest = max(largest, total)
+    return History([steps[i] for i in order], largest, failures)
+
+
+def _read_event(
+    event: Any,
+    segment: int,
+    steps: dict[tuple[int, int], StepEvent],
+    order: list[tuple[int, int]],
+    failures: list[str],
+    total: int,
+) -> None:
+    kind = event.event_type
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        a = event.activity_task_scheduled_event_attributes
+        if a.activity_type.name == TRANSCRIPT_ACTIVITY:
+            return  # a continued segment reading its conversation: not a step
+        text = _payload_text(a.input)
+        steps[(segment, event.event_id)] = StepEvent(
+            name=a.activity_type.name,
+            input_bytes=a.input.ByteSize(),
+            input_text=text,
+            number=_step_number(text),
+        )
+        order.append((segment, event.event_id))
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+        c = event.activity_task_completed_event_attributes
+        step = steps.get((segment, c.scheduled_event_id))
+        if step is None:
+            return
+        step.completed = True
+        step.result_text = _payload_text(c.result)
+        step.bytes_at_completion = total
+    elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+        f = event.workflow_task_failed_event_attributes
+        failures.append(f.failure.message)
 
 
 def _step_number(text: str) -> int | None:
@@ -201,6 +235,11 @@ class Observed:
     replay_differences: list[ReplayDifference] = field(default_factory=list)
     """Step requests of the replay (wall clock moved ahead) that differ from the recorded."""
     replay_compared: int = 0
+    segments: int = 1
+    """How many segments the run had (it continued as new ``segments - 1`` times)."""
+    asked_before_boundary: bool = False
+    """The run's approval was pending while the run continued as new (a later segment took
+    the answer)."""
     replay_clock_shifted: bool = False
     ledger: UsageReport | None = None
     """The run's usage ledger (``handle.describe().ledger``), read once it ended."""
@@ -363,7 +402,7 @@ class Harness:
                     scenario.prompt(),
                     id=f"conf-{kit.adapter_name}-{scenario.name}-{tag}-{uuid.uuid4().hex[:6]}",
                     budget=_budget(scenario),
-                    **kit.run_options(scenario),
+                    **_start_options(kit, scenario),
                 )
                 obs.run_id = handle.id
                 if restart_after:
@@ -402,19 +441,20 @@ class Harness:
         """Replay the finished run's history with the wall clock moved a day ahead: nothing
         may reach the model or the tools, and every step request must be the recorded one."""
         assert obs.run_id is not None
-        history = await self.runtime.client.get_workflow_handle(obs.run_id).fetch_history()
         before_requests, before_calls = len(server.requests), len(read_calls(calls))
         shift = DEFAULT_CLOCK_SHIFT if _can_shift_clock() else None
-        report = await replay_check(
-            history, data_converter=self.runtime.client.data_converter, clock_shift=shift
-        )
         obs.replay_clock_shifted = shift is not None
-        obs.replay_compared = report.compared
-        for difference in report.differences:
-            if difference.kind == "replay_failure":
-                obs.replay_failure = difference.replayed
-            else:
-                obs.replay_differences.append(difference)
+        # Each segment of a run that continued as new replays on its own.
+        for history in await segment_histories(self.runtime.client, obs.run_id):
+            report = await replay_check(
+                history, data_converter=self.runtime.client.data_converter, clock_shift=shift
+            )
+            obs.replay_compared += report.compared
+            for difference in report.differences:
+                if difference.kind == "replay_failure":
+                    obs.replay_failure = difference.replayed
+                else:
+                    obs.replay_differences.append(difference)
         for r in server.requests[before_requests:]:
             obs.replay_side_effects.append(f"model call (lane {r.lane}, turn {r.turn})")
         for tool, arg, _ in read_calls(calls)[before_calls:]:
@@ -513,10 +553,11 @@ class Harness:
                 handle: Any = await durable.start(
                     scenario.prompt(),
                     id=f"conf-{kit.adapter_name}-{scenario.name}-{uuid.uuid4().hex[:6]}",
-                    **kit.run_options(scenario),
+                    **_start_options(kit, scenario),
                 )
                 obs.run_id = handle.id
                 pending = await _pending(handle)
+                asked_in = len(await segment_histories(self.runtime.client, handle.id))
             before = len(read_calls(calls))
             async with self.runtime.worker(task_queue=queue, max_cached_runs=0):
                 for wait in pending:
@@ -524,6 +565,10 @@ class Harness:
                 await self._finish(kit, handle, obs)
             obs.elapsed = time.monotonic() - start
             obs.history = await read_history(self.runtime.client, handle.id)
+            obs.segments = len(await segment_histories(self.runtime.client, handle.id))
+            # The segment that shows the wait began after the one that asked (a wait asked
+            # at the boundary), and the run went on after the answer.
+            obs.asked_before_boundary = asked_in >= 2
             obs.requests = server.requests
         obs.calls = read_calls(calls)
         if before:
@@ -575,7 +620,7 @@ class Harness:
                 handle = await durable.start(
                     scenario.prompt(),
                     id=f"conf-{kit.adapter_name}-{scenario.name}-{tag}-{uuid.uuid4().hex[:6]}",
-                    **kit.run_options(scenario),
+                    **_start_options(kit, scenario),
                 )
                 obs.run_id = handle.id
                 await _wait_for_calls(server, calls, kill_after, first)
@@ -619,6 +664,14 @@ async def _wait_for_calls(
         if time.monotonic() > deadline:
             raise AssertionError(f"fewer than {n} calls completed within {timeout:.0f}s")
         await asyncio.sleep(0.01)
+
+
+def _start_options(kit: ConformanceKit, scenario: Scenario) -> dict[str, Any]:
+    """The kit's run options, plus the scenario's forced continue-as-new."""
+    options = dict(kit.run_options(scenario))
+    if scenario.continue_every is not None:
+        options["continue_as_new"] = ContinueAsNew(every_steps=scenario.continue_every)
+    return options
 
 
 def _budget(scenario: Scenario) -> Budget | None:

@@ -470,6 +470,13 @@ def approval_survives_restart(c: Checker) -> None:
     runs = obs.tool_runs("ok")
     if any(n != 1 for n in runs.values()) or not runs:
         raise c.fail("the approved tool", "executed once, after approval", f"{runs}")
+    if c.scenario.continue_every is not None and not obs.asked_before_boundary:
+        raise c.fail(
+            "the approval across a boundary",
+            "the run continued as new while the approval was pending (answered after it)",
+            f"{obs.segments} segment(s); the wait was not carried across one",
+            "call session.checkpoint(..., asking=[the waits]) where the loop is about to wait",
+        )
 
 
 def errors_classified(c: Checker) -> None:

@@ -104,6 +104,9 @@ class Scenario:
     stream: bool = False
     """Run with the framework's streaming API (``ConformanceKit.run_streamed``), plainly,
     durably and swept: only invariant 13 applies."""
+    continue_every: int | None = None
+    """The durable run is started with ``ContinueAsNew(every_steps=continue_every)``: it
+    continues as new at the first step boundary after that many steps of a segment."""
     sweep: bool = True
     """Swept at every step boundary (every run task replayed from an empty cache). A long
     scenario sets False: the sweep replays O(n^2) steps, so its worker is replaced once,
@@ -321,6 +324,41 @@ SCENARIOS: tuple[Scenario, ...] = (
         mcp=True,
     ),
     _long_run(LONG_TOOL_TURNS),
+    Scenario(
+        name="continue_as_new",
+        description="8 tool turns and an answer, the run forced to continue as new every 3 "
+        "steps: one run across 5 segments, each replayed on its own",
+        lanes={
+            MAIN: (
+                *(Turn.tool_calls(_call("lookup", f"c{i}")) for i in range(8)),
+                Turn.text("looked up 8 records across segments"),
+            )
+        },
+        tools=(ToolSpec(name="lookup", description="Looks a record up."),),
+        expect=Expect(output="looked up 8 records across segments"),
+        needs=frozenset({Capability.CONTINUE_AS_NEW}),
+        max_turns=15,
+        continue_every=3,
+        sigkill=True,
+    ),
+    Scenario(
+        name="continue_as_new_approval",
+        description="a tool needs approval and the run continues as new at that boundary: "
+        "the pending approval is carried and answered in the next segment",
+        # continue_every=1: the model step before the approval makes the boundary due.
+        lanes={
+            MAIN: (
+                Turn.tool_calls(_call("refund", "order-42")),
+                Turn.text("refunded across segments"),
+            )
+        },
+        tools=(ToolSpec(name="refund", approval=True, description="Refunds an order."),),
+        expect=Expect(output="refunded across segments"),
+        needs=frozenset({Capability.APPROVALS, Capability.CONTINUE_AS_NEW}),
+        approvals=True,
+        continue_every=1,
+        sweep=False,
+    ),
     Scenario(
         name="large_tool_result",
         description="a tool returns more than 1 MB",

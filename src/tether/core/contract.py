@@ -35,6 +35,9 @@ class Capability(enum.StrEnum):
     MCP = "mcp"
     SYNC_TOOLS = "sync_tools"
     MAX_TURNS = "max_turns"
+    CONTINUE_AS_NEW = "continue_as_new"
+    """The adapter snapshots its loop at step boundaries (``session.checkpoint``) and resumes
+    it from ``session.resumed()``: its runs continue as new and have no length limit."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +243,64 @@ class Budget:
                 raise ValueError(f"Budget.{name} must be positive")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ContinueAsNew:
+    """When a long run continues as new (a new segment of the same run, with a fresh history).
+
+    The run continues at the first safe point (an adapter's step boundary, no step in flight)
+    after any of these is reached: ``every_steps`` completed steps in the segment, the
+    segment's history past ``history_bytes`` or ``history_events``, or, with ``suggested``,
+    Temporal's own suggestion. The defaults keep every segment far below Temporal's limits
+    (51,200 events, 50 MB); tests set ``every_steps`` to force it often.
+    """
+
+    every_steps: int | None = None
+    history_bytes: int | None = 8_000_000
+    history_events: int | None = 20_000
+    suggested: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("every_steps", "history_bytes", "history_events"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"ContinueAsNew.{name} must be >= 1 (or None: no such limit)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Carried:
+    """What a continued segment's input carries from the segment before it (persisted data).
+
+    Small by design: counters, the usage ledger, waits, the transcript chain's head (the
+    conversation stays in the store) and the adapter's loop state (``loop``). The event log
+    and the timeline of earlier segments stay in their own runs (``segments`` names them).
+    """
+
+    segment: int
+    loop: JSON = None
+    steps: int = 0
+    started_steps: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    waits: list[dict[str, Any]] = field(default_factory=list)
+    ledger: dict[str, Any] = field(default_factory=dict)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    """Waits asked and not answered at the boundary: ``{"request": ..., "asked_at": ...}``."""
+    answers: list[WaitAnswer] = field(default_factory=list)
+    """Answers to carried waits given while the segment ended (the loop has not read them)."""
+    transcript: dict[str, Any] | None = None
+    """The last conversation handed to a step: its chain ``head``, ``length`` and ``digest``."""
+    conversation: dict[str, Any] | None = None
+    """The conversation the loop state holds, by reference: the chain ``base`` the store
+    holds (``length`` items) and the ``delta`` after it (the items of the last turn)."""
+    stream_offset: int = 0
+    """The run's event log offset where this segment's events start."""
+    publishers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    """Earlier segments: ``{"run_id", "first_offset", "first_step"}`` each, oldest first."""
+    started: str | None = None
+    """When the run's first segment started."""
+
+
 class RunSession(Protocol):
     """The run-side API an adapter's loop uses (deterministic; realized on a Temporal workflow)."""
 
@@ -302,6 +363,36 @@ class RunSession(Protocol):
         """Tokens and requests of this run so far (each completed model step counted once)."""
         ...
 
+    async def checkpoint(
+        self,
+        snapshot: Callable[[], JSON],
+        *,
+        transcript: Sequence[JSON] | None = None,
+        asking: Sequence[WaitRequest] = (),
+    ) -> None:
+        """Mark a step boundary of the loop (adapters declaring
+        ``Capability.CONTINUE_AS_NEW``). Usually returns at once. When the run is due to
+        continue as new and this is a safe point, ``snapshot()`` is called for the loop's
+        state (JSON) and this call does not return: the loop unwinds (a ``BaseException``
+        that must not be swallowed) and the next segment's loop resumes from
+        :meth:`resumed`.
+
+        ``transcript`` is the conversation the loop holds, as handed to steps: it crosses by
+        reference to the store (leave it out of the snapshot) and comes back from
+        :meth:`resumed_transcript`. ``asking`` are waits the loop is about to make: they are
+        asked now and carried, so a person can answer them in the next segment."""
+        ...
+
+    def resumed(self) -> JSON:
+        """The loop state the previous segment's :meth:`checkpoint` saved (None in a run's
+        first segment): the adapter resumes its framework's loop from it."""
+        ...
+
+    def resumed_transcript(self) -> list[JSON] | None:
+        """The conversation passed to the previous segment's :meth:`checkpoint` (None when
+        none was, and in a run's first segment)."""
+        ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunRequest:
@@ -320,6 +411,10 @@ class RunRequest:
     source: str | None = None
     """Where the agent is defined, as ``MODULE:OBJECT`` (what `tether worker` takes), when
     known: named in the error of a worker that does not host the agent."""
+    continue_as_new: ContinueAsNew | None = None
+    """When the run continues as new (None: the defaults of :class:`ContinueAsNew`)."""
+    carried: Carried | None = None
+    """Set in a continued segment's input only: what the previous segment hands over."""
 
 
 class Adapter(abc.ABC):

@@ -33,9 +33,65 @@ class Transcript:
         self._lengths: list[int] = []  # sorted lengths that have a head
         self._heads: dict[int, str] = {}
         self._segments: dict[str, tuple[str | None, list[Any]]] = {}
+        self._seeded: tuple[str, int, str] | None = None
+
+    def carry(self) -> dict[str, Any] | None:
+        """The last conversation handed over, as a reference for a run's next segment: its
+        chain ``head`` in the store, ``length`` and content ``digest`` (see :meth:`seed`)."""
+        if not self._items:
+            return None
+        length = len(self._items)
+        head = self._heads.get(length)
+        if head is None:
+            return None
+        return {"head": head, "length": length, "digest": digest(canonical_json(self._items))}
+
+    def split(self, items: Sequence[Any]) -> dict[str, Any]:
+        """``items`` as the longest prefix the store holds (its chain ``base``, or None) and
+        the ``delta`` after it, without recording anything: what a run's next segment loads
+        (``Carried.conversation``)."""
+        common = _common_prefix(self._items, items)
+        base_len = self._lengths[bisect_right(self._lengths, common) - 1] if self._lengths else 0
+        if base_len > common:
+            base_len = 0
+        base = self._heads.get(base_len)
+        if base is None:
+            base_len = 0
+        return {
+            "base": base,
+            "length": base_len,
+            "delta": json.loads(canonical_json(list(items[base_len:]))),
+        }
+
+    def adopt(self, head: str, items: list[Any]) -> None:
+        """Start from ``items``, stored in the store under chain ``head`` (loaded by a run's
+        continued segment): the next conversation that begins with them sends only the rest."""
+        self._items = json.loads(canonical_json(items))
+        insort(self._lengths, len(items))
+        self._heads[len(items)] = head
+
+    def seed(self, head: str, length: int, digest: str) -> None:
+        """Start from a previous segment's last conversation (:meth:`carry`): the first
+        conversation handed over that begins with the same ``length`` items (checked by
+        ``digest``) is sent as the items after them, not whole."""
+        self._seeded = (head, length, digest)
+
+    def _adopt_seed(self, items: Sequence[Any]) -> None:
+        head, length, expected = self._seeded or ("", 0, "")
+        self._seeded = None
+        if len(items) < length:
+            return
+        encoded = canonical_json(list(items[:length]))
+        if digest(encoded) != expected:
+            return  # the loop resumed with another conversation: sent whole, as usual
+        self._items = json.loads(encoded)
+        insort(self._lengths, length)
+        self._heads[length] = head
 
     def reference(self, items: Sequence[Any]) -> TranscriptRef:
         """The (base, delta) form of ``items`` against what earlier steps stored."""
+        if self._seeded is not None:
+            self._adopt_seed(items)
         common = _common_prefix(self._items, items)
         base_len = self._lengths[bisect_right(self._lengths, common) - 1] if self._lengths else 0
         if base_len > common:  # no head at or below the common prefix

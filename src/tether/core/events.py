@@ -11,6 +11,8 @@ nothing and sees nothing twice.
 Types (``RunEvent.type``) and their ``data``:
 
 ``run.started``         ``agent``, ``adapter``
+``run.continued``       ``segment``, ``steps``: a long run continued as new (a new segment of
+                        the same run, first event of that segment; offsets go on)
 ``model.started``       ``step``, ``summary``
 ``model.finished``      ``step``, ``summary``, ``attempt``
 ``model.delta``         ``step``, ``attempt``, ``text`` (runs started with ``stream_text=True``);
@@ -56,6 +58,7 @@ RUN_STARTED = "run.started"
 RUN_FINISHED = "run.finished"
 RUN_FAILED = "run.failed"
 RUN_CANCELLED = "run.cancelled"
+RUN_CONTINUED = "run.continued"
 MODEL_RESPONSE = "model.response"
 MODEL_DELTA = "model.delta"
 MODEL_EVENT = "model.event"
@@ -89,6 +92,8 @@ class RunEvent:
         d = self.data
         if self.type == RUN_STARTED:
             text = f"run started: {d.get('agent')} ({d.get('adapter')})"
+        elif self.type == RUN_CONTINUED:
+            text = f"run continued: segment {d.get('segment')} (after {d.get('steps')} steps)"
         elif self.type.endswith(".started") and "summary" in d:
             text = f"{d['summary']} started"
         elif self.type.endswith(".finished") and "summary" in d:

@@ -36,7 +36,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from tether.core import attributes, ops, registry
 from tether.core.codec import failure_message
-from tether.core.contract import JSON, Adapter, Budget, RunRequest, WaitAnswer, WaitPolicy
+from tether.core.contract import (
+    JSON,
+    Adapter,
+    Budget,
+    ContinueAsNew,
+    RunRequest,
+    WaitAnswer,
+    WaitPolicy,
+)
 from tether.core.events import RunEvent
 from tether.core.ledger import UsageReport, report_from_json
 from tether.core.run import (
@@ -280,7 +288,10 @@ class RunHandle:
                 attrs.input.payloads, [RunRequest]
             )
             request = decoded[0]
-            return request if isinstance(request, RunRequest) else None
+            if not isinstance(request, RunRequest):
+                return None
+            # A run that continued as new: its latest segment's input, less what it carried.
+            return dataclasses.replace(request, carried=None) if request.carried else request
         return None
 
     async def unserved_work(self) -> set[str]:
@@ -666,7 +677,9 @@ class DurableAgent:
         ``context`` (OpenAI Agents SDK) and ``deps`` (Pydantic AI) are the same thing: the
         value handed to tools, sent to workers once per run. ``budget`` stops the run when
         its usage exceeds it; ``waits`` sets the timeout and timeout policy of its approvals
-        and questions; ``stream_text`` streams model text as ``model.delta`` events.
+        and questions; ``stream_text`` streams model text as ``model.delta`` events;
+        ``continue_as_new=ContinueAsNew(...)`` (an option) sets when a long run continues
+        as new (see docs/guide.md, "Long runs").
         """
         if if_exists not in ("attach", "retry", "error"):
             raise ValueError(
@@ -774,6 +787,13 @@ class DurableAgent:
             if context is not None:
                 raise TypeError("pass context= or deps=, not both")
             context = deps
+        continue_as_new = options.pop("continue_as_new", None)
+        if continue_as_new is not None and not isinstance(continue_as_new, ContinueAsNew):
+            raise TypeError(
+                f"continue_as_new= takes a tether.ContinueAsNew, not "
+                f"{type(continue_as_new).__name__}. Fix: continue_as_new=ContinueAsNew("
+                "every_steps=...)"
+            )
         if context is not None:
             context = self.adapter.prepare_context(self.agent, context)
         return RunRequest(
@@ -790,6 +810,7 @@ class DurableAgent:
             budget=budget,
             waits=waits,
             stream_text=stream_text,
+            continue_as_new=continue_as_new,
             # Known once `start` or a plugin looked it up (never looked up here: this also
             # runs inside workflows, where scanning modules is not allowed).
             source=self._source,

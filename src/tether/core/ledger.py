@@ -186,6 +186,28 @@ class Ledger:
             self.cost = (self.cost or 0.0) + entry.cost
         return entry
 
+    def state(self) -> dict[str, Any]:
+        """The ledger as JSON, carried to a run's next segment (:meth:`from_state`)."""
+        from dataclasses import astuple
+
+        return {
+            # Values only, in StepUsage's field order (fields are only ever appended): a
+            # long run carries one entry per model step.
+            "entries": [list(astuple(e)) for e in self.entries],
+            "totals": dict(self.totals),
+            "cost": self.cost,
+            "failed_attempts": self.failed_attempts,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Ledger:
+        ledger = cls()
+        ledger.entries = [StepUsage(*e) for e in state.get("entries", [])]
+        ledger.totals = {k: int(v) for k, v in dict(state.get("totals", {})).items()}
+        ledger.cost = state.get("cost")
+        ledger.failed_attempts = int(state.get("failed_attempts", 0))
+        return ledger
+
     def over(self, budget: Budget | None) -> str | None:
         """Why the budget is exceeded, or None."""
         if budget is None:

@@ -33,6 +33,8 @@ from tether.core.events import EVENTS_TOPIC, RunEvent
 from tether.errors import RetryUnsafeError, RunNotFoundError, RunStateError
 
 STREAM_POLL = "__temporal_workflow_stream_poll"
+SEGMENTS_QUERY = "tether.segments"
+"""A run's segments (it continued as new): run id and first event offset of each."""
 """The stream's poll handler: an update (long poll, lands in history) and a query (not)."""
 
 CLOSED = {
@@ -396,6 +398,7 @@ async def read_events(
     loop = asyncio.get_running_loop()
     next_check = loop.time() + idle_interval
     closed = False
+    segments = _Segments(client, run_id)
     while True:
         try:
             result: PollResult = await query(
@@ -405,6 +408,11 @@ async def read_events(
                 result_type=PollResult,
                 rpc_timeout=timedelta(seconds=10),
             )
+            first = result.items[0].offset if result.items else result.next_offset
+            if first > offset:
+                # The run continued as new: events before this segment are read from the
+                # earlier segment's run (closed; a worker replays it for the query).
+                result = await segments.read(offset, result)
         except RPCError as exc:
             if not_found(exc):
                 raise RunNotFoundError(run_id, client.namespace) from None
@@ -445,6 +453,37 @@ async def read_events(
                     continue  # one more read: what was published before it closed
             delay = min(delay * 2, idle_interval)
         await asyncio.sleep(delay)
+
+
+class _Segments:
+    """The earlier segments of a run that continued as new (``tether.segments`` query)."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self._client = client
+        self._run_id = run_id
+        self._known: list[dict[str, Any]] = []
+
+    async def read(self, offset: int, latest: PollResult) -> PollResult:
+        """The events from ``offset`` as the segment holding it has them (``latest``, what
+        the run's current segment answered, when it holds ``offset`` itself)."""
+        if not self._known or offset >= self._known[-1]["first_offset"]:
+            handle = self._client.get_workflow_handle(self._run_id)
+            self._known = list(await query(handle, SEGMENTS_QUERY))
+        holder = self._known[0]
+        for segment in self._known:
+            if segment["first_offset"] <= offset:
+                holder = segment
+        if holder is self._known[-1]:
+            return latest
+        handle = self._client.get_workflow_handle(self._run_id, run_id=holder["run_id"])
+        result: PollResult = await query(
+            handle,
+            STREAM_POLL,
+            PollInput(topics=[EVENTS_TOPIC], from_offset=offset),
+            result_type=PollResult,
+            rpc_timeout=timedelta(seconds=30),
+        )
+        return result
 
 
 async def _closed(handle: Any) -> bool:

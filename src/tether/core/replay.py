@@ -40,6 +40,7 @@ from temporalio.workflow import ActivityHandle
 
 from tether.core.contract import StepRequest
 from tether.core.run import AgentRun
+from tether.core.steps import TRANSCRIPT_ACTIVITY
 
 DEFAULT_CLOCK_SHIFT = timedelta(days=1, hours=1, minutes=1, seconds=1, milliseconds=1)
 """How far the wall clock is moved during a shifted replay: every field of a date changes."""
@@ -186,7 +187,9 @@ async def replay_check(
             report.differences.append(ReplayDifference(kind="missing", index=i, name=name))
             continue
         try:
-            [was] = await data_converter.decode(list(payloads.payloads), [StepRequest])
+            # A continued segment's conversation read takes its chain head (a string).
+            kind: type = str if name == TRANSCRIPT_ACTIVITY else StepRequest
+            [was] = await data_converter.decode(list(payloads.payloads), [kind])
         except Exception as exc:  # e.g. an externalized input whose blob is not in the store
             report.differences.append(
                 ReplayDifference(

@@ -8,14 +8,18 @@ by replaying its history after a crash.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.contrib.workflow_streams import WorkflowStream
+from temporalio.contrib.workflow_streams import (
+    PublisherState,
+    WorkflowStream,
+    WorkflowStreamState,
+)
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -29,6 +33,9 @@ with workflow.unsafe.imports_passed_through():
     from tether.core import events as ev
     from tether.core.contract import (
         JSON,
+        Capability,
+        Carried,
+        ContinueAsNew,
         RunRequest,
         StepError,
         StepKind,
@@ -42,12 +49,13 @@ with workflow.unsafe.imports_passed_through():
     from tether.core.conversation import Transcript
     from tether.core.ledger import Ledger, normalize_usage
     from tether.core.sealed import seal_keys, unseal_tree
-    from tether.core.steps import BLOB_MISSING
+    from tether.core.steps import BLOB_MISSING, TRANSCRIPT_ACTIVITY
     from tether.core.store import PAYLOAD_MISSING, canonical_json, digest
 
 WORKFLOW_NAME = "tether.AgentRun"
 STATUS_QUERY = "tether.status"
 PENDING_QUERY = "tether.pending"
+SEGMENTS_QUERY = "tether.segments"
 ANSWER_UPDATE = "tether.answer"
 UNKNOWN_REQUEST = "TetherUnknownWaitRequest"
 ALREADY_ANSWERED = "TetherAlreadyAnswered"
@@ -66,10 +74,34 @@ class RunResult:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     waits: list[dict[str, Any]] = field(default_factory=list)
     agent: str | None = None
+    segments: int = 1
+    """How many segments the run had (it continued as new ``segments - 1`` times); the
+    ``timeline`` is the last segment's."""
 
 
 class BudgetExceeded(Exception):
     """The run's budget was exceeded; the run stops (type ``BudgetExceeded``)."""
+
+
+class HistoryLimitReached(Exception):
+    """The run's history nears Temporal's limit and its adapter cannot continue as new."""
+
+
+class ContinuingAsNew(BaseException):
+    """Raised by ``session.checkpoint`` to unwind the adapter's loop: the run continues as new
+    with ``loop`` as the loop state. A BaseException, so frameworks' ``except Exception`` let
+    it through; nothing should catch it."""
+
+    def __init__(self, loop: JSON) -> None:
+        super().__init__("the run continues as new")
+        self.loop = loop
+
+
+HISTORY_EVENTS_LIMIT = 45_000
+"""A run whose adapter cannot continue as new fails past this many history events, with a
+clear error, before Temporal's own limit (51,200) terminates it."""
+HISTORY_BYTES_LIMIT = 45_000_000
+"""Likewise in bytes (Temporal's limit: 50 MB)."""
 
 
 class WaitTimedOut(Exception):
@@ -129,7 +161,8 @@ def _ids(outcome: StepOutcome) -> str | None:
 class AgentRun:
     """Hosts one agent run; its name and input shape are persisted data."""
 
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, request: RunRequest) -> None:
         self._request: RunRequest | None = None
         self._transcript = Transcript()
         self._steps = 0
@@ -152,8 +185,18 @@ class AgentRun:
         self._phase_attribute = False
         self._in_flight: dict[int, dict[str, Any]] = {}
         # The run's event log: rebuilt by replay, so replays never publish twice.
-        self._stream = WorkflowStream()
+        carried = request.carried
+        self._stream = WorkflowStream(_stream_state(carried))
         self._events = self._stream.topic(ev.EVENTS_TOPIC)
+        # Continue-as-new (see docs/architecture.md): what this segment resumes from.
+        self._carried = carried
+        self._can_continue = False
+        self._segment_steps = 0
+        self._history_full: str | None = None
+        self._conversation: dict[str, Any] | None = None
+        self._resumed_transcript: list[JSON] | None = None
+        if carried is not None:
+            self._restore(carried)
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
@@ -169,10 +212,16 @@ class AgentRun:
         self._phase_attribute = (
             workflow.info().typed_search_attributes.get(attributes.PHASE) is not None
         )
-        self._phase = "running"  # as the run was started
-        self.publish(ev.RUN_STARTED, {"agent": request.agent, "adapter": request.adapter})
+        self._phase = "waiting" if self._pending else "running"  # as the run was started
+        self._can_continue = Capability.CONTINUE_AS_NEW in entry.adapter.capabilities
+        if request.carried is None:
+            self.publish(ev.RUN_STARTED, {"agent": request.agent, "adapter": request.adapter})
+        else:
+            self.publish(
+                ev.RUN_CONTINUED, {"segment": request.carried.segment, "steps": self._steps}
+            )
         try:
-            output = await entry.adapter.run(self, entry.agent, _unsealed(request))
+            output = await self._loop(entry.adapter, entry.agent, request)
             if self._over_budget is not None:
                 raise BudgetExceeded(self._over_budget)
         except asyncio.CancelledError:
@@ -206,6 +255,11 @@ class AgentRun:
                 )
                 await self._fail(message, "BudgetExceeded")
                 raise ApplicationError(message, type="BudgetExceeded", non_retryable=True) from None
+            if self._history_full is not None:
+                await self._fail(self._history_full, "HistoryLimitReached")
+                raise ApplicationError(
+                    self._history_full, type="HistoryLimitReached", non_retryable=True
+                ) from None
             if self._timed_out is not None:
                 await self._fail(self._timed_out, "WaitTimedOut")
                 raise ApplicationError(
@@ -227,6 +281,7 @@ class AgentRun:
             timeline=self._timeline,
             waits=self._waits,
             agent=request.agent,
+            segments=len(self._segments()),
         )
 
     async def _fail(self, message: str, error_type: str) -> None:
@@ -348,18 +403,18 @@ class AgentRun:
     def uuid(self) -> str:
         return str(workflow.uuid4())
 
-    async def wait(self, request: WaitRequest) -> WaitAnswer:
-        done = self._answers.get(request.id)
-        if done is not None:
-            return done  # the loop asked again for something already answered
+    def _wait_policy(self, request: WaitRequest) -> tuple[float | None, str, JSON]:
         policy = (self._request.waits if self._request else None) or WaitPolicy()
         timeout = request.timeout if request.timeout is not None else policy.timeout
         on_timeout = request.on_timeout or policy.on_timeout
         default = request.default if request.default is not None else policy.default
-        asked_at = self._now()
-        self._pending[request.id] = (request, asked_at)
-        approval = request.kind == "approval"
-        if approval:
+        return timeout, on_timeout, default
+
+    def _ask(self, request: WaitRequest) -> None:
+        """Make ``request`` pending and announce it (once per run, whatever its segment)."""
+        timeout = self._wait_policy(request)[0]
+        self._pending[request.id] = (request, self._now())
+        if request.kind == "approval":
             self.publish(
                 ev.APPROVAL_REQUESTED,
                 {"id": request.id, "tool": request.tool, "args": request.args, "timeout": timeout},
@@ -370,8 +425,23 @@ class AgentRun:
                 {"id": request.id, "question": request.question, "timeout": timeout},
             )
         self._set_phase("waiting")
+
+    async def wait(self, request: WaitRequest) -> WaitAnswer:
+        done = self._answers.get(request.id)
+        if done is not None and request.id not in self._pending:
+            return done  # the loop asked again for something already answered
+        timeout, on_timeout, default = self._wait_policy(request)
+        if request.id not in self._pending:
+            self._ask(request)
+        asked_at = self._pending[request.id][1]
+        approval = request.kind == "approval"
+        left = timeout
+        if timeout is not None:
+            # Asked in an earlier segment: the time already waited counts.
+            waited = (workflow.now() - datetime.fromisoformat(asked_at)).total_seconds()
+            left = max(timeout - waited, 0.001)
         try:
-            await workflow.wait_condition(lambda: request.id in self._answers, timeout=timeout)
+            await workflow.wait_condition(lambda: request.id in self._answers, timeout=left)
             answer = self._answers[request.id]
         except TimeoutError:
             if on_timeout == "fail":
@@ -446,6 +516,8 @@ class AgentRun:
     ) -> StepOutcome:
         if kind == "model" and self._over_budget is not None:
             raise BudgetExceeded(self._over_budget)
+        if kind == "model":
+            self._check_history()
         payload = seal_keys(payload)  # extra_headers & co. never reach history in clear
         self._started_steps += 1
         number = self._started_steps
@@ -525,6 +597,7 @@ class AgentRun:
             self._current = None
             self._in_flight.pop(number, None)
         self._steps += 1
+        self._segment_steps += 1
         error = outcome.error.message if outcome.error is not None else None
         if outcome.error is not None:
             self.record_failure(summary, outcome.error)
@@ -645,6 +718,204 @@ class AgentRun:
 
     def usage(self) -> dict[str, int]:
         return dict(self._usage)
+
+    # -- continue-as-new (docs/architecture.md, "Long runs") -------------------------------
+
+    async def _loop(self, adapter: Any, agent: object, request: RunRequest) -> JSON:
+        """The adapter's loop; when it unwinds at a checkpoint, the run continues as new."""
+        try:
+            await self._load_conversation()
+            return await adapter.run(self, agent, _unsealed(request))
+        except BaseException as exc:
+            found = _continuing(exc)
+            if found is None:
+                raise
+        await self._continue_as_new(found.loop)
+        raise AssertionError("unreachable: continue_as_new returned")
+
+    async def checkpoint(
+        self,
+        snapshot: Callable[[], JSON],
+        *,
+        transcript: Sequence[JSON] | None = None,
+        asking: Sequence[WaitRequest] = (),
+    ) -> None:
+        if not self._can_continue or self._in_flight or not self._due():
+            return
+        loop = snapshot()
+        if transcript is not None:
+            self._conversation = self._transcript.split(transcript)
+        for request in asking:
+            if request.id not in self._pending and request.id not in self._answers:
+                self._ask(request)
+        raise ContinuingAsNew(loop)
+
+    def resumed(self) -> JSON:
+        return self._carried.loop if self._carried is not None else None
+
+    def resumed_transcript(self) -> list[JSON] | None:
+        return self._resumed_transcript
+
+    async def _load_conversation(self) -> None:
+        """A continued segment: the conversation its loop state holds, from the store (one
+        step-like read per segment; what crosses in the input is its reference)."""
+        carried = self._carried
+        if carried is None or carried.conversation is None:
+            return
+        base, delta = carried.conversation.get("base"), list(carried.conversation["delta"])
+        prefix: list[JSON] = []
+        if base is not None:
+            prefix = await workflow.execute_activity(
+                TRANSCRIPT_ACTIVITY,
+                base,
+                result_type=list,
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=None,
+                retry_policy=RetryPolicy(
+                    maximum_attempts=10, maximum_interval=timedelta(seconds=10)
+                ),
+                summary="load the conversation",
+            )
+            self._transcript.adopt(base, prefix)
+        self._resumed_transcript = prefix + delta
+
+    def _due(self) -> bool:
+        """Whether this segment should end at the next safe point (deterministic: what
+        ``workflow.info()`` says is replayed from history)."""
+        assert self._request is not None
+        policy = self._request.continue_as_new or ContinueAsNew()
+        info = workflow.info()
+        if policy.every_steps is not None and self._segment_steps >= policy.every_steps:
+            return True
+        events, size = policy.history_events, policy.history_bytes
+        if events is not None and info.get_current_history_length() >= events:
+            return True
+        if size is not None and info.get_current_history_size() >= size:
+            return True
+        return policy.suggested and info.is_continue_as_new_suggested()
+
+    def _check_history(self) -> None:
+        """Fail a run that cannot continue as new before Temporal's history limit does."""
+        if self._can_continue or self._history_full is not None:
+            return
+        info = workflow.info()
+        events, size = info.get_current_history_length(), info.get_current_history_size()
+        if events < HISTORY_EVENTS_LIMIT and size < HISTORY_BYTES_LIMIT:
+            return
+        adapter = self._request.adapter if self._request else "?"
+        self._history_full = (
+            f"the run's history has {events} events ({size} bytes), near Temporal's limit "
+            f"(51,200 events or 50 MB), and adapter {adapter!r} cannot continue as new (it "
+            "does not declare Capability.CONTINUE_AS_NEW), so the run stops before its next "
+            "model call rather than be terminated. Fix: split the work into shorter runs, or "
+            "implement session.checkpoint/resumed in the adapter (docs/adapter-authors.md)"
+        )
+        raise HistoryLimitReached(self._history_full)
+
+    async def _continue_as_new(self, loop: JSON) -> None:
+        # Readers polling this segment get their last batch and move on to the next one;
+        # answers arriving meanwhile are handled here and carried.
+        self._stream.detach_pollers()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        assert self._request is not None
+        info = workflow.info()
+        carried = self._carry(loop)
+        workflow.continue_as_new(
+            args=[replace(self._request, carried=carried)],
+            task_timeout=info.task_timeout,
+        )
+
+    def _carry(self, loop: JSON) -> Carried:
+        state = self._stream.get_state()
+        previous = self._carried
+        segment = previous.segment + 1 if previous is not None else 1
+        return Carried(
+            segment=segment,
+            loop=loop,
+            steps=self._steps,
+            started_steps=self._started_steps,
+            usage=dict(self._usage),
+            failures=list(self._failures),
+            waits=list(self._waits),
+            ledger=self._ledger.state(),
+            pending=[
+                {"request": asdict(req), "asked_at": at} for req, at in self._pending.values()
+            ],
+            answers=[a for key, a in self._answers.items() if key in self._pending],
+            transcript=self._transcript.carry() if self._conversation is None else None,
+            conversation=self._conversation,
+            stream_offset=state.base_offset + len(state.log),
+            publishers={
+                pid: {"sequence": p.sequence, "last_seen": p.last_seen.isoformat()}
+                for pid, p in state.publishers.items()
+            },
+            segments=self._segments(),
+            started=previous.started if previous is not None else self._started_at(),
+        )
+
+    def _started_at(self) -> str:
+        return workflow.info().start_time.isoformat(timespec="milliseconds")
+
+    def _restore(self, carried: Carried) -> None:
+        self._steps = carried.steps
+        self._started_steps = carried.started_steps
+        self._usage = dict(carried.usage)
+        self._failures = list(carried.failures)
+        self._waits = list(carried.waits)
+        self._ledger = Ledger.from_state(carried.ledger)
+        for entry in carried.pending:
+            request = WaitRequest(**entry["request"])
+            self._pending[request.id] = (request, str(entry["asked_at"]))
+        for answer in carried.answers:
+            self._answers[answer.id] = answer
+        if carried.transcript is not None:
+            self._transcript.seed(**carried.transcript)
+
+    def _segments(self) -> list[dict[str, Any]]:
+        """The run's segments so far, oldest first, this one last."""
+        earlier = list(self._carried.segments) if self._carried is not None else []
+        first_offset = self._carried.stream_offset if self._carried is not None else 0
+        first_step = self._carried.started_steps + 1 if self._carried is not None else 1
+        here = {
+            "run_id": workflow.info().run_id,
+            "first_offset": first_offset,
+            "first_step": first_step,
+        }
+        return [*earlier, here]
+
+    @workflow.query(name=SEGMENTS_QUERY)
+    def segments(self) -> list[dict[str, Any]]:
+        return self._segments()
+
+
+def _continuing(exc: BaseException) -> ContinuingAsNew | None:
+    """The checkpoint's signal in ``exc``, also when a framework's task group wrapped it."""
+    if isinstance(exc, ContinuingAsNew):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _continuing(inner)
+            if found is not None:
+                return found
+    seen = exc.__cause__ or exc.__context__
+    return seen if isinstance(seen, ContinuingAsNew) else None
+
+
+def _stream_state(carried: Carried | None) -> WorkflowStreamState | None:
+    """The event log of a continued segment: empty, starting at the offset where the previous
+    one ended (earlier events stay readable in the earlier segments' runs)."""
+    if carried is None:
+        return None
+    return WorkflowStreamState(
+        log=[],
+        base_offset=carried.stream_offset,
+        publishers={
+            pid: PublisherState(
+                sequence=int(p["sequence"]), last_seen=datetime.fromisoformat(p["last_seen"])
+            )
+            for pid, p in carried.publishers.items()
+        },
+    )
 
 
 def _unsealed(request: RunRequest) -> RunRequest:

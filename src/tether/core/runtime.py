@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from tether.core.converter import data_converter
 from tether.core.devserver import EmbeddedEngine, local_engine, private_dir, running_engine
 from tether.core.logs import RunLogInterceptor, use_temporal_runtime
 from tether.core.run import AgentRun
-from tether.core.steps import build_activity
+from tether.core.steps import build_activity, build_transcript_activity
 from tether.core.store import BlobStore, StoreDriver, default_home, open_store
 from tether.errors import ConfigurationError, EngineUnavailableError
 
@@ -286,9 +286,10 @@ def worker_options(store: BlobStore) -> dict[str, Any]:
     (once per process, in a thread) the imports a run task would otherwise make lazily.
     """
     ledger.warm_up()
-    activities = [
+    activities: list[Callable[..., Any]] = [
         build_activity(step, store) for adapter in _adapters_in_use() for step in adapter.steps()
     ]
+    activities.append(build_transcript_activity(store))
     return {
         "workflows": [AgentRun],
         "activities": activities,

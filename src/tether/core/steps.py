@@ -523,3 +523,17 @@ def engine_non_retryable(exc: BaseException) -> bool:
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc)}
+
+
+TRANSCRIPT_ACTIVITY = "tether.transcript"
+"""The activity a continued segment of a long run reads its conversation with (persisted)."""
+
+
+def build_transcript_activity(store: BlobStore) -> Callable[[str], Awaitable[list[Any]]]:
+    """The activity that loads a conversation from ``store`` by its chain head: a long run's
+    next segment gets its loop's conversation by reference (docs/architecture.md)."""
+
+    async def load_transcript(head: str) -> list[Any]:
+        return await store.load_chain(head)
+
+    return activity.defn(name=TRANSCRIPT_ACTIVITY)(load_transcript)

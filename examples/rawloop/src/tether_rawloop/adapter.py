@@ -48,6 +48,7 @@ class RawLoopAdapter(Adapter):
             Capability.SYNC_TOOLS,
             Capability.MAX_TURNS,
             Capability.STRUCTURED_OUTPUT,
+            Capability.CONTINUE_AS_NEW,
         }
     )
 
@@ -151,12 +152,22 @@ class RawLoopAdapter(Adapter):
 
     async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
         assert isinstance(agent, RawAgent)
+
+        async def checkpoint(messages: list[Message], turns: int) -> None:
+            # A step boundary: a long run may continue as new here, with the loop's state.
+            # The conversation crosses by reference to Tether's store, the turns in the state.
+            await session.checkpoint(lambda: {"turns": turns}, transcript=messages)
+
+        saved = session.resumed()
+        conversation = session.resumed_transcript()
         result = await agent_loop(
             agent,
             str(request.input),
             self.ask_model(session, agent),
             self.run_tool(session, agent),
             max_turns=int(request.options.get("max_turns", 10)),
+            resume=(list(conversation or []), int(saved["turns"])) if saved else None,
+            checkpoint=checkpoint,
         )
         return {"output": result.output, "turns": result.turns}
 

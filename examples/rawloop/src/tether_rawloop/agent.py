@@ -89,18 +89,36 @@ class ModelHTTPError(Exception):
         self.retry_after = retry_after
 
 
+Checkpoint = Callable[[list[Message], int], Awaitable[None]]
+"""Called before each model call with the conversation and the turns made so far."""
+
+
 async def agent_loop(
-    agent: RawAgent, prompt: str, ask_model: AskModel, run_tool: RunTool, max_turns: int = 10
+    agent: RawAgent,
+    prompt: str,
+    ask_model: AskModel,
+    run_tool: RunTool,
+    max_turns: int = 10,
+    *,
+    resume: tuple[list[Message], int] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> RawResult:
-    """The loop: ask the model; run the tools it asks for (concurrently); repeat."""
+    """The loop: ask the model; run the tools it asks for (concurrently); repeat.
+
+    ``resume`` (the conversation and turns a ``checkpoint`` saw) continues a loop that
+    stopped at a checkpoint, exactly where it stopped."""
     messages: list[Message] = [
         {"role": "system", "content": agent.instructions},
         {"role": "user", "content": prompt},
     ]
     turns = 0
+    if resume is not None:
+        messages, turns = list(resume[0]), resume[1]
     while True:
         if turns >= max_turns:
             raise MaxTurnsExceeded(f"agent {agent.name!r} exceeded {max_turns} turns")
+        if checkpoint is not None:
+            await checkpoint(messages, turns)
         turns += 1
         reply = await ask_model(messages)
         messages.append(reply)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import agents
-from agents import Agent, FunctionTool, RunConfig, Runner
+from agents import Agent, FunctionTool, RunConfig, Runner, RunState
 from agents.run import set_default_agent_runner
 
 from tether.adapters.openai_agents import _mcp, _worker_side
@@ -23,6 +23,7 @@ from tether.adapters.openai_agents._workflow_side import (
     current_session,
     enter_run,
     leave_run,
+    no_context,
 )
 from tether.core.contract import (
     JSON,
@@ -64,6 +65,7 @@ class OpenAIAgentsAdapter(Adapter):
             Capability.MCP,
             Capability.APPROVALS,
             Capability.STREAMING,
+            Capability.CONTINUE_AS_NEW,
         }
     )
 
@@ -126,29 +128,58 @@ class OpenAIAgentsAdapter(Adapter):
         if request.context is not None:
             context = unpack(request.context, self.context_type(agent))
         max_turns = int(request.options.get("max_turns", DEFAULT_MAX_TURNS))
+        proxy.context, proxy.max_turns = context, max_turns
         token = enter_run(proxy)
         config = RunConfig(tracing_disabled=True)
         streamed = bool(request.options.get(STREAMED_OPTION))
+        proxy.checkpoints = not streamed
         run = _streamed_run if streamed else Runner.run
         try:
-            result = await run(
-                proxy.agent(agent),
-                request.input,
-                context=context,
-                max_turns=max_turns,
-                run_config=config,
-            )
+            saved = session.resumed()
+            state: RunState[Any, Agent[Any]] | None = None
+            if saved is None:
+                result = await run(
+                    proxy.agent(agent),
+                    request.input,
+                    context=context,
+                    max_turns=max_turns,
+                    run_config=config,
+                )
+            else:
+                # A continued segment of a long run: the SDK resumes from its own RunState.
+                state = await proxy.restore(agent, saved)
+                if not saved.get("interrupted"):
+                    assert state._current_agent is not None
+                    result = await run(
+                        state._current_agent, state, max_turns=max_turns, run_config=config
+                    )
+                    state = None
             # The SDK's own approvals: tools with needs_approval interrupt the run; each
             # interruption becomes a durable wait here, and the SDK resumes from its state.
-            while result.interruptions:
-                state = result.to_state()
-                for item in result.interruptions:
-                    answer = await session.wait(approval_request(item))
+            answered: set[str] = set()
+            while state is not None or result.interruptions:
+                if state is None:
+                    state, items, current = result.to_state(), result.interruptions, None
+                    await _approval_boundary(session, proxy, state, items)
+                else:
+                    items, current = state.get_interruptions(), state._current_agent
+                for item in items:
+                    request_ = approval_request(item)
+                    if request_.id in answered:
+                        # Never spin: an answered approval asked again is a defect to show.
+                        raise RuntimeError(
+                            f"the Agents SDK asked again to approve call {request_.id!r} "
+                            "after it was answered; the run stops rather than loop"
+                        )
+                    answered.add(request_.id)
+                    answer = await session.wait(request_)
                     if answer.approved:
                         state.approve(item)
                     else:
                         state.reject(item, rejection_message=answer.reason or None)
-                result = await run(result.last_agent, state, max_turns=max_turns, run_config=config)
+                agent_now = current if current is not None else result.last_agent
+                result = await run(agent_now, state, max_turns=max_turns, run_config=config)
+                state = None
         finally:
             leave_run(token)
         return {
@@ -178,6 +209,21 @@ class OpenAIAgentsAdapter(Adapter):
             last_agent=value["last_agent"],
             usage=dict(value.get("usage", {})),
         )
+
+
+async def _approval_boundary(
+    session: RunSession, proxy: RunProxy, state: RunState[Any, Agent[Any]], items: Any
+) -> None:
+    """Approvals are a step boundary: a long run may continue as new here, its approvals
+    asked now and answered in the next segment, which resumes from the SDK's RunState."""
+    await session.checkpoint(
+        lambda: {
+            "state": state.to_json(context_serializer=no_context),
+            "turns": proxy.turns,
+            "interrupted": True,
+        },
+        asking=[approval_request(i) for i in items],
+    )
 
 
 STREAMED_OPTION = "streamed"

@@ -24,6 +24,8 @@ from agents import (
     ModelSettings,
     ModelTracing,
     RunConfig,
+    RunContextWrapper,
+    RunState,
     Tool,
     Usage,
 )
@@ -102,9 +104,10 @@ def usage_totals(usage: Usage) -> dict[str, int]:
 class StepModel(Model):
     """A model whose every call is a durable step, made on a worker by the agent's real model."""
 
-    def __init__(self, run: RunProxy, agent_name: str) -> None:
+    def __init__(self, run: RunProxy, agent: Agent[Any]) -> None:
         self._run = run
-        self._agent = agent_name
+        self._agent = agent.name
+        self.original = agent
 
     async def get_response(
         self,
@@ -157,6 +160,9 @@ class StepModel(Model):
             # True (not "text"): the payload of runs started before raw streams existed.
             payload["stream"] = "raw" if stream == "raw" else True
         items = None if isinstance(input, str) else to_jsonable_python(input)
+        if _depth.get() == 1:
+            # A step boundary of the run's own loop (not a nested agent-as-tool run).
+            await self._run.checkpoint(self.original, input)
         outcome = await self._run.session.step(
             MODEL_STEP,
             payload,
@@ -246,6 +252,51 @@ class RunProxy:
         self.provider_streams = True
         """False once a step found that the provider does not stream (asked once per run)."""
         self._proxies: dict[int, Agent[Any]] = {}
+        self.context: Any = None
+        self.max_turns = 10
+        self.turns = 0
+        """Model calls the run's own loop made (the SDK's turns), carried across segments."""
+        self.checkpoints = True
+        """False in streamed runs: their loop runs in the SDK's background task."""
+
+    async def checkpoint(self, agent: Agent[Any], input: str | list[TResponseInputItem]) -> None:
+        """The run's loop is about to call the model: a long run may continue as new here.
+        The snapshot is the SDK's own ``RunState`` of the loop at this point: the
+        conversation so far as its input, the current agent, the turns made."""
+        turns, self.turns = self.turns, self.turns + 1
+        if not self.checkpoints:
+            return
+
+        conversation = to_jsonable_python(input) if not isinstance(input, str) else None
+
+        def snapshot() -> Any:
+            # The conversation crosses as the checkpoint's transcript (by reference to the
+            # store), not inside the state: its input is filled in again on restore.
+            state: RunState[Any, Agent[Any]] = RunState(
+                context=RunContextWrapper(context=self.context),
+                original_input=input if conversation is None else [],
+                starting_agent=agent,
+                max_turns=self.max_turns,
+            )
+            state._current_turn = turns
+            return {"state": state.to_json(context_serializer=no_context), "turns": turns}
+
+        await self.session.checkpoint(snapshot, transcript=conversation)
+
+    async def restore(self, agent: Agent[Any], saved: Any) -> RunState[Any, Agent[Any]]:
+        """The SDK's ``RunState`` a checkpoint saved, with the run's step-backed agents."""
+        # Read against the step-backed graph: the state's agents (and the tools its
+        # approvals name) are the run's own proxies.
+        state: RunState[Any, Agent[Any]] = await RunState.from_json(
+            self.agent(agent),
+            saved["state"],
+            context_override=RunContextWrapper(context=self.context),
+        )
+        self.turns = int(saved.get("turns", state._current_turn))
+        conversation = self.session.resumed_transcript()
+        if conversation is not None:
+            state._original_input = list(conversation)
+        return state
 
     def share(self, value: Any) -> str:
         return self.session.share(value)
@@ -257,7 +308,7 @@ class RunProxy:
         key = id(agent)
         proxy = self._proxies.get(key)
         if proxy is None:
-            proxy = agent.clone(model=StepModel(self, agent.name))
+            proxy = agent.clone(model=StepModel(self, agent))
             self._proxies[key] = proxy
             proxy.tools = [self._tool(agent, t) for t in agent.tools]
             proxy.mcp_servers = stand_ins(self.session, agent)
@@ -378,6 +429,16 @@ class ToolStepError(Exception):
         super().__init__(f"tool {tool!r} failed ({error_type}): {message}")
 
 
+def no_context(context: Any) -> dict[str, Any]:
+    # The run context is the run's input (request.context), restored from there: the
+    # snapshot need not carry it.
+    return {}
+
+
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("tether_openai_depth", default=0)
+"""How many runner calls deep the code runs: 1 is the Tether run's own loop."""
+
+
 class TetherAgentRunner(AgentRunner):
     """The SDK's default runner, made to proxy agents when called inside a Tether run.
 
@@ -393,7 +454,12 @@ class TetherAgentRunner(AgentRunner):
             config = kwargs.get("run_config") or RunConfig()
             if isinstance(config, RunConfig) and not config.tracing_disabled:
                 kwargs["run_config"] = dataclasses.replace(config, tracing_disabled=True)
-        return await super().run(starting_agent, input, **kwargs)
+        token = _depth.set(_depth.get() + 1)
+        try:
+            return await super().run(starting_agent, input, **kwargs)
+        finally:
+            with contextlib.suppress(ValueError):
+                _depth.reset(token)
 
 
 def current_session() -> RunSession:

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults
 from pydantic_ai.durable_exec._utils import disable_threads
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
-from pydantic_ai.usage import UsageLimits
+from pydantic_ai.usage import RunUsage, UsageLimits
 from pydantic_core import to_jsonable_python
 
 from tether.adapters.pydantic_ai import _mcp, _worker_side
@@ -39,6 +39,7 @@ STREAMED_OPTION = "streamed"
 
 _deferred: TypeAdapter[DeferredToolResults] = TypeAdapter(DeferredToolResults)
 _limits: TypeAdapter[UsageLimits] = TypeAdapter(UsageLimits)
+_run_usage: TypeAdapter[RunUsage] = TypeAdapter(RunUsage)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class PydanticAIAdapter(Adapter):
     verified_versions = ">=2.68,<2.69 (tested: 2.68.0)"
     capabilities = frozenset(
         {
+            Capability.CONTINUE_AS_NEW,
             Capability.PARALLEL_TOOLS,
             Capability.STRUCTURED_OUTPUT,
             Capability.APPROVALS,
@@ -184,12 +186,22 @@ class PydanticAIAdapter(Adapter):
             wait_for_deferred=not declares_deferred(agent.output_type),
             stream_text=request.stream_text,
             stream_events=bool(opts.get(STREAMED_OPTION)),
+            # Streamed runs publish the graph's nodes: they run in one segment.
+            checkpoints=not opts.get(STREAMED_OPTION),
         )
+        user_prompt = request.input
+        saved = session.resumed()
+        if saved is not None:
+            # A continued segment of a long run: Pydantic AI resumes from the history (its
+            # last message is the request the previous segment was about to send, or the
+            # response whose calls wait for people) and the run's usage so far.
+            user_prompt = None
+            history = ModelMessagesTypeAdapter.validate_python(session.resumed_transcript())
         kwargs: dict[str, Any] = dict(
             deps=deps,
             message_history=history,
             deferred_tool_results=_deferred.validate_python(opts["deferred_tool_results"])
-            if "deferred_tool_results" in opts
+            if "deferred_tool_results" in opts and saved is None
             else None,
             usage_limits=_limits.validate_python(opts["usage_limits"])
             if "usage_limits" in opts
@@ -198,11 +210,13 @@ class PydanticAIAdapter(Adapter):
             model_settings=opts.get("model_settings"),
             capabilities=[capability],
         )
+        if saved is not None and saved.get("usage") is not None:
+            kwargs["usage"] = _run_usage.validate_python(saved["usage"])
         if opts.get(STREAMED_OPTION) or agent.event_stream_handler is not None:
             # Driven node by node (as agent.iter): each node is published for durable.iter(),
             # and an agent's own event_stream_handler never runs here (the caller runs it,
             # fed from the log), so no model is streamed outside a step.
-            async with agent.iter(request.input, **kwargs) as run:
+            async with agent.iter(user_prompt, **kwargs) as run:
                 async for node in run:
                     if opts.get(STREAMED_OPTION) and type(node).__name__ != "End":
                         session.publish(NODE_EVENT, node_event(node))
@@ -213,7 +227,7 @@ class PydanticAIAdapter(Adapter):
                     {"node": "End", "output": pack(run.result.output, what="the agent's output")},
                 )
             return run.result
-        return await agent.run(request.input, **kwargs)
+        return await agent.run(user_prompt, **kwargs)
 
     def stream(self, durable: Any, api: str, input: Any, options: dict[str, Any]) -> Any:
         from tether.adapters.pydantic_ai import _streamed

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, ToolDenied
+from pydantic_ai._run_context import get_current_run_context
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.capabilities.abstract import CapabilityOrdering
 from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry
@@ -129,13 +130,18 @@ class StepModel(WrapperModel):
         streams = self._streams
         if streams.provider_streams and (streams.raw or streams.text):
             payload["stream"] = "raw" if streams.raw else True
+        transcript = self._as_json(messages)
+        if self._streams.checkpoints:
+            # A step boundary: a long run may continue as new here (Pydantic AI resumes
+            # from the message history, ending with this request, and the run's usage).
+            await self._session.checkpoint(loop_state, transcript=transcript)
         outcome = await self._session.step(
             MODEL_STEP,
             payload,
             kind="model",
             summary=f"model: {self._agent}",
             policy=MODEL_POLICY,
-            transcript=self._as_json(messages),
+            transcript=transcript,
         )
         response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
         assert isinstance(response, ModelResponse)
@@ -176,6 +182,8 @@ class StreamState:
     text: bool = False
     raw: bool = False
     provider_streams: bool = True
+    checkpoints: bool = False
+    """Whether the run's loop marks its step boundaries (a long run continues as new there)."""
 
 
 @dataclass
@@ -296,12 +304,13 @@ class TetherCapability(AbstractCapability[Any]):
         wait_for_deferred: bool = True,
         stream_text: bool = False,
         stream_events: bool = False,
+        checkpoints: bool = False,
     ) -> None:
         self._session = session
         self._agent = agent_name
         self._model = model
         self._wait_for_deferred = wait_for_deferred
-        self._streams = StreamState(text=stream_text, raw=stream_events)
+        self._streams = StreamState(text=stream_text, raw=stream_events, checkpoints=checkpoints)
         self._as_json = MessagesJson()  # one per run: the history's JSON, dumped once
 
     async def handle_deferred_tool_calls(
@@ -310,7 +319,9 @@ class TetherCapability(AbstractCapability[Any]):
         """Deferred calls become durable waits: the run carries on with people's answers."""
         if not self._wait_for_deferred:
             return None
-        return await wait_for_results(self._session, requests)
+        return await wait_for_results(
+            self._session, requests, ctx, checkpoints=self._streams.checkpoints
+        )
 
     def get_ordering(self) -> CapabilityOrdering | None:
         return CapabilityOrdering(position="innermost")
@@ -334,27 +345,35 @@ class TetherCapability(AbstractCapability[Any]):
         )
 
 
+def loop_state() -> dict[str, Any]:
+    """The loop's state at a step boundary besides its message history (which crosses as
+    the checkpoint's transcript): the run's usage so far (usage limits count it)."""
+    ctx = get_current_run_context()
+    usage = to_jsonable_python(ctx.usage) if ctx is not None else None
+    return {"usage": usage}
+
+
 async def wait_for_results(
-    session: RunSession, requests: DeferredToolRequests
+    session: RunSession,
+    requests: DeferredToolRequests,
+    ctx: RunContext[Any] | None = None,
+    checkpoints: bool = False,
 ) -> DeferredToolResults:
     """Wait durably for a person's answer to each deferred call; the results continue the run."""
-    results = DeferredToolResults()
-    for call in requests.approvals:
-        answer = await session.wait(
-            WaitRequest(
-                id=call.tool_call_id,
-                kind="approval",
-                tool=call.tool_name,
-                args=to_jsonable_python(call.args_as_dict()),
-            )
+    approvals = [
+        WaitRequest(
+            id=call.tool_call_id,
+            kind="approval",
+            tool=call.tool_name,
+            args=to_jsonable_python(call.args_as_dict()),
         )
-        results.approvals[call.tool_call_id] = (
-            True if answer.approved else ToolDenied(answer.reason or "The tool call was denied.")
-        )
+        for call in requests.approvals
+    ]
+    questions = []
     for call in requests.calls:
         meta = requests.metadata.get(call.tool_call_id, {})
         question = meta.get("question") if isinstance(meta, dict) else None
-        answer = await session.wait(
+        questions.append(
             WaitRequest(
                 id=call.tool_call_id,
                 kind="question",
@@ -365,8 +384,30 @@ async def wait_for_results(
                 ),
             )
         )
-        results.calls[call.tool_call_id] = answer.value
+    if checkpoints and ctx is not None and _all_deferred(ctx.messages, approvals + questions):
+        # A step boundary too: a long run may continue as new here, its waits asked now and
+        # answered in the next segment (which resumes from the response that asked for
+        # them; no call of it ran yet, so none runs twice).
+        transcript = messages_json(ctx.messages)
+        await session.checkpoint(loop_state, transcript=transcript, asking=approvals + questions)
+    results = DeferredToolResults()
+    for request in approvals:
+        answer = await session.wait(request)
+        results.approvals[request.id] = (
+            True if answer.approved else ToolDenied(answer.reason or "The tool call was denied.")
+        )
+    for request in questions:
+        answer = await session.wait(request)
+        results.calls[request.id] = answer.value
     return results
+
+
+def _all_deferred(messages: list[ModelMessage], waits: list[WaitRequest]) -> bool:
+    """Whether the history ends with the response whose every tool call waits for a person."""
+    if not messages or not isinstance(messages[-1], ModelResponse):
+        return False
+    calls = {c.tool_call_id for c in messages[-1].tool_calls}
+    return bool(calls) and calls == {w.id for w in waits}
 
 
 NODE_EVENT = "pydantic_ai.node"
