@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -209,10 +210,14 @@ async def test_a_waiting_run_survives_a_worker_sigkill_and_finishes_after_approv
         durable = tether.durable(agent, runtime=runtime, local_worker=False)
         durable.task_queue = agent_queue(env["TETHER_TASK_QUEUE"], durable.name)
         handle = await durable.start("refund 42", id=f"hitl-crash-{uuid.uuid4().hex[:6]}")
+        # A worker starting on a loaded machine takes a while to poll; pending() would say
+        # no worker hosts the agent before that.
+        await wait_until_polling(runtime.client, durable.task_queue, timeout=180)
         [request] = await wait_pending(handle)
+        killed = datetime.now(UTC)
         first.kill()  # the worker held the waiting run in its cache; now it is gone
         procs.append(WorkerProcess([spec], env, tmp_path / "w2.log"))
-        await wait_until_polling(runtime.client, durable.task_queue)
+        await wait_until_polling(runtime.client, durable.task_queue, timeout=180, since=killed)
         assert [r.id for r in await handle.pending()] == [request.id]
         await handle.approve(request.id)
         result = await handle.result()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,14 @@ async def wait_for_completed_steps(
         await asyncio.sleep(0.02)
 
 
-async def wait_until_polling(client: Client, task_queue: str, timeout: float = 30) -> None:
-    """Wait until some worker polls ``task_queue`` (a started worker takes a moment)."""
+async def wait_until_polling(
+    client: Client, task_queue: str, timeout: float = 30, *, since: datetime | None = None
+) -> None:
+    """Wait until some worker polls ``task_queue`` (a started worker takes a moment).
+
+    ``since``: only a poll made after that moment counts. The engine goes on listing a
+    SIGKILLed worker as a poller for minutes, so a test replacing one passes the kill time
+    to wait for the new worker's own poll."""
     from temporalio.api.enums.v1 import TaskQueueType
     from temporalio.api.taskqueue.v1 import TaskQueue
     from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -52,7 +59,9 @@ async def wait_until_polling(client: Client, task_queue: str, timeout: float = 3
                 task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
             )
         )
-        if resp.pollers:
+        if any(
+            since is None or p.last_access_time.ToDatetime(tzinfo=UTC) > since for p in resp.pollers
+        ):
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"no worker polled {task_queue!r} within {timeout}s")
