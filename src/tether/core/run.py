@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from random import Random
 from typing import Any
 
 from temporalio import workflow
@@ -25,7 +26,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from tether.core import attributes, registry
+    from tether.core import attributes, registry, tracing
     from tether.core import events as ev
     from tether.core.contract import (
         JSON,
@@ -151,6 +152,7 @@ class AgentRun:
         self._cancelled = False
         self._phase_attribute = False
         self._in_flight: dict[int, dict[str, Any]] = {}
+        self._randoms: dict[str, Random] = {}
         # The run's event log: rebuilt by replay, so replays never publish twice.
         self._stream = WorkflowStream()
         self._events = self._stream.topic(ev.EVENTS_TOPIC)
@@ -348,7 +350,22 @@ class AgentRun:
     def uuid(self) -> str:
         return str(workflow.uuid4())
 
+    def replaying(self) -> bool:
+        return workflow.unsafe.is_replaying_history_events()
+
+    def random(self, name: str) -> Random:
+        found = self._randoms.get(name)
+        if found is None:
+            found = self._randoms[name] = workflow.new_random(name)
+        return found
+
     async def wait(self, request: WaitRequest) -> WaitAnswer:
+        with tracing.wait_span(request) as answers:  # a no-op unless tracing is on
+            answer = await self._wait(request)
+            answers.append(answer)
+            return answer
+
+    async def _wait(self, request: WaitRequest) -> WaitAnswer:
         done = self._answers.get(request.id)
         if done is not None:
             return done  # the loop asked again for something already answered

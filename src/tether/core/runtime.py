@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from tether.core import codec, ledger, registry, sealed
+from tether.core import codec, ledger, registry, sealed, tracing
 from tether.core.codec import Keyring
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
@@ -106,7 +106,10 @@ class Runtime:
             connect["namespace"] = namespace
         try:
             client = await Client.connect(
-                address, data_converter=data_converter(store, keyring), **connect
+                address,
+                data_converter=data_converter(store, keyring),
+                interceptors=tracing.client_interceptors(),
+                **connect,
             )
         except Exception as exc:
             if engine is not None:
@@ -173,6 +176,7 @@ class Runtime:
             self.client,
             task_queue=queue,
             **worker_options(self.store),
+            interceptors=tracing.worker_interceptors(self.client, step_kinds()),
             # The run hosts the framework's own loop, not user workflow code; the sandbox's
             # per-run module re-import costs memory and start time and breaks on framework
             # releases. Determinism is proven by replay tests instead (conformance suite).
@@ -285,6 +289,11 @@ def worker_options(store: BlobStore) -> dict[str, Any]:
         build_activity(step, store) for adapter in _adapters_in_use() for step in adapter.steps()
     ]
     return {"workflows": [AgentRun], "activities": activities}
+
+
+def step_kinds() -> dict[str, str]:
+    """The kind (model, tool, mcp, other) of every step a worker hosts, by step name."""
+    return {step.name: step.kind for adapter in _adapters_in_use() for step in adapter.steps()}
 
 
 def _adapters_in_use() -> Sequence[Adapter]:

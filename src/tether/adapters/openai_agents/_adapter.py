@@ -14,6 +14,7 @@ from agents.run import set_default_agent_runner
 from tether.adapters.openai_agents import _mcp, _worker_side
 from tether.adapters.openai_agents._graph import index_agents
 from tether.adapters.openai_agents._stream_codec import STREAM_EVENT, encode_event
+from tether.adapters.openai_agents._tracing import run_trace
 from tether.adapters.openai_agents._workflow_side import (
     MODEL_STEP,
     TOOL_STEP,
@@ -127,28 +128,34 @@ class OpenAIAgentsAdapter(Adapter):
             context = unpack(request.context, self.context_type(agent))
         max_turns = int(request.options.get("max_turns", DEFAULT_MAX_TURNS))
         token = enter_run(proxy)
-        config = RunConfig(tracing_disabled=True)
         streamed = bool(request.options.get(STREAMED_OPTION))
         run = _streamed_run if streamed else Runner.run
         try:
-            result = await run(
-                proxy.agent(agent),
-                request.input,
-                context=context,
-                max_turns=max_turns,
-                run_config=config,
-            )
-            # The SDK's own approvals: tools with needs_approval interrupt the run; each
-            # interruption becomes a durable wait here, and the SDK resumes from its state.
-            while result.interruptions:
-                state = result.to_state()
-                for item in result.interruptions:
-                    answer = await session.wait(approval_request(item))
-                    if answer.approved:
-                        state.approve(item)
-                    else:
-                        state.reject(item, rejection_message=answer.reason or None)
-                result = await run(result.last_agent, state, max_turns=max_turns, run_config=config)
+            # The SDK's tracing is on unless the process turned it off (its own switches);
+            # the run's one trace is current, so the SDK adds its spans to it.
+            with run_trace(session, agent.name) as traced:
+                proxy.traced = traced
+                config = RunConfig(tracing_disabled=not traced)
+                result = await run(
+                    proxy.agent(agent),
+                    request.input,
+                    context=context,
+                    max_turns=max_turns,
+                    run_config=config,
+                )
+                # The SDK's own approvals: tools with needs_approval interrupt the run; each
+                # interruption becomes a durable wait here, and the SDK resumes from its state.
+                while result.interruptions:
+                    state = result.to_state()
+                    for item in result.interruptions:
+                        answer = await session.wait(approval_request(item))
+                        if answer.approved:
+                            state.approve(item)
+                        else:
+                            state.reject(item, rejection_message=answer.reason or None)
+                    result = await run(
+                        result.last_agent, state, max_turns=max_turns, run_config=config
+                    )
         finally:
             leave_run(token)
         return {

@@ -36,6 +36,7 @@ from agents.items import (
 )
 from agents.run import AgentRunner
 from agents.tool_context import ToolContext
+from agents.tracing import SpanError, generation_span
 from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsage
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
@@ -129,10 +130,57 @@ class StepModel(Model):
             previous_response_id,
             conversation_id,
             "text" if self._run.stream_text else None,
+            tracing,
         )
         return response
 
     async def _step(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        handoffs: list[Handoff[Any, Any]],
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        stream: str | None,
+        tracing: ModelTracing,
+    ) -> tuple[ModelResponse, dict[str, Any]]:
+        # The generation span the SDK's own models make, made here: the real model runs in
+        # the step with tracing off (it runs on a worker, outside the run's trace).
+        with generation_span(
+            model_config=to_jsonable_python(model_settings.to_json_dict()),
+            disabled=tracing.is_disabled(),
+        ) as span:
+            try:
+                response, value = await self._model_step(
+                    system_instructions,
+                    input,
+                    model_settings,
+                    tools,
+                    handoffs,
+                    previous_response_id,
+                    conversation_id,
+                    stream,
+                )
+            except Exception as exc:
+                span.set_error(SpanError(message=f"{type(exc).__name__}: {exc}", data=None))
+                raise
+            data = span.span_data
+            data.model = value.get("model")
+            data.usage = {
+                "input_tokens": response.usage.input_tokens,
+                "output_tokens": response.usage.output_tokens,
+            }
+            if tracing.include_data():
+                if isinstance(input, str):
+                    data.input = [{"role": "user", "content": input}]
+                else:
+                    data.input = [dict(item) for item in input]
+                data.output = [item.model_dump(exclude_unset=True) for item in response.output]
+        return response, value
+
+    async def _model_step(
         self,
         system_instructions: str | None,
         input: str | list[TResponseInputItem],
@@ -211,6 +259,7 @@ class StepModel(Model):
             previous_response_id,
             conversation_id,
             "raw",
+            tracing,
         )
         used = response.usage
         yield ResponseCompletedEvent(
@@ -245,6 +294,8 @@ class RunProxy:
         self.stream_text = stream_text
         self.provider_streams = True
         """False once a step found that the provider does not stream (asked once per run)."""
+        self.traced = False
+        """Whether the SDK's tracing records this run (one trace, see ``_tracing``)."""
         self._proxies: dict[int, Agent[Any]] = {}
 
     def share(self, value: Any) -> str:
@@ -391,9 +442,15 @@ class TetherAgentRunner(AgentRunner):
         if run is not None:
             starting_agent = run.agent(starting_agent)
             config = kwargs.get("run_config") or RunConfig()
-            if isinstance(config, RunConfig) and not config.tracing_disabled:
+            # A traced run's nested runs are spans of its one trace (the SDK reuses it).
+            if isinstance(config, RunConfig) and not config.tracing_disabled and not run.traced:
                 kwargs["run_config"] = dataclasses.replace(config, tracing_disabled=True)
         return await super().run(starting_agent, input, **kwargs)
+
+
+def current_run() -> RunProxy | None:
+    """The proxy of the Tether run this code runs in, or None outside runs."""
+    return _current.get()
 
 
 def current_session() -> RunSession:

@@ -1,0 +1,221 @@
+"""Tracing survives replay: a run SIGKILLed mid-step and resumed on another worker exports the
+same span tree as an uninterrupted run, each span once (OpenTelemetry, and the OpenAI Agents
+SDK's own trace processors)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tether
+from tether.core.runtime import Runtime, agent_queue
+from tether.testing import ScriptedModelServer, ToolCall, Turn, WorkerProcess, worker_processes
+from tether.testing._history import history_stats
+
+SLOW = 0.6  # each model reply and tool call takes this long: the kill lands inside a step
+
+# Attributes that differ between two runs of the same agent, or between an attempt that was
+# killed and its retry: ids, and attempt numbers.
+VOLATILE = {
+    "tether.run_id",
+    "temporalWorkflowID",
+    "temporalRunID",
+    "tether.attempt",
+    "tether.step.attempts",
+}
+
+
+def weather_script() -> list[Turn]:
+    return [
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"}), delay=SLOW),
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "NY"}), delay=SLOW),
+        Turn.text("CA has a heat advisory.", delay=SLOW),
+    ]
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def run_once(
+    runtime: Runtime,
+    env: dict[str, str],
+    tmp_path: Path,
+    agent: Any,
+    prompt: str,
+    *,
+    kill_after: int | None,
+    **options: Any,
+) -> tuple[str, Any]:
+    """Run ``agent`` on `tether worker` subprocesses; with ``kill_after``, SIGKILL the first
+    worker once that many steps completed and the next one was scheduled (inside it), and
+    let a second worker resume the run."""
+    durable = tether.durable(agent, runtime=runtime, local_worker=False)
+    durable.task_queue = agent_queue(env["TETHER_TASK_QUEUE"], durable.name)
+    spec = f"apps.traced_apps:{'weather' if agent.name == 'weather' else 'pai_weather'}"
+    tag = "killed" if kill_after is not None else "whole"
+    run_id = f"traced-{tag}-{uuid.uuid4().hex[:6]}"
+    with worker_processes() as procs:
+        first = WorkerProcess([spec], env, tmp_path / f"{tag}-w1.log")
+        procs.append(first)
+        handle = await durable.start(prompt, id=run_id, **options)
+        if kill_after is not None:
+            deadline = asyncio.get_running_loop().time() + 120
+            while True:
+                stats = await history_stats(runtime.client, run_id)
+                if len(stats.completed()) >= kill_after and len(stats.steps) > kill_after:
+                    break
+                assert first.alive(), first.tail()
+                assert asyncio.get_running_loop().time() < deadline, first.tail()
+                await asyncio.sleep(0.02)
+            first.kill()
+            in_flight = (
+                not (await history_stats(runtime.client, run_id)).steps[kill_after].completed
+            )
+            assert in_flight, "the kill was meant to land inside a step"
+            procs.append(WorkerProcess([spec], env, tmp_path / f"{tag}-w2.log"))
+        result = await finished(handle, procs[-1])
+    return run_id, result
+
+
+async def finished(handle: Any, worker: WorkerProcess) -> Any:
+    """The run's result; fails at once (with its log) if the worker hosting it died."""
+    waiting = asyncio.ensure_future(handle.result())
+    while not waiting.done():
+        if not worker.alive():
+            waiting.cancel()
+            raise AssertionError(f"the worker died:\n{worker.tail()}")
+        await asyncio.wait({waiting}, timeout=0.5)
+    return waiting.result()
+
+
+def otel_tree(spans: list[dict[str, Any]], run_id: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The run's span tree (names, status and stable attributes; no ids, no times), and its
+    spans. Fails on a duplicate span, a second trace or a span outside the tree."""
+    roots = [
+        s
+        for s in spans
+        if s["name"] == "tether.run" and s["attributes"].get("tether.run_id") == run_id
+    ]
+    assert len(roots) == 1, [s["name"] for s in roots]
+    mine = [s for s in spans if s["trace_id"] == roots[0]["trace_id"]]
+    ids = Counter(s["span_id"] for s in mine)
+    assert all(n == 1 for n in ids.values()), [s for s in mine if ids[s["span_id"]] > 1]
+    children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for s in mine:
+        children[s["parent_id"]].append(s)
+
+    def node(span: dict[str, Any]) -> Any:
+        attrs = {k: v for k, v in span["attributes"].items() if k not in VOLATILE}
+        key = json.dumps([span["name"], span["status"], sorted(attrs.items())], default=str)
+        return (key, sorted(node(c) for c in children[span["span_id"]]))
+
+    def size(tree: Any) -> int:
+        return 1 + sum(size(c) for c in tree[1])
+
+    tree = node(roots[0])
+    assert size(tree) == len(mine), "spans of the run's trace outside its tree"
+    return tree, mine
+
+
+def sdk_tree(events: list[dict[str, Any]], run_id: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The run's SDK trace as a tree of span types and names; checks that its trace and every
+    span started and ended exactly once."""
+    starts = [
+        e
+        for e in events
+        if e["event"] == "trace_start" and (e.get("metadata") or {}).get("tether.run_id") == run_id
+    ]
+    assert len(starts) == 1, starts
+    trace_id = starts[0]["id"]
+    ends = [e for e in events if e["event"] == "trace_end" and e["id"] == trace_id]
+    assert len(ends) == 1, ends
+    spans = [e for e in events if e["event"].startswith("span_") and e["trace_id"] == trace_id]
+    per_span = Counter((e["id"], e["event"]) for e in spans)
+    assert all(n == 1 for n in per_span.values()), per_span
+    ended = [e for e in spans if e["event"] == "span_end"]
+    assert {e["id"] for e in spans} == {e["id"] for e in ended}, "a span never ended"
+    children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for e in ended:
+        children[e["parent_id"]].append(e)
+
+    def node(span: dict[str, Any]) -> Any:
+        data = span["span_data"]
+        stable = {k: data.get(k) for k in ("type", "name", "from_agent", "to_agent", "model")}
+        if data["type"] == "function":
+            stable.update(input=data.get("input"), output=data.get("output"))
+        key = json.dumps(sorted(stable.items()), default=str)
+        return (key, sorted(node(c) for c in children[span["id"]]))
+
+    tree = sorted(node(e) for e in children[None])
+    return tree, ended
+
+
+@pytest.fixture
+def traced_env(worker_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    env = dict(worker_env)
+    env["TETHER_TEST_OTEL_SPANS"] = str(tmp_path / "otel.jsonl")
+    env["TETHER_TEST_SDK_SPANS"] = str(tmp_path / "sdk.jsonl")
+    env["OPENAI_AGENTS_DISABLE_TRACING"] = "0"
+    env["TETHER_TEST_TOOL_DELAY"] = str(SLOW)
+    return env
+
+
+@pytest.mark.parametrize("kill_after", [1, 2])
+async def test_openai_run_killed_mid_step_traces_like_an_uninterrupted_run(
+    runtime: Runtime, traced_env: dict[str, str], tmp_path: Path, kill_after: int
+) -> None:
+    from apps.openai_apps import weather
+
+    outputs = []
+    run_ids = []
+    for kill in (None, kill_after):
+        with ScriptedModelServer(weather_script()) as server:
+            env = dict(traced_env, OPENAI_BASE_URL=server.base_url)
+            run_id, result = await run_once(
+                runtime, env, tmp_path, weather, "alerts?", kill_after=kill
+            )
+        outputs.append(result.final_output)
+        run_ids.append(run_id)
+    assert outputs[0] == outputs[1]
+    whole_id, killed_id = run_ids
+
+    spans = read_lines(tmp_path / "otel.jsonl")
+    whole, whole_spans = otel_tree(spans, whole_id)
+    killed, killed_spans = otel_tree(spans, killed_id)
+    assert killed == whole
+    names = Counter(s["name"] for s in whole_spans)
+    # model, tool, model, tool, model: each a step span with (at least) one attempt under it
+    assert names["tether.run"] == 1
+    assert names["tether.step.model"] == 3 and names["tether.step.tool"] == 2, names
+    assert names["tether.attempt"] == 5, names
+    # Linked across workers: the run's spans came from both processes, in one trace.
+    assert len({s["pid"] for s in killed_spans}) == 2
+    # The step in flight at the kill was retried on the second worker: its step span (ended
+    # there) counts two attempts, and only the retry's attempt span exists.
+    retried = [s for s in killed_spans if s["attributes"].get("tether.step.attempts", 1) > 1]
+    assert [s["attributes"]["tether.step"] for s in retried] == [kill_after + 1]
+    attempts = [s for s in killed_spans if s["name"] == "tether.attempt"]
+    assert sorted(s["attributes"]["tether.attempt"] for s in attempts) == [1] * 4 + [2]
+
+    events = read_lines(tmp_path / "sdk.jsonl")
+    sdk_whole, sdk_whole_spans = sdk_tree(events, whole_id)
+    sdk_killed, sdk_killed_spans = sdk_tree(events, killed_id)
+    assert sdk_killed == sdk_whole
+    kinds = Counter(e["span_data"]["type"] for e in sdk_whole_spans)
+    assert kinds == {"agent": 1, "generation": 3, "function": 2, "custom": 4}, kinds
+    custom = Counter(
+        e["span_data"]["name"] for e in sdk_whole_spans if e["span_data"]["type"] == "custom"
+    )
+    assert custom == {"task": 1, "turn": 3}, custom  # the SDK's own task and turn spans
+    assert (
+        len({e["pid"] for e in events if e.get("trace_id") == sdk_killed_spans[0]["trace_id"]}) == 2
+    )
