@@ -31,6 +31,16 @@ VOLATILE = {
 }
 
 
+GENAI_STABLE = {
+    "gen_ai.operation.name",
+    "gen_ai.tool.name",
+    "gen_ai.request.model",
+    "gen_ai.agent.name",
+    "agent_name",
+}
+"""What is compared of a framework's own spans (their other attributes hold timestamps)."""
+
+
 def weather_script() -> list[Turn]:
     return [
         Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"}), delay=SLOW),
@@ -114,7 +124,11 @@ def otel_tree(spans: list[dict[str, Any]], run_id: str) -> tuple[Any, list[dict[
         children[s["parent_id"]].append(s)
 
     def node(span: dict[str, Any]) -> Any:
-        attrs = {k: v for k, v in span["attributes"].items() if k not in VOLATILE}
+        attrs = {
+            k: v
+            for k, v in span["attributes"].items()
+            if k not in VOLATILE and (span["name"].startswith("tether.") or k in GENAI_STABLE)
+        }
         key = json.dumps([span["name"], span["status"], sorted(attrs.items())], default=str)
         return (key, sorted(node(c) for c in children[span["span_id"]]))
 
@@ -219,3 +233,39 @@ async def test_openai_run_killed_mid_step_traces_like_an_uninterrupted_run(
     assert (
         len({e["pid"] for e in events if e.get("trace_id") == sdk_killed_spans[0]["trace_id"]}) == 2
     )
+
+
+async def test_pydantic_ai_run_killed_mid_step_traces_like_an_uninterrupted_run(
+    runtime: Runtime, traced_env: dict[str, str], tmp_path: Path
+) -> None:
+    from apps.pydantic_apps import Deps, weather
+
+    run_ids = []
+    for kill in (None, 1):
+        with ScriptedModelServer(weather_script()) as server:
+            env = dict(traced_env, OPENAI_BASE_URL=server.base_url)
+            run_id, result = await run_once(
+                runtime, env, tmp_path, weather, "alerts?", kill_after=kill, deps=Deps(user="ada")
+            )
+        assert result.output == "CA has a heat advisory."
+        run_ids.append(run_id)
+    whole_id, killed_id = run_ids
+
+    spans = read_lines(tmp_path / "otel.jsonl")
+    whole, whole_spans = otel_tree(spans, whole_id)
+    killed, killed_spans = otel_tree(spans, killed_id)
+    assert killed == whole
+    assert len({s["pid"] for s in killed_spans}) == 2
+    by_name = {s["span_id"]: s for s in whole_spans}
+    names = Counter(s["name"] for s in whole_spans)
+    # Pydantic AI's instrumentation inside the run: its agent run, model requests and tool
+    # calls, with Tether's step spans under them.
+    assert names["invoke_agent pai-weather"] == 1, names
+    assert names["chat gpt-pai-weather"] == 3, names
+    assert names["execute_tool get_weather_alerts"] == 2, names
+    under = {"model": "chat gpt-pai-weather", "tool": "execute_tool get_weather_alerts"}
+    steps = [s for s in whole_spans if s["name"].startswith("tether.step.")]
+    assert len(steps) == 5
+    for step in steps:
+        kind = step["name"].removeprefix("tether.step.")
+        assert by_name[step["parent_id"]]["name"] == under[kind], step

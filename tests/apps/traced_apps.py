@@ -88,5 +88,8 @@ def _sdk(path: str) -> None:
 
 if os.environ.get("TETHER_TEST_OTEL_SPANS"):
     _otel(os.environ["TETHER_TEST_OTEL_SPANS"])
+    from pydantic_ai import Agent
+
+    Agent.instrument_all()  # Pydantic AI's own switch: its spans go to the global provider
 if os.environ.get("TETHER_TEST_SDK_SPANS"):
     _sdk(os.environ["TETHER_TEST_SDK_SPANS"])
