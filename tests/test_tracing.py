@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -256,6 +259,11 @@ async def test_pydantic_ai_run_killed_mid_step_traces_like_an_uninterrupted_run(
     killed, killed_spans = otel_tree(spans, killed_id)
     assert killed == whole
     assert len({s["pid"] for s in killed_spans}) == 2
+    # The tool step in flight at the kill: ended on the second worker, by its second attempt.
+    retried = [s for s in killed_spans if s["attributes"].get("tether.step.attempts", 1) > 1]
+    assert [(s["name"], s["attributes"]["tether.step"]) for s in retried] == [
+        ("tether.step.tool", 2)
+    ]
     by_name = {s["span_id"]: s for s in whole_spans}
     names = Counter(s["name"] for s in whole_spans)
     # Pydantic AI's instrumentation inside the run: its agent run, model requests and tool
@@ -269,3 +277,58 @@ async def test_pydantic_ai_run_killed_mid_step_traces_like_an_uninterrupted_run(
     for step in steps:
         kind = step["name"].removeprefix("tether.step.")
         assert by_name[step["parent_id"]]["name"] == under[kind], step
+
+
+def test_off_imports_nothing_of_opentelemetry(tmp_path: Path) -> None:
+    """No replay-safe provider: a worker's runtime adds no interceptor and imports nothing."""
+    code = (
+        "import sys, tether, tether.adapters.openai_agents\n"
+        "from tether.core import tracing\n"
+        "assert tracing.enabled() is False\n"
+        "assert tracing.client_interceptors() == []\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_TRACING"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_required_tracing_refuses_a_provider_that_is_not_replay_safe() -> None:
+    code = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        "from tether.core import tracing\n"
+        "try:\n"
+        "    tracing.enabled()\n"
+        "except tether.errors.ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = dict(os.environ, TETHER_TRACING="1")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import tether.errors\n" + code,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "TETHER_TRACING=1" in done.stdout and "tracer_provider()" in done.stdout, done.stdout
+    # Not required: the same provider turns Tether's spans off, with one warning.
+    env.pop("TETHER_TRACING")
+    done = subprocess.run(
+        [sys.executable, "-c", "import tether.errors\n" + code + "print(tracing.enabled())\n"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "False", done.stdout
+    assert "not replay-safe" in done.stderr
