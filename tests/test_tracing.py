@@ -73,7 +73,7 @@ async def run_once(
     let a second worker resume the run."""
     durable = tether.durable(agent, runtime=runtime, local_worker=False)
     durable.task_queue = agent_queue(env["TETHER_TASK_QUEUE"], durable.name)
-    spec = f"apps.traced_apps:{'weather' if agent.name == 'weather' else 'pai_weather'}"
+    spec = f"apps.traced_apps:{agent.name.replace('pai-weather', 'pai_weather')}"
     tag = "killed" if kill_after is not None else "whole"
     run_id = f"traced-{tag}-{uuid.uuid4().hex[:6]}"
     with worker_processes() as procs:
@@ -186,6 +186,7 @@ def traced_env(worker_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.timeout(500)  # three worker processes per run pair, on a loaded machine
 @pytest.mark.parametrize("kill_after", [1, 2])
 async def test_openai_run_killed_mid_step_traces_like_an_uninterrupted_run(
     runtime: Runtime, traced_env: dict[str, str], tmp_path: Path, kill_after: int
@@ -238,6 +239,63 @@ async def test_openai_run_killed_mid_step_traces_like_an_uninterrupted_run(
     )
 
 
+def handoff_script() -> dict[str, Any]:
+    return {
+        "gpt-triage": [Turn.tool_calls(ToolCall("transfer_to_specialist", {}), delay=SLOW)],
+        "gpt-specialist": {
+            1: Turn.tool_calls(ToolCall("get_weather_alerts", {"state": "CA"}), delay=SLOW),
+            2: Turn.text("specialist: CA heat advisory", delay=SLOW),
+        },
+    }
+
+
+def agent_tool_script() -> dict[str, Any]:
+    return {
+        "gpt-orchestrator": [
+            Turn.tool_calls(ToolCall("translate", {"input": "heat advisory"}), delay=SLOW),
+            Turn.text("en francais: alerte canicule", delay=SLOW),
+        ],
+        "gpt-translator": [Turn.text("alerte canicule", delay=SLOW)],
+    }
+
+
+@pytest.mark.timeout(500)
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("triage", {"agent": 2, "generation": 3, "function": 1, "handoff": 1}),
+        ("orchestrator", {"agent": 2, "generation": 3, "function": 1}),
+    ],
+)
+async def test_sdk_trace_of_handoffs_and_agents_as_tools_survives_a_kill(
+    runtime: Runtime,
+    traced_env: dict[str, str],
+    tmp_path: Path,
+    name: str,
+    expected: dict[str, int],
+) -> None:
+    import apps.openai_apps
+
+    agent = getattr(apps.openai_apps, name)
+    script = handoff_script() if name == "triage" else agent_tool_script()
+    run_ids = []
+    for kill in (None, 1):
+        with ScriptedModelServer(script) as server:
+            env = dict(traced_env, OPENAI_BASE_URL=server.base_url)
+            run_id, _ = await run_once(runtime, env, tmp_path, agent, "alerts?", kill_after=kill)
+        run_ids.append(run_id)
+    events = read_lines(tmp_path / "sdk.jsonl")
+    whole, whole_spans = sdk_tree(events, run_ids[0])
+    killed, killed_spans = sdk_tree(events, run_ids[1])
+    assert killed == whole
+    kinds = Counter(
+        e["span_data"]["type"] for e in whole_spans if e["span_data"]["type"] != "custom"
+    )
+    assert kinds == expected, kinds
+    assert len({e["pid"] for e in killed_spans}) == 2
+
+
+@pytest.mark.timeout(500)
 async def test_pydantic_ai_run_killed_mid_step_traces_like_an_uninterrupted_run(
     runtime: Runtime, traced_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -15,10 +15,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from apps.openai_apps import triage, weather
+from apps.openai_apps import orchestrator, triage, weather
 from apps.pydantic_apps import weather as pai_weather
 
-__all__ = ["pai_weather", "triage", "weather"]
+__all__ = ["orchestrator", "pai_weather", "triage", "weather"]
 
 _lock = threading.Lock()
 
