@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 
 import tether
+import tether.errors
+from hitl_helpers import wait_pending
 from tether.core.runtime import Runtime, agent_queue
 from tether.testing import ScriptedModelServer, ToolCall, Turn, WorkerProcess, worker_processes
 from tether.testing._history import history_stats
+from workers import wait_until_polling
 
 SLOW = 0.6  # each model reply and tool call takes this long: the kill lands inside a step
 
@@ -390,3 +393,72 @@ def test_required_tracing_refuses_a_provider_that_is_not_replay_safe() -> None:
     )
     assert done.stdout.strip() == "False", done.stdout
     assert "not replay-safe" in done.stderr
+
+
+async def approved_run(
+    runtime: Runtime, env: dict[str, str], tmp_path: Path, *, kill: bool
+) -> tuple[str, Any]:
+    """A run that waits for an approval; with ``kill``, its worker is SIGKILLed while it
+    waits and a second worker finishes it once approved."""
+    from apps.hitl_apps import openai_refunds
+
+    durable = tether.durable(openai_refunds, runtime=runtime, local_worker=False)
+    durable.task_queue = agent_queue(env["TETHER_TASK_QUEUE"], durable.name)
+    tag = "killed" if kill else "whole"
+    with worker_processes() as procs:
+        procs.append(WorkerProcess(["apps.traced_apps:refunds"], env, tmp_path / f"{tag}.log"))
+        await wait_until_polling(runtime.client, durable.task_queue, timeout=120)
+        handle = await durable.start("refund 42", id=f"traced-{tag}-{uuid.uuid4().hex[:6]}")
+        [request] = await wait_pending(handle)
+        if kill:
+            procs[0].kill()
+            procs.append(
+                WorkerProcess(["apps.traced_apps:refunds"], env, tmp_path / f"{tag}-2.log")
+            )
+            await asyncio.sleep(1)  # (the killed worker stays listed as a poller for a while)
+        for _ in range(60):  # a new worker may take a moment to take the answer
+            try:
+                await handle.approve(request.id)
+                break
+            except tether.errors.NoWorkerError:
+                await asyncio.sleep(0.5)  # (the answer may still be applied: see below)
+            except tether.errors.AlreadyAnsweredError:
+                break  # an answer given to the run while it moved to the new worker
+        result = await finished(handle, procs[-1])
+    return handle.id, result
+
+
+@pytest.mark.timeout(500)
+async def test_wait_spans_and_the_sdk_trace_survive_a_kill_while_waiting(
+    runtime: Runtime, traced_env: dict[str, str], tmp_path: Path
+) -> None:
+    script = [
+        Turn.tool_calls(ToolCall("refund", {"order": 42})),
+        Turn.text("order 42 refunded"),
+    ]
+    run_ids = []
+    for kill in (False, True):
+        with ScriptedModelServer(script) as server:
+            env = dict(traced_env, OPENAI_BASE_URL=server.base_url)
+            run_id, result = await approved_run(runtime, env, tmp_path, kill=kill)
+        assert result.final_output == "order 42 refunded"
+        run_ids.append(run_id)
+
+    spans = read_lines(tmp_path / "otel.jsonl")
+    whole, _ = otel_tree(spans, run_ids[0])
+    killed, killed_spans = otel_tree(spans, run_ids[1])
+    assert killed == whole
+    waits = [s for s in killed_spans if s["name"] == "tether.wait.approval"]
+    assert len(waits) == 1
+    assert waits[0]["attributes"]["tether.wait.approved"] is True
+    assert waits[0]["attributes"]["tether.wait.tool"] == "refund"
+    # Opened on the first worker, rebuilt and ended (once) on the second one.
+    run_span = next(s for s in killed_spans if s["name"] == "tether.run")
+    assert waits[0]["pid"] == run_span["pid"] != killed_spans[0]["pid"]
+
+    # The SDK's tracing: one trace for the run, across the approval and the kill.
+    events = read_lines(tmp_path / "sdk.jsonl")
+    sdk_whole, _ = sdk_tree(events, run_ids[0])
+    sdk_killed, sdk_spans = sdk_tree(events, run_ids[1])
+    assert sdk_killed == sdk_whole
+    assert {e["span_data"]["type"] for e in sdk_spans} >= {"agent", "generation", "function"}

@@ -15,10 +15,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from apps.hitl_apps import openai_refunds as refunds
 from apps.openai_apps import orchestrator, triage, weather
 from apps.pydantic_apps import weather as pai_weather
 
-__all__ = ["orchestrator", "pai_weather", "triage", "weather"]
+__all__ = ["orchestrator", "pai_weather", "refunds", "triage", "weather"]
 
 _lock = threading.Lock()
 
