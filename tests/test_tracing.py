@@ -20,7 +20,14 @@ import tether
 import tether.errors
 from hitl_helpers import wait_pending
 from tether.core.runtime import Runtime, agent_queue
-from tether.testing import ScriptedModelServer, ToolCall, Turn, WorkerProcess, worker_processes
+from tether.testing import (
+    Fault,
+    ScriptedModelServer,
+    ToolCall,
+    Turn,
+    WorkerProcess,
+    worker_processes,
+)
 from tether.testing._history import history_stats
 from workers import wait_until_polling
 
@@ -462,3 +469,29 @@ async def test_wait_spans_and_the_sdk_trace_survive_a_kill_while_waiting(
     sdk_killed, sdk_spans = sdk_tree(events, run_ids[1])
     assert sdk_killed == sdk_whole
     assert {e["span_data"]["type"] for e in sdk_spans} >= {"agent", "generation", "function"}
+
+
+@pytest.mark.timeout(300)
+async def test_a_retried_step_has_one_attempt_span_per_attempt(
+    runtime: Runtime, traced_env: dict[str, str], tmp_path: Path
+) -> None:
+    from apps.openai_apps import weather
+
+    # The OpenAI client retries twice itself: three 503s fail the step's first attempt.
+    script = [Turn.text("CA has a heat advisory.", faults=[Fault.server_error(503)] * 3)]
+    with ScriptedModelServer(script) as server:
+        env = dict(traced_env, OPENAI_BASE_URL=server.base_url)
+        run_id, result = await run_once(runtime, env, tmp_path, weather, "alerts?", kill_after=None)
+    assert result.final_output == "CA has a heat advisory."
+    _, spans = otel_tree(read_lines(tmp_path / "otel.jsonl"), run_id)
+    [step] = [s for s in spans if s["name"] == "tether.step.model"]
+    assert step["attributes"]["tether.step.attempts"] == 2
+    attempts = sorted(
+        (s for s in spans if s["name"] == "tether.attempt"),
+        key=lambda s: s["attributes"]["tether.attempt"],
+    )
+    assert [(s["attributes"]["tether.attempt"], s["status"]) for s in attempts] == [
+        (1, "ERROR"),
+        (2, "UNSET"),
+    ]
+    assert {s["parent_id"] for s in attempts} == {step["span_id"]}
