@@ -112,8 +112,13 @@ def enabled() -> bool:
 
 
 def client_interceptors() -> list[Any]:
-    """What a client adds when tracing is on: the caller's span reaches the run."""
-    if not enabled():
+    """What a client adds when tracing is on: the caller's span reaches the run. (Only
+    workers refuse to start for ``TETHER_TRACING=1``: a client without the provider just
+    starts runs without a parent span.)"""
+    try:
+        if not enabled():
+            return []
+    except ConfigurationError:
         return []
     from temporalio.contrib.opentelemetry import OpenTelemetryInterceptor
 

@@ -146,23 +146,25 @@ class StepModel(Model):
         stream: str | None,
         tracing: ModelTracing,
     ) -> tuple[ModelResponse, dict[str, Any]]:
+        step = self._model_step(
+            system_instructions,
+            input,
+            model_settings,
+            tools,
+            handoffs,
+            previous_response_id,
+            conversation_id,
+            stream,
+        )
+        if tracing.is_disabled():
+            return await step  # (the SDK's tracing is not even looked up)
         # The generation span the SDK's own models make, made here: the real model runs in
         # the step with tracing off (it runs on a worker, outside the run's trace).
         with generation_span(
-            model_config=to_jsonable_python(model_settings.to_json_dict()),
-            disabled=tracing.is_disabled(),
+            model_config=to_jsonable_python(model_settings.to_json_dict())
         ) as span:
             try:
-                response, value = await self._model_step(
-                    system_instructions,
-                    input,
-                    model_settings,
-                    tools,
-                    handoffs,
-                    previous_response_id,
-                    conversation_id,
-                    stream,
-                )
+                response, value = await step
             except Exception as exc:
                 span.set_error(SpanError(message=f"{type(exc).__name__}: {exc}", data=None))
                 raise
