@@ -29,7 +29,6 @@ from tether.testing import (
     worker_processes,
 )
 from tether.testing._history import history_stats
-from workers import wait_until_polling
 
 SLOW = 0.6  # each model reply and tool call takes this long: the kill lands inside a step
 
@@ -402,6 +401,16 @@ def test_required_tracing_refuses_a_provider_that_is_not_replay_safe() -> None:
     assert "not replay-safe" in done.stderr
 
 
+async def started(worker: WorkerProcess) -> None:
+    """Wait until ``worker`` polls (it says so in its log). The engine's list of pollers is
+    no help here: it keeps a stopped or killed worker listed for a while."""
+    deadline = asyncio.get_running_loop().time() + 120
+    while "worker on " not in worker.tail():
+        assert worker.alive(), worker.tail()
+        assert asyncio.get_running_loop().time() < deadline, "the worker did not start"
+        await asyncio.sleep(0.1)
+
+
 async def approved_run(
     runtime: Runtime, env: dict[str, str], tmp_path: Path, *, kill: bool
 ) -> tuple[str, Any]:
@@ -414,15 +423,15 @@ async def approved_run(
     tag = "killed" if kill else "whole"
     with worker_processes() as procs:
         procs.append(WorkerProcess(["apps.traced_apps:refunds"], env, tmp_path / f"{tag}.log"))
-        await wait_until_polling(runtime.client, durable.task_queue, timeout=120)
+        await started(procs[0])
         handle = await durable.start("refund 42", id=f"traced-{tag}-{uuid.uuid4().hex[:6]}")
-        [request] = await wait_pending(handle)
+        [request] = await wait_pending(handle, timeout=60)
         if kill:
             procs[0].kill()
             procs.append(
                 WorkerProcess(["apps.traced_apps:refunds"], env, tmp_path / f"{tag}-2.log")
             )
-            await asyncio.sleep(1)  # (the killed worker stays listed as a poller for a while)
+            await started(procs[1])
         for _ in range(60):  # a new worker may take a moment to take the answer
             try:
                 await handle.approve(request.id)
