@@ -36,13 +36,13 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from tether.core import codec, registry
+from tether.core import codec, registry, tracing
 from tether.core.codec import Keyring, with_encryption
 from tether.core.contract import Budget, WaitPolicy
 from tether.core.converter import EXTERNAL_THRESHOLD, TetherPayloadConverter, data_converter
 from tether.core.handle import RUN_TASK_TIMEOUT, DurableAgent
 from tether.core.run import WORKFLOW_NAME, AgentRun, RunResult
-from tether.core.runtime import worker_options
+from tether.core.runtime import step_kinds, worker_options
 from tether.core.store import BlobStore, default_home
 from tether.errors import AgentRunFailedError, ConfigurationError
 
@@ -178,6 +178,9 @@ class TetherPlugin(SimplePlugin):
         config["workflows"] = [*workflows, *options["workflows"]]
         config["activities"] = [*config.get("activities", ()), *options["activities"]]
         config["interceptors"] = [*config.get("interceptors", ()), *options["interceptors"]]
+        if client is not None:  # Tether's spans when tracing is on (docs/tracing.md)
+            extra = tracing.worker_interceptors(client, step_kinds())
+            config["interceptors"] = [*config.get("interceptors", ()), *extra]
         return config
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:

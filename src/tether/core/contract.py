@@ -12,6 +12,7 @@ import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from random import Random
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -322,6 +323,18 @@ class RunSession(Protocol):
     def uuid(self) -> str:
         """A random UUID (text) that a replayed run gets again: use it for ids the loop
         makes (``uuid.uuid4()`` in the loop gives other ids on replay)."""
+        ...
+
+    def replaying(self) -> bool:
+        """Whether the run is re-executing its recorded history (on a worker that resumed it
+        after a crash, or after evicting it from its cache): telemetry the loop emits now was
+        emitted when this part first ran, so a framework's tracing skips it."""
+        ...
+
+    def random(self, name: str) -> Random:
+        """A random generator of the run's own, named ``name``, that a replayed run gets
+        again: for telemetry ids (a framework's trace and span ids). It is independent of
+        :meth:`uuid`'s, so using it or not changes nothing else in the run."""
         ...
 
     async def step(

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
+from random import Random
 from typing import Any
 
 from temporalio import workflow
@@ -29,7 +30,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from tether.core import attributes, registry
+    from tether.core import attributes, registry, tracing
     from tether.core import events as ev
     from tether.core.contract import (
         JSON,
@@ -184,6 +185,7 @@ class AgentRun:
         self._cancelled = False
         self._phase_attribute = False
         self._in_flight: dict[int, dict[str, Any]] = {}
+        self._randoms: dict[str, Random] = {}
         # The run's event log: rebuilt by replay, so replays never publish twice.
         carried = request.carried
         self._stream = WorkflowStream(_stream_state(carried))
@@ -403,6 +405,15 @@ class AgentRun:
     def uuid(self) -> str:
         return str(workflow.uuid4())
 
+    def replaying(self) -> bool:
+        return workflow.unsafe.is_replaying_history_events()
+
+    def random(self, name: str) -> Random:
+        found = self._randoms.get(name)
+        if found is None:
+            found = self._randoms[name] = workflow.new_random(name)
+        return found
+
     def _wait_policy(self, request: WaitRequest) -> tuple[float | None, str, JSON]:
         policy = (self._request.waits if self._request else None) or WaitPolicy()
         timeout = request.timeout if request.timeout is not None else policy.timeout
@@ -427,6 +438,12 @@ class AgentRun:
         self._set_phase("waiting")
 
     async def wait(self, request: WaitRequest) -> WaitAnswer:
+        with tracing.wait_span(request) as answers:  # a no-op unless tracing is on
+            answer = await self._wait(request)
+            answers.append(answer)
+            return answer
+
+    async def _wait(self, request: WaitRequest) -> WaitAnswer:
         done = self._answers.get(request.id)
         if done is not None and request.id not in self._pending:
             return done  # the loop asked again for something already answered

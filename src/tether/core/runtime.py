@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from tether.core import codec, ledger, registry, sealed
+from tether.core import codec, ledger, registry, sealed, tracing
 from tether.core.codec import Keyring
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
@@ -110,6 +110,7 @@ class Runtime:
                 address,
                 data_converter=data_converter(store, keyring),
                 runtime=use_temporal_runtime(),  # core's log lines through `logging`
+                interceptors=tracing.client_interceptors(),
                 **connect,
             )
         except Exception as exc:
@@ -177,6 +178,7 @@ class Runtime:
             self.client,
             task_queue=queue,
             **worker_options(self.store),
+            interceptors=tracing.worker_interceptors(self.client, step_kinds()),
             # The run hosts the framework's own loop, not user workflow code; the sandbox's
             # per-run module re-import costs memory and start time and breaks on framework
             # releases. Determinism is proven by replay tests instead (conformance suite).
@@ -295,6 +297,11 @@ def worker_options(store: BlobStore) -> dict[str, Any]:
         "activities": activities,
         "interceptors": [RunLogInterceptor()],
     }
+
+
+def step_kinds() -> dict[str, str]:
+    """The kind (model, tool, mcp, other) of every step a worker hosts, by step name."""
+    return {step.name: step.kind for adapter in _adapters_in_use() for step in adapter.steps()}
 
 
 def _adapters_in_use() -> Sequence[Adapter]:

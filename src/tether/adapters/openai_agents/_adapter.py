@@ -14,6 +14,7 @@ from agents.run import set_default_agent_runner
 from tether.adapters.openai_agents import _mcp, _worker_side
 from tether.adapters.openai_agents._graph import index_agents
 from tether.adapters.openai_agents._stream_codec import STREAM_EVENT, encode_event
+from tether.adapters.openai_agents._tracing import run_trace
 from tether.adapters.openai_agents._workflow_side import (
     MODEL_STEP,
     TOOL_STEP,
@@ -130,56 +131,60 @@ class OpenAIAgentsAdapter(Adapter):
         max_turns = int(request.options.get("max_turns", DEFAULT_MAX_TURNS))
         proxy.context, proxy.max_turns = context, max_turns
         token = enter_run(proxy)
-        config = RunConfig(tracing_disabled=True)
         streamed = bool(request.options.get(STREAMED_OPTION))
         proxy.checkpoints = not streamed
         run = _streamed_run if streamed else Runner.run
         try:
-            saved = session.resumed()
-            state: RunState[Any, Agent[Any]] | None = None
-            if saved is None:
-                result = await run(
-                    proxy.agent(agent),
-                    request.input,
-                    context=context,
-                    max_turns=max_turns,
-                    run_config=config,
-                )
-            else:
-                # A continued segment of a long run: the SDK resumes from its own RunState.
-                state = await proxy.restore(agent, saved)
-                if not saved.get("interrupted"):
-                    assert state._current_agent is not None
+            # The SDK's tracing is on unless the process turned it off (its own switches);
+            # the run's one trace is current, so the SDK adds its spans to it.
+            with run_trace(session, agent.name) as traced:
+                proxy.traced = traced
+                config = RunConfig(tracing_disabled=not traced)
+                saved = session.resumed()
+                state: RunState[Any, Agent[Any]] | None = None
+                if saved is None:
                     result = await run(
-                        state._current_agent, state, max_turns=max_turns, run_config=config
+                        proxy.agent(agent),
+                        request.input,
+                        context=context,
+                        max_turns=max_turns,
+                        run_config=config,
                     )
-                    state = None
-            # The SDK's own approvals: tools with needs_approval interrupt the run; each
-            # interruption becomes a durable wait here, and the SDK resumes from its state.
-            answered: set[str] = set()
-            while state is not None or result.interruptions:
-                if state is None:
-                    state, items, current = result.to_state(), result.interruptions, None
-                    await _approval_boundary(session, proxy, state, items)
                 else:
-                    items, current = state.get_interruptions(), state._current_agent
-                for item in items:
-                    request_ = approval_request(item)
-                    if request_.id in answered:
-                        # Never spin: an answered approval asked again is a defect to show.
-                        raise RuntimeError(
-                            f"the Agents SDK asked again to approve call {request_.id!r} "
-                            "after it was answered; the run stops rather than loop"
+                    # A continued segment of a long run: the SDK resumes from its own RunState.
+                    state = await proxy.restore(agent, saved)
+                    if not saved.get("interrupted"):
+                        assert state._current_agent is not None
+                        result = await run(
+                            state._current_agent, state, max_turns=max_turns, run_config=config
                         )
-                    answered.add(request_.id)
-                    answer = await session.wait(request_)
-                    if answer.approved:
-                        state.approve(item)
+                        state = None
+                # The SDK's own approvals: tools with needs_approval interrupt the run; each
+                # interruption becomes a durable wait here, and the SDK resumes from its state.
+                answered: set[str] = set()
+                while state is not None or result.interruptions:
+                    if state is None:
+                        state, items, current = result.to_state(), result.interruptions, None
+                        await _approval_boundary(session, proxy, state, items)
                     else:
-                        state.reject(item, rejection_message=answer.reason or None)
-                agent_now = current if current is not None else result.last_agent
-                result = await run(agent_now, state, max_turns=max_turns, run_config=config)
-                state = None
+                        items, current = state.get_interruptions(), state._current_agent
+                    for item in items:
+                        request_ = approval_request(item)
+                        if request_.id in answered:
+                            # Never spin: an answered approval asked again is a defect to show.
+                            raise RuntimeError(
+                                f"the Agents SDK asked again to approve call {request_.id!r} "
+                                "after it was answered; the run stops rather than loop"
+                            )
+                        answered.add(request_.id)
+                        answer = await session.wait(request_)
+                        if answer.approved:
+                            state.approve(item)
+                        else:
+                            state.reject(item, rejection_message=answer.reason or None)
+                    agent_now = current if current is not None else result.last_agent
+                    result = await run(agent_now, state, max_turns=max_turns, run_config=config)
+                    state = None
         finally:
             leave_run(token)
         return {

@@ -38,6 +38,7 @@ from agents.items import (
 )
 from agents.run import AgentRunner
 from agents.tool_context import ToolContext
+from agents.tracing import SpanError, generation_span
 from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsage
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
@@ -132,10 +133,59 @@ class StepModel(Model):
             previous_response_id,
             conversation_id,
             "text" if self._run.stream_text else None,
+            tracing,
         )
         return response
 
     async def _step(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        handoffs: list[Handoff[Any, Any]],
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        stream: str | None,
+        tracing: ModelTracing,
+    ) -> tuple[ModelResponse, dict[str, Any]]:
+        step = self._model_step(
+            system_instructions,
+            input,
+            model_settings,
+            tools,
+            handoffs,
+            previous_response_id,
+            conversation_id,
+            stream,
+        )
+        if tracing.is_disabled():
+            return await step  # (the SDK's tracing is not even looked up)
+        # The generation span the SDK's own models make, made here: the real model runs in
+        # the step with tracing off (it runs on a worker, outside the run's trace).
+        with generation_span(
+            model_config=to_jsonable_python(model_settings.to_json_dict())
+        ) as span:
+            try:
+                response, value = await step
+            except Exception as exc:
+                span.set_error(SpanError(message=f"{type(exc).__name__}: {exc}", data=None))
+                raise
+            data = span.span_data
+            data.model = value.get("model")
+            data.usage = {
+                "input_tokens": response.usage.input_tokens,
+                "output_tokens": response.usage.output_tokens,
+            }
+            if tracing.include_data():
+                if isinstance(input, str):
+                    data.input = [{"role": "user", "content": input}]
+                else:
+                    data.input = [dict(item) for item in input]
+                data.output = [item.model_dump(exclude_unset=True) for item in response.output]
+        return response, value
+
+    async def _model_step(
         self,
         system_instructions: str | None,
         input: str | list[TResponseInputItem],
@@ -217,6 +267,7 @@ class StepModel(Model):
             previous_response_id,
             conversation_id,
             "raw",
+            tracing,
         )
         used = response.usage
         yield ResponseCompletedEvent(
@@ -251,6 +302,8 @@ class RunProxy:
         self.stream_text = stream_text
         self.provider_streams = True
         """False once a step found that the provider does not stream (asked once per run)."""
+        self.traced = False
+        """Whether the SDK's tracing records this run (one trace, see ``_tracing``)."""
         self._proxies: dict[int, Agent[Any]] = {}
         self.context: Any = None
         self.max_turns = 10
@@ -452,7 +505,8 @@ class TetherAgentRunner(AgentRunner):
         if run is not None:
             starting_agent = run.agent(starting_agent)
             config = kwargs.get("run_config") or RunConfig()
-            if isinstance(config, RunConfig) and not config.tracing_disabled:
+            # A traced run's nested runs are spans of its one trace (the SDK reuses it).
+            if isinstance(config, RunConfig) and not config.tracing_disabled and not run.traced:
                 kwargs["run_config"] = dataclasses.replace(config, tracing_disabled=True)
         token = _depth.set(_depth.get() + 1)
         try:
@@ -460,6 +514,11 @@ class TetherAgentRunner(AgentRunner):
         finally:
             with contextlib.suppress(ValueError):
                 _depth.reset(token)
+
+
+def current_run() -> RunProxy | None:
+    """The proxy of the Tether run this code runs in, or None outside runs."""
+    return _current.get()
 
 
 def current_session() -> RunSession:
