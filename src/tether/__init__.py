@@ -22,6 +22,7 @@ from tether.core.handle import (
     PendingRequest,
     RunDescription,
     RunHandle,
+    TimelinePage,
     durable,
     get_run,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "StepUsage",
     "StreamRetracted",
     "TetherError",
+    "TimelinePage",
     "UnknownWaitRequestError",
     "UsageReport",
     "WaitAnswer",
