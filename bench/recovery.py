@@ -39,6 +39,7 @@ from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import WorkflowHistoryEventFilterType
+from temporalio.service import RPCError, RPCStatusCode
 
 import tether
 from tether.core.devserver import EmbeddedEngine
@@ -184,13 +185,19 @@ class Bench:
     async def closed(self, run_id: str) -> float:
         """The moment the engine reports the run closed (it must have completed)."""
         handle = self.client.get_workflow_handle(run_id)
-        async for event in handle.fetch_history_events(
-            wait_new_event=True, event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
-        ):
-            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
-                raise RuntimeError(f"run {run_id} closed as {EventType.Name(event.event_type)}")
-            return time.monotonic()
-        raise RuntimeError(f"run {run_id}: no close event")
+        while True:
+            try:
+                async for event in handle.fetch_history_events(
+                    wait_new_event=True,
+                    event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT,
+                ):
+                    kind = event.event_type
+                    if kind != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+                        raise RuntimeError(f"run {run_id} closed as {EventType.Name(kind)}")
+                    return time.monotonic()
+            except RPCError as exc:  # the long poll's own deadline: poll again
+                if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                    raise
 
     async def trial(self, server: ScriptedModelServer, system: str, setup: str) -> Trial:
         trial = Trial(system, setup)
