@@ -23,6 +23,7 @@ from tether.core.handle import (
     PendingRequest,
     RunDescription,
     RunHandle,
+    TimelinePage,
     durable,
     get_run,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "StepUsage",
     "StreamRetracted",
     "TetherError",
+    "TimelinePage",
     "UnknownWaitRequestError",
     "UsageReport",
     "WaitAnswer",

@@ -31,6 +31,17 @@ def tether_adapter() -> Adapter | None:
 
 
 @hookspec
+def tether_framework() -> str | None:
+    """Return the top-level module of the framework this plugin adapts (e.g. ``"agents"``).
+
+    Optional. A worker asks for the adapter only when that module is imported in its process
+    (the agents it hosts import it), so hosting one framework's agent never imports another
+    framework; listing (``tether plugins``) still asks every plugin. Must not import the
+    framework. A plugin without this hook is always asked.
+    """
+
+
+@hookspec
 def tether_conformance_kit() -> ConformanceKit | None:
     """Return the conformance kit of this plugin's adapter, or None (no kit).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
@@ -42,27 +43,55 @@ def make_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManage
     return pm
 
 
-def collect(pm: pluggy.PluginManager) -> PluginReport:
-    """Ask every plugin for its adapter."""
+def collect(pm: pluggy.PluginManager, *, only_loaded: bool = False) -> PluginReport:
+    """Ask the plugins for their adapters.
+
+    ``only_loaded`` skips plugins whose framework (:func:`~tether.hookspecs.tether_framework`)
+    is not imported in this process: none of its agents can exist here, and importing a
+    framework costs seconds of a worker's start.
+    """
     report = PluginReport()
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin) or repr(plugin)
-        hook = getattr(plugin, "tether_adapter", None)
-        if hook is None:
+        if only_loaded and not framework_loaded(plugin):
             continue
-        try:
-            adapter = hook()
-        except AdapterUnavailable as exc:
-            report.unavailable[name] = str(exc)
-            continue
-        except Exception as exc:
-            report.unavailable[name] = f"failed to load: {type(exc).__name__}: {exc}"
-            continue
-        if adapter is not None:
-            report.adapters[adapter.name] = adapter
+        _ask(plugin, name, report)
     return report
 
 
+def framework_loaded(plugin: object) -> bool:
+    """Whether ``plugin``'s framework module is imported (True when it names none)."""
+    hook = getattr(plugin, "tether_framework", None)
+    if hook is None:
+        return True
+    try:
+        module = hook()
+    except Exception:
+        return True  # let the adapter hook say what is wrong
+    return module is None or module in sys.modules
+
+
+def _ask(plugin: object, name: str, report: PluginReport) -> None:
+    hook = getattr(plugin, "tether_adapter", None)
+    if hook is None:
+        return
+    key = id(plugin)
+    if key not in _asked:
+        try:
+            _asked[key] = (plugin, hook(), None)
+        except AdapterUnavailable as exc:
+            _asked[key] = (plugin, None, str(exc))
+        except Exception as exc:
+            _asked[key] = (plugin, None, f"failed to load: {type(exc).__name__}: {exc}")
+    _, adapter, why = _asked[key]
+    if why is not None:
+        report.unavailable[name] = why
+    elif adapter is not None:
+        report.adapters[adapter.name] = adapter
+
+
+_asked: dict[int, tuple[object, Adapter | None, str | None]] = {}
+"""Each plugin's answer, asked once per process (the plugin is kept so its id stays its own)."""
 _extra: list[object] = []
 
 
@@ -70,6 +99,7 @@ def register_plugin(plugin: object) -> None:
     """Register a plugin object in this process (tests, embedded adapters)."""
     _extra.append(plugin)
     installed.cache_clear()
+    _manager.cache_clear()
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -82,13 +112,33 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 @cache
+def _manager() -> pluggy.PluginManager:
+    return plugin_manager()
+
+
+@cache
 def installed() -> PluginReport:
-    """The adapters of this process (entry points + :func:`register_plugin`), loaded once."""
-    return collect(plugin_manager())
+    """The adapters of this process (entry points + :func:`register_plugin`), loaded once.
+
+    Loads every plugin's framework: for listing. Hosting an agent uses :func:`loaded`.
+    """
+    return collect(_manager())
+
+
+def loaded() -> PluginReport:
+    """The adapters whose framework this process has imported (and those naming none).
+
+    What a worker hosts: a Pydantic AI agent's worker never imports the OpenAI Agents SDK.
+    """
+    return collect(_manager(), only_loaded=True)
 
 
 def adapter_for(obj: object) -> Adapter:
-    """The adapter that claims ``obj``."""
+    """The adapter that claims ``obj``: first among those whose framework is imported (an
+    agent's framework is), then among all installed ones."""
+    for adapter in loaded().adapters.values():
+        if adapter.claims(obj):
+            return adapter
     report = installed()
     for adapter in report.adapters.values():
         if adapter.claims(obj):

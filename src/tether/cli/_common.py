@@ -173,6 +173,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number. Fix: give 0 or a positive integer"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{value} is negative. Fix: give 0 (the first entry) or a positive integer"
+        )
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -13,6 +13,8 @@ from tether.cli._common import (
     add_connection,
     follow_events,
     jsonable,
+    non_negative_int,
+    positive_int,
     runtime_from,
     seconds,
     table,
@@ -131,11 +133,20 @@ async def cmd_runs_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_runs_show(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from tether.core.handle import get_run
 
     runtime = await runtime_from(args)
     try:
-        desc = await (await get_run(args.run_id, runtime)).describe()
+        handle = await get_run(args.run_id, runtime)
+        desc = await handle.describe()
+        timeline, first = desc.timeline, desc.timeline_total - len(desc.timeline)
+        usage = desc.ledger.steps if desc.ledger else []
+        if args.from_step is not None:
+            page = await handle.timeline(args.from_step, args.limit)
+            timeline, first, usage = page.entries, page.offset, page.usage
+            desc = dataclasses.replace(desc, timeline=timeline)
         if args.json:
             from dataclasses import asdict
 
@@ -145,9 +156,9 @@ async def cmd_runs_show(args: argparse.Namespace) -> int:
         print(f"agent    {desc.agent or '?'}")
         print(f"status   {desc.status}")
         print(f"started  {desc.started or '-'}   closed {desc.closed or '-'}")
-        tokens = {s.step: s for s in (desc.ledger.steps if desc.ledger else [])}
+        tokens = {s.step: s for s in usage}
         rows = []
-        for t in desc.timeline:
+        for t in timeline:
             u = tokens.get(t["step"])
             rows.append(
                 (
@@ -163,6 +174,11 @@ async def cmd_runs_show(args: argparse.Namespace) -> int:
         if rows:
             print()
             table(("#", "STEP", "TOOK", "ATTEMPTS", "TOKENS IN/OUT", "COST", ""), rows)
+        if len(timeline) < desc.timeline_total:
+            print(
+                f"  (timeline entries {first}-{first + len(timeline) - 1} of "
+                f"{desc.timeline_total}; `tether runs show {desc.run_id} --from N` shows others)"
+            )
         for w in desc.waits:
             verdict = (
                 "approved"
@@ -250,6 +266,7 @@ async def cmd_approve(args: argparse.Namespace) -> int:
 
 
 async def cmd_runs_follow(args: argparse.Namespace) -> int:
+
     from tether.core.handle import get_run
 
     runtime = await runtime_from(args)
@@ -293,6 +310,7 @@ async def _wait_closed(handle: Any, timeout: float) -> str:
 
 
 async def cmd_runs_cancel(args: argparse.Namespace) -> int:
+
     from tether.core.handle import get_run
 
     runtime = await runtime_from(args)
@@ -311,6 +329,7 @@ async def cmd_runs_cancel(args: argparse.Namespace) -> int:
 
 
 async def cmd_runs_terminate(args: argparse.Namespace) -> int:
+
     from tether.core.handle import get_run
 
     runtime = await runtime_from(args)
@@ -400,6 +419,18 @@ def register(sub: Any) -> None:
     p = runs_sub.add_parser("show", help="a run's steps, timings, tokens, cost and waits")
     p.add_argument("run_id", metavar="RUN")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--from",
+        dest="from_step",
+        type=non_negative_int,
+        help="show the timeline from this entry on (0: the first step); default: the latest",
+    )
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        default=100,
+        help="timeline entries shown with --from (default 100, at most 1000)",
+    )
     add_connection(p)
     p.set_defaults(func=cmd_runs_show, is_async=True)
     p = runs_sub.add_parser("pending", help="what a run waits for (approvals, questions)")

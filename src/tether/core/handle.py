@@ -20,6 +20,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -46,12 +47,15 @@ from tether.core.contract import (
     WaitPolicy,
 )
 from tether.core.events import RunEvent
-from tether.core.ledger import UsageReport, report_from_json
+from tether.core.ledger import StepUsage, UsageReport, report_from_json
 from tether.core.run import (
     ALREADY_ANSWERED,
     ANSWER_UPDATE,
     PENDING_QUERY,
     STATUS_QUERY,
+    STATUS_RECENT,
+    TIMELINE_PAGE_MAX,
+    TIMELINE_QUERY,
     UNKNOWN_REQUEST,
     WORKFLOW_NAME,
     WRONG_ANSWER,
@@ -112,6 +116,22 @@ class RunDescription:
     """Steps running or retrying now: attempt, last error, next attempt time."""
     task_attempt: int = 0
     """Attempt of the run's pending task; above 1 its own code keeps failing on a worker."""
+    timeline_total: int = 0
+    """Steps in the run's whole timeline: ``timeline`` holds the latest of them (at most
+    :data:`~tether.core.run.STATUS_RECENT`); :meth:`RunHandle.timeline` pages through all."""
+    waits_total: int = 0
+    failures_total: int = 0
+
+
+@dataclass(frozen=True)
+class TimelinePage:
+    """Entries ``offset`` to ``offset + len(entries)`` of a run's timeline (of ``total``),
+    with the ledger's usage of those steps."""
+
+    offset: int
+    total: int
+    entries: list[dict[str, Any]]
+    usage: list[StepUsage] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -225,15 +245,17 @@ class RunHandle:
                     state = {}
         elif desc.status == WorkflowExecutionStatus.COMPLETED:
             raw = await self._handle.result()
-            state = {
-                "agent": raw.agent,
-                "steps": raw.steps,
-                "usage": raw.usage,
-                "failures": raw.failures,
-                "ledger": raw.ledger,
-                "timeline": raw.timeline,
-                "waits": raw.waits,
-            }
+            state = _bounded(
+                {
+                    "agent": raw.agent,
+                    "steps": raw.steps,
+                    "usage": raw.usage,
+                    "failures": raw.failures,
+                    "ledger": raw.ledger,
+                    "timeline": raw.timeline,
+                    "waits": raw.waits,
+                }
+            )
         elif desc.status is not None:
             # A failed or cancelled run still answers queries when a worker hosting its agent
             # is up (it replays the run); without one, do not wait for the RPC's own timeout.
@@ -265,6 +287,50 @@ class RunHandle:
             problem=problem,
             attempts=ops.attempts_in_progress(desc, state.get("in_flight", [])),
             task_attempt=ops.task_attempt(desc),
+            # a worker of before the bounded status sends whole lists and no totals
+            timeline_total=int(state.get("timeline_total", len(state.get("timeline", [])))),
+            waits_total=int(state.get("waits_total", len(state.get("waits", [])))),
+            failures_total=int(state.get("failures_total", len(state.get("failures", [])))),
+        )
+
+    async def timeline(self, offset: int = 0, limit: int = 100) -> TimelinePage:
+        """Entries ``offset`` to ``offset + limit`` of the run's timeline (at most
+        :data:`~tether.core.run.TIMELINE_PAGE_MAX` a page), with their usage.
+
+        :meth:`describe` holds only the latest entries; this pages through all of them. A
+        running run answers from its worker, a completed one from its result.
+        """
+        if offset < 0 or limit < 0:
+            raise ValueError(
+                f"offset and limit must be >= 0 (got {offset}, {limit}). Fix: pass offsets "
+                "counted from the first step (0)"
+            )
+        limit = min(limit, TIMELINE_PAGE_MAX)
+        status = await self.describe_status()
+        if status is None:
+            raise RunNotFoundError(self.id, self.runtime.client.namespace)
+        if status == "completed":
+            raw = await self._handle.result()
+            entries = raw.timeline[offset : offset + limit]
+            return TimelinePage(offset, len(raw.timeline), entries, _usage_of(raw.ledger, entries))
+        patience = {} if status == "running" else {"rpc_timeout": CLOSED_QUERY_TIMEOUT}
+        try:
+            page = await ops.query(self._handle, TIMELINE_QUERY, args=[offset, limit], **patience)
+        except WorkflowQueryFailedError as exc:
+            if "unknown queryType" not in str(exc) and "not registered" not in str(exc):
+                raise
+            # A worker of before the paged timeline: its status query has the whole list.
+            state = await ops.query(self._handle, STATUS_QUERY, **patience)
+            timeline = list(state.get("timeline", []))
+            entries = timeline[offset : offset + limit]
+            return TimelinePage(
+                offset, len(timeline), entries, _usage_of(state.get("ledger") or {}, entries)
+            )
+        return TimelinePage(
+            int(page["offset"]),
+            int(page["total"]),
+            list(page["entries"]),
+            [StepUsage(**u) for u in page.get("usage", [])],
         )
 
     async def describe_status(self) -> str | None:
@@ -910,6 +976,27 @@ def _created(started: WorkflowHandle[Any, Any]) -> bool:
 async def get_run(run_id: str, runtime: Runtime | None = None) -> RunHandle:
     """A handle on an existing run by id (results come back as the run's JSON)."""
     return RunHandle(runtime or await default_runtime(), run_id, None)
+
+
+def _bounded(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (a completed run's) with each list cut to its latest
+    :data:`~tether.core.run.STATUS_RECENT` entries and its total beside it, as a running
+    run's status query answers."""
+    out = dict(state)
+    for key in ("timeline", "waits", "failures"):
+        items = list(state.get(key) or [])
+        out[key] = items[-STATUS_RECENT:]
+        out[f"{key}_total"] = len(items)
+    if state.get("ledger"):
+        ledger = dict(state["ledger"])
+        ledger["steps"] = list(ledger.get("steps", []))[-STATUS_RECENT:]
+        out["ledger"] = ledger
+    return out
+
+
+def _usage_of(ledger: dict[str, Any], entries: list[dict[str, Any]]) -> list[StepUsage]:
+    steps = {e.get("step") for e in entries}
+    return [StepUsage(**u) for u in ledger.get("steps", []) if u.get("step") in steps]
 
 
 def _pending(raw: dict[str, Any]) -> PendingRequest:

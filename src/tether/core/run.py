@@ -57,6 +57,12 @@ WORKFLOW_NAME = "tether.AgentRun"
 STATUS_QUERY = "tether.status"
 PENDING_QUERY = "tether.pending"
 SEGMENTS_QUERY = "tether.segments"
+TIMELINE_QUERY = "tether.timeline"
+STATUS_RECENT = 50
+"""Entries of each list (timeline, waits, failures, ledger steps) the status query returns:
+the latest ones, with the totals. A run of 10,000 steps answers it as fast as one of 10."""
+TIMELINE_PAGE_MAX = 1000
+"""Most timeline entries one ``tether.timeline`` query returns (pages beyond it)."""
 ANSWER_UPDATE = "tether.answer"
 UNKNOWN_REQUEST = "TetherUnknownWaitRequest"
 ALREADY_ANSWERED = "TetherAlreadyAnswered"
@@ -313,6 +319,12 @@ class AgentRun:
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> dict[str, Any]:
+        """The run now: a bounded summary. Lists hold their latest :data:`STATUS_RECENT`
+        entries, ``*_total`` their lengths; the whole timeline is paged by
+        :meth:`timeline`."""
+        ledger = self._ledger.report()
+        ledger_steps = ledger["steps"]
+        ledger["steps"] = ledger_steps[-STATUS_RECENT:]
         return {
             "phase": self._phase,
             "agent": self._request.agent if self._request else None,
@@ -320,11 +332,31 @@ class AgentRun:
             "current_step": self._current,
             "in_flight": [dict(v) for _, v in sorted(self._in_flight.items())],
             "usage": dict(self._usage),
-            "failures": list(self._failures),
-            "ledger": self._ledger.report(),
-            "timeline": list(self._timeline),
-            "waits": list(self._waits),
+            "failures": self._failures[-STATUS_RECENT:],
+            "failures_total": len(self._failures),
+            "ledger": ledger,
+            "ledger_steps_total": len(ledger_steps),
+            "timeline": self._timeline[-STATUS_RECENT:],
+            "timeline_total": len(self._timeline),
+            "waits": self._waits[-STATUS_RECENT:],
+            "waits_total": len(self._waits),
             "pending": self.pending(),
+        }
+
+    @workflow.query(name=TIMELINE_QUERY)
+    def timeline(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """Timeline entries ``offset`` to ``offset + limit`` (at most
+        :data:`TIMELINE_PAGE_MAX`), the ledger's entries of the same steps, and the total."""
+        offset = max(0, int(offset))
+        limit = max(0, min(int(limit), TIMELINE_PAGE_MAX))
+        entries = self._timeline[offset : offset + limit]
+        steps = {e["step"] for e in entries}
+        usage = [asdict(u) for u in self._ledger.entries if u.step in steps]
+        return {
+            "offset": offset,
+            "total": len(self._timeline),
+            "entries": entries,
+            "usage": usage,
         }
 
     # -- waits -------------------------------------------------------------------------------

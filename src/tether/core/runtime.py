@@ -281,8 +281,9 @@ class AgentWorker:
 
 def worker_options(store: BlobStore) -> dict[str, Any]:
     """What a worker hosting Tether runs registers: ``workflows`` (the run workflow),
-    ``activities`` (every installed or registered adapter's steps, reading ``store``) and
-    ``interceptors`` (the run log lines, :mod:`tether.core.logs`).
+    ``activities`` (the steps of the registered agents' adapters and of every adapter whose
+    framework is imported, reading ``store``) and ``interceptors`` (the run log lines,
+    :mod:`tether.core.logs`).
 
     Shared by :meth:`Runtime.worker` and ``tether.contrib.temporal.TetherPlugin``. Also starts
     (once per process, in a thread) the imports a run task would otherwise make lazily.
@@ -305,9 +306,12 @@ def step_kinds() -> dict[str, str]:
 
 
 def _adapters_in_use() -> Sequence[Adapter]:
-    from tether.plugins import installed
+    """The registered agents' adapters, and those of every framework this process imported
+    (never importing another: a worker of Pydantic AI agents does not load the OpenAI
+    Agents SDK, which would add seconds to its start)."""
+    from tether.plugins import loaded
 
-    seen: dict[str, Adapter] = dict(installed().adapters)
+    seen: dict[str, Adapter] = dict(loaded().adapters)
     for entry in registry.registered().values():
         seen.setdefault(entry.adapter.name, entry.adapter)
     return list(seen.values())

@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
 from temporalio.bridge.proto import ActivityHeartbeat
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
@@ -463,6 +465,8 @@ def build_activity(
         try:
             outcome: StepOutcome = await asyncio.shield(task)
             await _store_outcome(outcome, deadline)
+            if info.attempt > 1:
+                await _unstick(info)
             return outcome
         except Exception as exc:
             _log_failed_attempt(definition, request, info, exc)
@@ -513,6 +517,36 @@ def _log_failed_attempt(
         error=message.splitlines()[0] if message else "",
         retrying=not final,
     )
+
+
+UNSTICK_TIMEOUT = timedelta(seconds=2)
+
+
+async def _unstick(info: activity.Info) -> None:
+    """Point the run's next task at its queue, not at the sticky queue of the worker that ran
+    the earlier attempt.
+
+    A retried step most often means that worker died (its beats stopped): the engine would
+    otherwise hold the run's next task on the dead worker's sticky queue for the sticky
+    schedule-to-start timeout before any live worker may take it. Done before this attempt
+    reports its result, so the task that result schedules goes straight to live workers. When
+    the earlier worker is alive after all, it costs one replay of the run there, nothing else.
+    """
+    if not info.workflow_id:
+        return
+    try:
+        client = activity.client()
+        await client.workflow_service.reset_sticky_task_queue(
+            ResetStickyTaskQueueRequest(
+                namespace=info.namespace,
+                execution=WorkflowExecution(
+                    workflow_id=info.workflow_id, run_id=info.workflow_run_id or ""
+                ),
+            ),
+            timeout=UNSTICK_TIMEOUT,
+        )
+    except Exception:  # only a shortcut: without it the engine's own timeout applies
+        logger.debug("step retry: resetting the run's sticky queue failed", exc_info=True)
 
 
 def engine_non_retryable(exc: BaseException) -> bool:

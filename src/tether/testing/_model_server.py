@@ -320,6 +320,16 @@ class ScriptedModelServer:
             if (lane is None or r.lane == lane) and (turn is None or r.turn == turn)
         )
 
+    def arrived(self, lane: str | None = None, turn: int | None = None) -> int:
+        """Requests that arrived (for one lane and/or turn), also those still being answered
+        (a hang); :meth:`count` sees a request once it is answered."""
+        with self._lock:
+            return sum(
+                n
+                for (la, t), n in self._attempts.items()
+                if (lane is None or la == lane) and (turn is None or t == turn)
+            )
+
     def served(self, lane: str, turn: int) -> int:
         """Successful (2xx, well-formed) replies for one step."""
         return sum(

@@ -13,6 +13,12 @@ if TYPE_CHECKING:
 
 
 @hookimpl
+def tether_framework() -> str:
+    """The module this adapter's agents import: workers load the adapter only after it."""
+    return "agents"
+
+
+@hookimpl
 def tether_adapter() -> Adapter:
     """The OpenAI Agents SDK adapter, when ``openai-agents`` is installed."""
     try:

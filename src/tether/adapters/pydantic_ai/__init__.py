@@ -13,6 +13,12 @@ if TYPE_CHECKING:
 
 
 @hookimpl
+def tether_framework() -> str:
+    """The module this adapter's agents import: workers load the adapter only after it."""
+    return "pydantic_ai"
+
+
+@hookimpl
 def tether_adapter() -> Adapter | None:
     """The Pydantic AI adapter, when ``pydantic-ai`` is installed."""
     try:
