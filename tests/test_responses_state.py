@@ -6,6 +6,7 @@ Real dev server, real OpenAI client against the scripted server, which keeps res
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ async def test_each_step_after_the_first_sends_only_new_items(
     assert result.final_output == plain.final_output == "looked up 5"
     assert [r.turn for r in chained] == list(range(6))  # the server saw the whole conversation
     assert chained[0].previous_response_id is None
-    for before, req in zip(chained, chained[1:], strict=False):
+    for before, req in itertools.pairwise(chained):
         # Named: the response the previous step got; sent: that step's tool output only.
         assert req.previous_response_id == f"resp_gpt_test_{before.turn}"
         assert [item["type"] for item in input_of(req)] == ["function_call_output"]
