@@ -130,8 +130,8 @@ class OpenAIAgentsAdapter(Adapter):
 
     async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
         assert isinstance(agent, Agent)
-        state = request.options.get(RESPONSES_STATE_OPTION) is True
-        proxy = RunProxy(session, stream_text=request.stream_text, responses_state=state)
+        chained = request.options.get(RESPONSES_STATE_OPTION) is True
+        proxy = RunProxy(session, stream_text=request.stream_text, responses_state=chained)
         context = None
         if request.context is not None:
             context = unpack(request.context, self.context_type(agent))
