@@ -51,6 +51,11 @@ def agent_queue(prefix: str, agent: str) -> str:
     return f"{prefix}.{agent}"
 
 
+POLLERS_FRESH_FOR = 5.0
+"""Seconds a positive "a worker polls this queue" check stays valid (Runtime.polled). The
+engine itself lists a killed worker as polling for minutes, so a fresher check knows no more."""
+
+
 @dataclass
 class Runtime:
     """A connected client, its blob store, and (when embedded) the engine it owns.
@@ -66,6 +71,8 @@ class Runtime:
     keyring: Keyring | None = None
     """The encryption keyring of history, store and secrets (None: encryption off)."""
     _local: dict[str, tuple[Worker, asyncio.Task[None]]] = field(default_factory=dict)
+    _polled: dict[str, float] = field(default_factory=dict)
+    """When (loop time) each queue was last seen polled: many answers ask once."""
 
     @classmethod
     async def start(
@@ -197,6 +204,18 @@ class Runtime:
             )
         )
         return len(resp.pollers)
+
+    async def polled(self, queue: str, fresh_for: float = POLLERS_FRESH_FOR) -> bool:
+        """Whether a worker polls ``queue``, answered from a check made in the last
+        ``fresh_for`` seconds when there is one (a burst of answers asks the engine once)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._polled.get(queue, -fresh_for - 1.0) <= fresh_for:
+            return True
+        if await self.pollers(queue):
+            self._polled[queue] = now
+            return True
+        self._polled.pop(queue, None)
+        return False
 
     async def ensure_local_worker(self, queue: str) -> bool:
         """Poll ``queue`` from this process for the agents wrapped here (once per queue).
