@@ -43,7 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "bench"
 TICKS = os.sysconf("SC_CLK_TCK")
 SYSTEMS = ("tether_openai", "tether_pydantic", "native_openai")
-SPEC = {"tether_openai": "apps.hitl_apps:openai_refunds", "tether_pydantic": "apps.hitl_apps:pai_refunds"}
+SPEC = {
+    "tether_openai": "apps.hitl_apps:openai_refunds",
+    "tether_pydantic": "apps.hitl_apps:pai_refunds",
+}
 
 
 def rss_mb(pid: int) -> float:
@@ -76,11 +79,16 @@ def start_worker(
         )
 
 
-async def settle(server: ScriptedModelServer, calls: int, pid: int, timeout: float) -> None:
+async def settle(
+    server: ScriptedModelServer, calls: int, worker: subprocess.Popen[bytes], timeout: float
+) -> None:
     """Until the server saw ``calls`` model calls and the worker is idle (under 5 % of a
     core for two seconds): every run recorded its step and waits."""
     deadline = time.monotonic() + timeout
+    pid = worker.pid
     while server.count() < calls:
+        if worker.poll() is not None:
+            raise SystemExit(f"the worker exited ({worker.returncode}); see its log")
         if time.monotonic() > deadline:
             raise SystemExit(f"only {server.count()} of {calls} model calls in {timeout}s")
         await asyncio.sleep(0.5)
@@ -122,7 +130,10 @@ class NativeSide(Side):
 
     async def start(self, n: int) -> Any:
         return await self.client.start_workflow(
-            "bench.NativeRefunds", "refund 42", id=f"native-{uuid.uuid4().hex}", task_queue=self.queue
+            "bench.NativeRefunds",
+            "refund 42",
+            id=f"native-{uuid.uuid4().hex}",
+            task_queue=self.queue,
         )
 
     async def pending(self, run: Any) -> list[str]:
@@ -166,7 +177,9 @@ async def measure(system: str, args: argparse.Namespace) -> dict[str, float]:
             OPENAI_AGENTS_DISABLE_TRACING="1",
             PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
         )
-        worker = start_worker(system, env, queue, args.cache, tmp / "worker.log", args.native_python)
+        worker = start_worker(
+            system, env, queue, args.cache, tmp / "worker.log", args.native_python
+        )
         try:
             side: Side
             if system == "native_openai":
@@ -179,7 +192,7 @@ async def measure(system: str, args: argparse.Namespace) -> dict[str, float]:
                 durable.task_queue = runtime.queue_for(durable.name)  # the worker's queue
                 side = TetherSide(durable)
             warm = await side.start(0)  # the worker imports everything once
-            await settle(server, 1, worker.pid, 120)
+            await settle(server, 1, worker, 120)
             [request_id] = await side.pending(warm)  # the same script: the same id in every run
             await side.approve_and_finish(warm, request_id)
             base = server.count()
@@ -190,7 +203,7 @@ async def measure(system: str, args: argparse.Namespace) -> dict[str, float]:
             t0 = time.monotonic()
             for mark in sorted({max(args.runs // 10, 1), args.runs}):
                 runs += await bounded(mark - len(runs), side.start, args.concurrency)
-                await settle(server, base + len(runs), worker.pid, 3600)
+                await settle(server, base + len(runs), worker, 3600)
                 out[f"rss@{mark}"] = rss_mb(worker.pid)
                 print(
                     f"[{system}] {len(runs):6d} runs waiting: RSS {out[f'rss@{mark}']:7.1f} MB "
@@ -230,13 +243,12 @@ async def measure(system: str, args: argparse.Namespace) -> dict[str, float]:
 async def main(args: argparse.Namespace) -> None:
     rows: dict[str, dict[str, float]] = {}
     for system in args.systems:
-        if system == "native_openai" and not Path(args.native_python).exists():
-            print(f"skipping native_openai: no {args.native_python} (run bench/setup_native.sh)")
-            continue
         rows[system] = await measure(system, args)
     marks = sorted({max(args.runs // 10, 1), args.runs})
-    print(f"\n{args.runs} runs waiting, {args.approve} approved ({args.concurrency} at a time); "
-          f"cache: {args.cache if args.cache is not None else 'default'}\n")
+    print(
+        f"\n{args.runs} runs waiting, {args.approve} approved ({args.concurrency} at a time); "
+        f"cache: {args.cache if args.cache is not None else 'default'}\n"
+    )
     head = "".join(f"{'RSS @' + str(m):>13}" for m in marks)
     print(f"{'system':<17}{'idle':>9}{head}{'after':>9}{'start s':>9}{'approve s':>11}{'CPU s':>8}")
     for system, r in rows.items():
@@ -252,7 +264,9 @@ if __name__ == "__main__":
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--approve", type=int, default=1000)
-    parser.add_argument("--cache", type=int, default=None, help="run cache (default: each worker's)")
+    parser.add_argument(
+        "--cache", type=int, default=None, help="run cache (default: each worker's)"
+    )
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument(
         "--native-python",
@@ -260,5 +274,8 @@ if __name__ == "__main__":
         help="python of the virtualenv made by bench/setup_native.sh",
     )
     args = parser.parse_args()
+    if "native_openai" in args.systems and not Path(args.native_python).exists():
+        print(f"skipping native_openai: no {args.native_python} (run bench/setup_native.sh)")
+        args.systems.remove("native_openai")
     sys.path.insert(0, str(ROOT / "tests"))
     asyncio.run(main(args))

@@ -223,3 +223,78 @@ async def test_the_option_is_checked_at_start(runtime: Runtime, task_queue: str)
         durable = wrap(lookup_agent("checked", server), runtime, task_queue)
         with pytest.raises(ConfigurationError, match="auto_previous_response_id"):
             await durable.start("x", auto_previous_response_id="yes")
+
+
+# -- Pydantic AI: its own setting, openai_previous_response_id="auto" -----------------------
+
+
+def pai_agent(name: str, server: ScriptedModelServer, expire_at: int | None = None) -> Any:
+    from pydantic_ai import Agent as PaiAgent
+    from pydantic_ai.models.openai import OpenAIResponsesModel as PaiResponses
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider(base_url=server.base_url, api_key="t")
+    agent = PaiAgent(
+        PaiResponses("gpt-test", provider=provider),
+        name=name,
+        model_settings={"openai_previous_response_id": "auto"},  # type: ignore[typeddict-unknown-key]
+    )
+
+    @agent.tool_plain
+    def lookup(i: int) -> str:
+        """A record."""
+        if i == expire_at:
+            server.expire_responses()
+        return f"record {i}: " + "x" * 2000
+
+    return agent
+
+
+async def test_pydantic_ai_auto_setting_sends_only_new_messages(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(loop_script(30)) as server:
+        durable = tether.durable(
+            pai_agent("pai-chained", server),
+            runtime=runtime,
+            task_queue=task_queue,
+            local_worker=False,
+        )
+        result = await durable.run("look up")
+        chained = served(server)
+
+    assert result.output == "looked up 29"
+    assert [r.turn for r in chained] == list(range(30))
+    assert chained[0].previous_response_id is None
+    assert [r.previous_response_id for r in chained[1:]] == [
+        f"resp_gpt_test_{t}" for t in range(29)
+    ]
+    assert abs(chained[29].size - chained[4].size) < 0.05 * chained[4].size
+
+
+async def test_pydantic_ai_lost_state_falls_back_to_the_whole_history(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(loop_script(6)) as server:
+        durable = tether.durable(
+            pai_agent("pai-expiring", server, expire_at=2),
+            runtime=runtime,
+            task_queue=task_queue,
+            local_worker=False,
+        )
+        handle = await durable.start("look up")
+        result = await handle.result()
+        events = await all_events(handle)
+        requests = server.requests
+
+    assert result.output == "looked up 5"
+    assert [r.previous_response_id for r in requests if r.status == 400] == ["resp_gpt_test_2"]
+    ok = [r for r in requests if r.status == 200]
+    assert [r.turn for r in ok] == list(range(6))
+    assert ok[3].previous_response_id is None and len(input_of(ok[3])) == 7
+    # Pydantic AI continues only from a response it recorded a history digest for, which an
+    # unchained request does not get: the next request is whole too, then the chain resumes.
+    assert ok[4].previous_response_id is None and len(input_of(ok[4])) == 9
+    assert ok[5].previous_response_id == "resp_gpt_test_4"
+    [fallback] = [e for e in events if e.type == "model.state_fallback"]
+    assert fallback.data["fallback"] == "full"

@@ -43,12 +43,10 @@ from pydantic_core import to_jsonable_python
 from tether.adapters.openai_agents._graph import agent_tool_target, handoff_target
 from tether.adapters.openai_agents._mcp import stand_ins
 from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
-from tether.core.events import MODEL_UNSTREAMED
+from tether.core.events import MODEL_STATE_FALLBACK, MODEL_UNSTREAMED
 from tether.human import human_input_of
 
 MODEL_STEP = "openai_agents.model"
-MODEL_STATE_FALLBACK = "model.state_fallback"
-"""Event: a Responses-state model step found the stored response gone and sent it all."""
 TOOL_STEP = "openai_agents.tool"
 
 _output_items: TypeAdapter[list[TResponseOutputItem]] = TypeAdapter(list[TResponseOutputItem])
