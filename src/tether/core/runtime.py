@@ -51,6 +51,11 @@ def agent_queue(prefix: str, agent: str) -> str:
     return f"{prefix}.{agent}"
 
 
+DEFAULT_MAX_CACHED_RUNS = 500
+"""Runs a worker keeps in memory between their tasks (each about 150-200 KB while it waits;
+an evicted run costs nothing and is rebuilt from its history when it next has work). Sized
+so that 10,000 waiting runs fit a small worker (bench/waiting_runs_memory.py)."""
+
 POLLERS_FRESH_FOR = 5.0
 """Seconds a positive "a worker polls this queue" check stays valid (Runtime.polled). The
 engine itself lists a killed worker as polling for minutes, so a fresher check knows no more."""
@@ -152,7 +157,7 @@ class Runtime:
         agents: Iterable[tuple[str, object, Adapter]] = (),
         *,
         task_queue: str | None = None,
-        max_cached_runs: int = 1000,
+        max_cached_runs: int = DEFAULT_MAX_CACHED_RUNS,
         max_concurrent_steps: int = 100,
     ) -> AgentWorker:
         """A worker hosting ``agents`` and every agent already registered in this process.
@@ -224,7 +229,7 @@ class Runtime:
         """
         if queue in self._local:
             return False
-        worker = self._temporal_worker(queue, 1000, 100)
+        worker = self._temporal_worker(queue, DEFAULT_MAX_CACHED_RUNS, 100)
         self._local[queue] = (worker, asyncio.create_task(worker.run()))
         await asyncio.sleep(0)
         return True
