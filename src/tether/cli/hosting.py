@@ -205,7 +205,13 @@ def register(sub: Any) -> None:
     """Add this group's commands to the `tether` parser."""
     p = sub.add_parser("worker", help="host agents: tether worker MODULE:OBJECT ...")
     p.add_argument("agents", nargs="+", metavar="MODULE:OBJECT")
-    p.add_argument("--max-cached-runs", type=positive_int, default=1000)
+    p.add_argument(
+        "--max-cached-runs",
+        type=positive_int,
+        default=500,  # tether.core.runtime.DEFAULT_MAX_CACHED_RUNS (not imported: a fast CLI)
+        help="runs kept in memory between their tasks; an evicted run is rebuilt from its "
+        "history when it next has work (default 500: 10,000 waiting runs fit a small worker)",
+    )
     p.add_argument(
         "--max-concurrent-steps",
         type=positive_int,

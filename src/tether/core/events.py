@@ -63,6 +63,9 @@ MODEL_RESPONSE = "model.response"
 MODEL_DELTA = "model.delta"
 MODEL_EVENT = "model.event"
 MODEL_UNSTREAMED = "model.unstreamed"
+MODEL_STATE_FALLBACK = "model.state_fallback"
+"""A model step chained to a stored response (Responses state mode) found it gone and sent the
+whole conversation instead."""
 MODEL_STARTED = "model.started"
 MODEL_FINISHED = "model.finished"
 MODEL_FAILED = "model.failed"
@@ -108,6 +111,8 @@ class RunEvent:
             text = f"model stream: {kind}"
         elif self.type == MODEL_UNSTREAMED:
             text = f"model did not stream: {d.get('reason')}"
+        elif self.type == MODEL_STATE_FALLBACK:
+            text = f"model state lost, full request: {d.get('reason')}"
         elif self.type == MODEL_RESPONSE:
             calls = ", ".join(c["name"] for c in d.get("tool_calls", []))
             text = f"model says: {d.get('text')!r}" if d.get("text") else f"model calls: {calls}"

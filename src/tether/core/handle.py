@@ -178,10 +178,13 @@ class RunHandle:
         *,
         created: bool = False,
         note: str | None = None,
+        queue: str | None = None,
     ) -> None:
         self.runtime = runtime
         self.id = run_id
         self._agent = agent
+        self._queue = queue
+        """The run's task queue when known without asking (this handle started the run)."""
         self.created = created
         self.note = note
         """What a retry did (the step it resumed from), for the person who asked."""
@@ -498,6 +501,11 @@ class RunHandle:
     async def _require_worker(self, verb: str, request_id: str = "") -> None:
         """Raise NoWorkerError at once when no worker polls the run's queue: a query or an
         answer needs the run's code, and would otherwise wait for its RPC timeout."""
+        if self._queue is not None and await self.runtime.polled(self._queue):
+            # The run was started on this queue by this handle, and a worker polls it (seen
+            # within seconds): no round trip to describe the run first. An ended run's
+            # answer is refused by the engine, as it would be after describing it.
+            return
         try:
             desc = await self._handle.describe()
         except RPCError as exc:
@@ -509,7 +517,7 @@ class RunHandle:
         queue = desc.raw_description.execution_config.task_queue.name
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WORKER_GRACE.total_seconds()
-        while not await self.runtime.pollers(queue):
+        while not await self.runtime.polled(queue):
             if loop.time() >= deadline:
                 break
             await asyncio.sleep(0.5)  # a worker that is starting gets a moment to poll
@@ -800,7 +808,7 @@ class DurableAgent:
         except WorkflowAlreadyStartedError:
             # A run with this id exists (ended, or running with if_exists="error").
             created = False
-        handle = RunHandle(runtime, run_id, self, created=created)
+        handle = RunHandle(runtime, run_id, self, created=created, queue=queue if created else None)
         if not created:
             await self._check_same_run(handle, request, if_exists)
         return handle

@@ -52,6 +52,16 @@ def agent_queue(prefix: str, agent: str) -> str:
     return f"{prefix}.{agent}"
 
 
+DEFAULT_MAX_CACHED_RUNS = 500
+"""Runs a worker keeps in memory between their tasks (each about 150-200 KB while it waits;
+an evicted run costs nothing and is rebuilt from its history when it next has work). Sized
+so that 10,000 waiting runs fit a small worker (bench/waiting_runs_memory.py)."""
+
+POLLERS_FRESH_FOR = 5.0
+"""Seconds a positive "a worker polls this queue" check stays valid (Runtime.polled). The
+engine itself lists a killed worker as polling for minutes, so a fresher check knows no more."""
+
+
 @dataclass
 class Runtime:
     """A connected client, its blob store, and (when embedded) the engine it owns.
@@ -67,6 +77,8 @@ class Runtime:
     keyring: Keyring | None = None
     """The encryption keyring of history, store and secrets (None: encryption off)."""
     _local: dict[str, tuple[Worker, asyncio.Task[None]]] = field(default_factory=dict)
+    _polled: dict[str, float] = field(default_factory=dict)
+    """When (loop time) each queue was last seen polled: many answers ask once."""
 
     @classmethod
     async def start(
@@ -150,7 +162,7 @@ class Runtime:
         agents: Iterable[tuple[str, object, Adapter]] = (),
         *,
         task_queue: str | None = None,
-        max_cached_runs: int = 1000,
+        max_cached_runs: int = DEFAULT_MAX_CACHED_RUNS,
         max_concurrent_steps: int = 100,
     ) -> AgentWorker:
         """A worker hosting ``agents`` and every agent already registered in this process.
@@ -204,6 +216,18 @@ class Runtime:
         )
         return len(resp.pollers)
 
+    async def polled(self, queue: str, fresh_for: float = POLLERS_FRESH_FOR) -> bool:
+        """Whether a worker polls ``queue``, answered from a check made in the last
+        ``fresh_for`` seconds when there is one (a burst of answers asks the engine once)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._polled.get(queue, -fresh_for - 1.0) <= fresh_for:
+            return True
+        if await self.pollers(queue):
+            self._polled[queue] = now
+            return True
+        self._polled.pop(queue, None)
+        return False
+
     async def ensure_local_worker(self, queue: str) -> bool:
         """Poll ``queue`` from this process for the agents wrapped here (once per queue).
 
@@ -211,7 +235,7 @@ class Runtime:
         """
         if queue in self._local:
             return False
-        worker = self._temporal_worker(queue, 1000, 100)
+        worker = self._temporal_worker(queue, DEFAULT_MAX_CACHED_RUNS, 100)
         self._local[queue] = (worker, asyncio.create_task(worker.run()))
         await asyncio.sleep(0)
         return True

@@ -183,6 +183,13 @@ class RecordedRequest:
     """The request's HTTP headers (names lower-cased)."""
 
     @property
+    def previous_response_id(self) -> str | None:
+        """The stored response a Responses request continues (None: a full request). A
+        request whose previous response is unknown or expired is recorded with turn -1."""
+        value = self.body.get("previous_response_id")
+        return value if isinstance(value, str) else None
+
+    @property
     def body_text(self) -> str:
         return json.dumps(self.body)
 
@@ -253,6 +260,8 @@ class ScriptedModelServer:
         self._requests: list[RecordedRequest] = []
         self._attempts: dict[tuple[str, int], int] = {}
         self._usage = Usage(0, 0)
+        self._states: dict[str, list[Any]] = {}
+        """Responses API conversation state by response id (``previous_response_id``)."""
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -354,6 +363,30 @@ class ScriptedModelServer:
             self._attempts.clear()
             self._usage = Usage(0, 0)
 
+    def expire_responses(self, *ids: str) -> int:
+        """Forget stored Responses state (``ids``, or all of it), as when the provider's
+        stored responses expire: a request naming one as ``previous_response_id`` is
+        answered 400 ``previous_response_not_found``. Returns how many were forgotten."""
+        with self._lock:
+            gone = [i for i in (ids or list(self._states)) if i in self._states]
+            for i in gone:
+                del self._states[i]
+            return len(gone)
+
+    @property
+    def stored_responses(self) -> list[str]:
+        """Ids of the responses whose conversation state the server keeps."""
+        with self._lock:
+            return list(self._states)
+
+    def _state(self, response_id: str) -> list[Any] | None:
+        with self._lock:
+            return self._states.get(response_id)
+
+    def _store_state(self, response_id: str, conversation: list[Any]) -> None:
+        with self._lock:
+            self._states[response_id] = conversation
+
     def stats(self) -> Json:
         usage = self.total_usage()
         return {
@@ -435,7 +468,21 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.owner
         model = str(body.get("model", ""))
         stream = bool(body.get("stream"))
-        index = turn_index(endpoint, body)
+        # Responses API state: the request continues a stored response's conversation.
+        previous = body.get("previous_response_id") if endpoint == "responses" else None
+        conversation: list[Any] | None = None
+        if endpoint == "responses":
+            sent = body.get("input")
+            if isinstance(sent, str):
+                sent = [{"role": "user", "content": sent}]
+            conversation = list(sent) if isinstance(sent, list) else []
+            if previous is not None:
+                stored = owner._state(str(previous))
+                if stored is None:
+                    self._not_found(endpoint, model, stream, raw, body, str(previous))
+                    return
+                conversation = stored + conversation
+        index = turn_index(endpoint, {"input": conversation} if previous is not None else body)
         lane = model  # recorded under the request's model; the script may serve it from "*"
         script_lane = owner.script.lane_for(model) if owner.script else model
         attempt = owner._next_attempt(lane, index)
@@ -502,6 +549,8 @@ class _Handler(BaseHTTPRequestHandler):
         usage = turn.usage or default_usage(len(raw), turn)
         record(200, usage)
         ids = _Ids(lane, index)
+        if conversation is not None and body.get("store") is not False:
+            owner._store_state(f"resp_{ids.tag()}", conversation + _output_items(turn, ids))
         stream = stream and owner.streaming
         if endpoint == "chat":
             if stream:
@@ -512,6 +561,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(_response_events(model, turn, usage, ids))
         else:
             self._json(200, _response(model, turn, usage, ids, "completed"))
+
+    def _not_found(
+        self, endpoint: str, model: str, stream: bool, raw: bytes, body: Json, previous: str
+    ) -> None:
+        """The Responses API's answer to an unknown or expired ``previous_response_id``."""
+        lane = model
+        self.owner._record(
+            RecordedRequest(
+                endpoint,
+                lane,
+                -1,
+                1,
+                stream,
+                len(raw),
+                body,
+                400,
+                headers={k.lower(): v for k, v in self.headers.items()},
+            ),
+            None,
+        )
+        self._json(
+            400,
+            {
+                "error": {
+                    "message": f"Previous response with id '{previous}' not found.",
+                    "type": "invalid_request_error",
+                    "param": "previous_response_id",
+                    "code": "previous_response_not_found",
+                }
+            },
+        )
 
     def _stream(self, events: Iterator[str]) -> None:
         self.send_response(200)

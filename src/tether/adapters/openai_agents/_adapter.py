@@ -122,9 +122,19 @@ class OpenAIAgentsAdapter(Adapter):
 
         return to_jsonable_python(value)
 
+    def encode_options(self, agent: object, options: dict[str, Any]) -> dict[str, JSON]:
+        state = options.get(RESPONSES_STATE_OPTION, False)
+        if not isinstance(state, bool):
+            raise ConfigurationError(
+                f"{RESPONSES_STATE_OPTION}={state!r}: expected True or False. Fix: pass "
+                f"{RESPONSES_STATE_OPTION}=True to send only new items to the Responses API"
+            )
+        return super().encode_options(agent, options)
+
     async def run(self, session: RunSession, agent: object, request: RunRequest) -> JSON:
         assert isinstance(agent, Agent)
-        proxy = RunProxy(session, stream_text=request.stream_text)
+        chained = request.options.get(RESPONSES_STATE_OPTION) is True
+        proxy = RunProxy(session, stream_text=request.stream_text, responses_state=chained)
         context = None
         if request.context is not None:
             context = unpack(request.context, self.context_type(agent))
@@ -230,6 +240,11 @@ async def _approval_boundary(
         asking=[approval_request(i) for i in items],
     )
 
+
+RESPONSES_STATE_OPTION = "auto_previous_response_id"
+"""The opt-in run option of the Responses state mode (the SDK's own name for it): each model
+step after the first sends only the items after the previous response, which the provider
+keeps (``previous_response_id``); a provider that lost it gets the whole conversation."""
 
 STREAMED_OPTION = "streamed"
 """The run option ``durable.run_streamed`` sets: the SDK's streamed loop, events published."""

@@ -156,20 +156,50 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     fallback: dict[str, str] = {}
     stream = payload.get("stream")
     call = _streaming(model, ctx, stream == "raw", fallback) if stream else model.get_response
-    try:
+    settings = _settings.validate_python(payload["settings"])
+    previous_response_id = payload.get("previous_response_id")
+    chain = payload.get("chain")
+    state: dict[str, JSON] | None = None
+    if chain is not None and isinstance(model_input, list):
+        # Responses state mode: the provider holds the conversation up to the previous
+        # response; only the items after it are sent. The previous response's id came from
+        # the run's history, so every attempt of this step names the same one.
+        if _keeps_state(model):
+            previous_response_id = chain["previous_response_id"]
+            model_input = items[int(chain["new_from"]) :]
+            state = {"previous_response_id": previous_response_id, "sent_items": len(model_input)}
+        else:
+            state = {"fallback": "full", "reason": "the model is not a Responses API model"}
+
+    async def request(model_input: Any, previous_response_id: Any) -> ModelResponse:
         with plain_conversation():
-            response = await call(
+            return await call(
                 payload["system"],
                 model_input,
-                _settings.validate_python(payload["settings"]),
+                settings,
                 tools,
                 _output_schema(agent),
                 handoffs,
                 ModelTracing.DISABLED,
-                previous_response_id=payload.get("previous_response_id"),
+                previous_response_id=previous_response_id,
                 conversation_id=payload.get("conversation_id"),
                 prompt=None,
             )
+
+    try:
+        try:
+            response = await request(model_input, previous_response_id)
+        except Exception as exc:
+            if state is None or "fallback" in state or not _state_lost(exc):
+                raise
+            # The provider lost the stored conversation (expired, deleted, another
+            # project): the whole conversation is here, so the step sends it all.
+            state = {
+                "fallback": "full",
+                "reason": f"the provider no longer holds response {previous_response_id!r} "
+                f"({_provider_message(exc)}); the whole conversation was sent",
+            }
+            response = await request(items, None)
     except Exception as exc:
         classified = _classify_provider_error(exc)
         if classified is exc:
@@ -185,8 +215,35 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
             "request_id": response.request_id,
             "model": _model_name(model, agent),
             **({"stream_fallback": fallback["reason"]} if fallback else {}),
+            **({"state": state} if state is not None else {}),
         }
     )
+
+
+def _keeps_state(model: Model) -> bool:
+    """Whether ``model`` calls the Responses API, which can continue a stored response."""
+    from agents.models.openai_responses import OpenAIResponsesModel
+
+    return isinstance(model, OpenAIResponsesModel)
+
+
+def _state_lost(exc: Exception) -> bool:
+    """The provider's answer to a ``previous_response_id`` it does not hold (anymore)."""
+    import openai
+
+    if not isinstance(exc, openai.APIStatusError):
+        return False
+    if exc.code == "previous_response_not_found":
+        return True
+    return exc.status_code in (400, 404) and exc.param == "previous_response_id"
+
+
+def _provider_message(exc: Exception) -> str:
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return f"{exc.status_code} {exc.code or ''}".strip()
+    return type(exc).__name__
 
 
 def _streaming(

@@ -46,7 +46,7 @@ from pydantic_core import to_jsonable_python
 from tether.adapters.openai_agents._graph import agent_tool_target, handoff_target
 from tether.adapters.openai_agents._mcp import stand_ins
 from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
-from tether.core.events import MODEL_UNSTREAMED
+from tether.core.events import MODEL_STATE_FALLBACK, MODEL_UNSTREAMED
 from tether.human import human_input_of
 
 MODEL_STEP = "openai_agents.model"
@@ -213,6 +213,11 @@ class StepModel(Model):
         if _depth.get() == 1:
             # A step boundary of the run's own loop (not a nested agent-as-tool run).
             await self._run.checkpoint(self.original, input)
+        chain = None
+        if items is not None and self._run.responses_state and model_settings.store is not False:
+            chain = self._run.chain_for(self._agent, items)
+            if chain is not None:
+                payload["chain"] = chain
         outcome = await self._run.session.step(
             MODEL_STEP,
             payload,
@@ -231,6 +236,14 @@ class StepModel(Model):
             session.publish(
                 MODEL_UNSTREAMED, {"agent": self._agent, "reason": value["stream_fallback"]}
             )
+        state = value.get("state")
+        if isinstance(state, dict) and state.get("fallback"):
+            session.publish(
+                MODEL_STATE_FALLBACK,
+                {"agent": self._agent, "fallback": state["fallback"], "reason": state["reason"]},
+            )
+        if items is not None and self._run.responses_state and value.get("response_id"):
+            self._run.remember_chain(self._agent, items, value["output"], value["response_id"])
         session.publish("model.response", response_event(output))
         session.add_usage(usage_totals(usage), model=value.get("model"), provider="openai")
         response = ModelResponse(
@@ -294,16 +307,50 @@ class StepModel(Model):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Chain:
+    """A response the provider stores: the request's items it answered and its output."""
+
+    response_id: str
+    items: list[Any]
+    output: list[Any]
+
+    @property
+    def length(self) -> int:
+        return len(self.items) + len(self.output)
+
+    def continued_by(self, items: list[Any]) -> bool:
+        n = len(self.items)
+        if len(items) <= self.length or items[:n] != self.items:
+            return False
+        return all(
+            _same_output(got, sent) for got, sent in zip(items[n:], self.output, strict=False)
+        )
+
+
+def _same_output(got: Any, sent: Any) -> bool:
+    """Whether a conversation item is the response's output item (as the SDK re-sends it)."""
+    if not isinstance(got, dict) or not isinstance(sent, dict):
+        return False
+    return all(got.get(k) == sent.get(k) for k in ("type", "id", "call_id", "role"))
+
+
 class RunProxy:
     """Per-run state on the run side: the proxied agents and what was shared with steps."""
 
-    def __init__(self, session: RunSession, *, stream_text: bool = False) -> None:
+    def __init__(
+        self, session: RunSession, *, stream_text: bool = False, responses_state: bool = False
+    ) -> None:
         self.session = session
         self.stream_text = stream_text
         self.provider_streams = True
         """False once a step found that the provider does not stream (asked once per run)."""
         self.traced = False
         """Whether the SDK's tracing records this run (one trace, see ``_tracing``)."""
+        self.responses_state = responses_state
+        """Responses state mode: model steps continue the previous response (see chain_for)."""
+        self._chains: dict[str, _Chain] = {}
+        self._last_chain: _Chain | None = None
         self._proxies: dict[int, Agent[Any]] = {}
         self.context: Any = None
         self.max_turns = 10
@@ -350,6 +397,27 @@ class RunProxy:
         if conversation is not None:
             state._original_input = list(conversation)
         return state
+
+    def chain_for(self, agent: str, items: list[Any]) -> dict[str, Any] | None:
+        """The stored response ``items`` continue, and where the items after it start.
+
+        A candidate is the last response of this agent (a nested agent-as-tool run keeps its
+        own), else the run's last response (a handoff continues the conversation). It is used
+        only when ``items`` begin with exactly what the provider holds for it: the request
+        it answered and its output. Decided from recorded step results, so a replay (after a
+        crash, on another worker) decides the same.
+        """
+        for chain in (self._chains.get(agent), self._last_chain):
+            if chain is not None and chain.continued_by(items):
+                return {"previous_response_id": chain.response_id, "new_from": chain.length}
+        return None
+
+    def remember_chain(
+        self, agent: str, items: list[Any], output: list[Any], response_id: str
+    ) -> None:
+        chain = _Chain(response_id, items, output)
+        self._chains[agent] = chain
+        self._last_chain = chain
 
     def share(self, value: Any) -> str:
         return self.session.share(value)

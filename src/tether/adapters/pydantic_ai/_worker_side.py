@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -127,15 +128,34 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     messages = ModelMessagesTypeAdapter.validate_python(ctx.transcript())
     params = _params.validate_python(ctx.shared(payload["params_ref"]))
     fallback: dict[str, str] = {}
-    try:
+    settings = payload.get("settings")
+    if isinstance(settings, dict) and settings.get("openai_previous_response_id"):
+        _steady_timestamps(messages)
+    state: dict[str, Any] | None = None
+
+    async def request(settings: Any) -> ModelResponse:
         with plain_conversation():
             if payload.get("stream"):
                 raw = payload["stream"] == "raw"
-                response = await _streamed(
-                    model, ctx, messages, payload.get("settings"), params, raw, fallback
-                )
-            else:
-                response = await model.request(messages, payload.get("settings"), params)
+                return await _streamed(model, ctx, messages, settings, params, raw, fallback)
+            return await model.request(messages, settings, params)
+
+    try:
+        try:
+            response = await request(settings)
+        except ModelHTTPError as exc:
+            chained = isinstance(settings, dict) and settings.get("openai_previous_response_id")
+            if not chained or not _state_lost(exc):
+                raise
+            # The provider no longer holds the response the model chained to (expired,
+            # deleted): the whole history is here, so the step sends all of it.
+            state = {
+                "fallback": "full",
+                "reason": f"the provider no longer holds the previous response "
+                f"({exc.status_code} previous_response_not_found); the whole history was sent",
+            }
+            unchained = {k: v for k, v in settings.items() if k != "openai_previous_response_id"}
+            response = await request(unchained)
     except Exception as exc:
         classified = _classify(exc)
         if classified is exc:
@@ -145,7 +165,42 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     value: dict[str, Any] = {"response": dumped}
     if fallback:
         value["stream_fallback"] = fallback["reason"]
+    if state is not None:
+        value["state"] = state
     return StepOutcome(value=value)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _steady_timestamps(messages: list[ModelMessage]) -> None:
+    """One fixed time on every message and part the transcript left without one.
+
+    The run side leaves timestamps out of the transcript (they differ between a run and its
+    replay), so validation stamps them with the worker's clock, differently at each step.
+    The Responses model continues a stored response only while the digest of the history
+    before it is unchanged, and that digest covers the timestamps: fixed ones keep it
+    stable from step to step. The provider is never sent them.
+    """
+    for message in messages:
+        if hasattr(message, "timestamp"):
+            message.timestamp = _EPOCH
+        for part in message.parts:
+            if hasattr(part, "timestamp"):
+                part.timestamp = _EPOCH
+
+
+def _state_lost(exc: ModelHTTPError) -> bool:
+    """The Responses API's answer to a ``previous_response_id`` it does not hold (anymore)."""
+    body = exc.body
+    if not isinstance(body, dict):
+        return False
+    error = body.get("error", body)
+    if not isinstance(error, dict):
+        return False
+    if error.get("code") == "previous_response_not_found":
+        return True
+    return exc.status_code in (400, 404) and error.get("param") == "previous_response_id"
 
 
 async def _streamed(

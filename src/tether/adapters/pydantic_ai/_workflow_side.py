@@ -36,7 +36,7 @@ from pydantic_core import to_jsonable_python
 
 from tether.adapters.pydantic_ai._mcp import replace_mcp, routes_to_mcp
 from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
-from tether.core.events import MODEL_UNSTREAMED
+from tether.core.events import MODEL_STATE_FALLBACK, MODEL_UNSTREAMED
 from tether.core.values import unpack
 from tether.human import human_input_of
 
@@ -151,6 +151,12 @@ class StepModel(WrapperModel):
             streams.provider_streams = False
             self._session.publish(
                 MODEL_UNSTREAMED, {"agent": self._agent, "reason": outcome.value["stream_fallback"]}
+            )
+        state = outcome.value.get("state")
+        if isinstance(state, dict) and state.get("fallback"):
+            self._session.publish(
+                MODEL_STATE_FALLBACK,
+                {"agent": self._agent, "fallback": state["fallback"], "reason": state["reason"]},
             )
         self._session.publish("model.response", response_event(response))
         self._session.add_usage(

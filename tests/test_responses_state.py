@@ -1,0 +1,300 @@
+"""The opt-in Responses state mode of the OpenAI Agents SDK adapter
+(``auto_previous_response_id=True``): after the first, each model step sends only the items
+after the previous response, naming it; lost state falls back to a full request, recorded.
+Real dev server, real OpenAI client against the scripted server, which keeps responses by id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, function_tool
+from openai import AsyncOpenAI
+from temporalio.worker import Worker
+
+import tether
+from hitl_helpers import all_events
+from tether.core.runtime import Runtime
+from tether.errors import ConfigurationError
+from tether.testing import Fault, RecordedRequest, ScriptedModelServer, ToolCall, Turn
+from workers import crash_and_resume
+
+STATE = {"auto_previous_response_id": True, "max_turns": 100}
+
+
+def client_for(server: ScriptedModelServer) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+
+
+def loop_script(n: int, **first: Any) -> list[Turn]:
+    """``n`` model calls: ``n - 1`` tool calls, then the answer."""
+    turns = [Turn.tool_calls(ToolCall("lookup", {"i": i})) for i in range(n - 1)]
+    if first:
+        turns[1] = Turn.tool_calls(ToolCall("lookup", {"i": 1}), **first)
+    return [*turns, Turn.text(f"looked up {n - 1}")]
+
+
+def lookup_agent(name: str, server: ScriptedModelServer, *, chat: bool = False) -> Agent[Any]:
+    @function_tool
+    def lookup(i: int) -> str:
+        """A 2 KB record."""
+        return f"record {i}: " + "x" * 2000
+
+    model: Any = (
+        OpenAIChatCompletionsModel(model="gpt-test", openai_client=client_for(server))
+        if chat
+        else OpenAIResponsesModel(model="gpt-test", openai_client=client_for(server))
+    )
+    return Agent(name=name, instructions="Look records up.", tools=[lookup], model=model)
+
+
+def wrap(agent: Agent[Any], runtime: Runtime, task_queue: str) -> tether.DurableAgent:
+    return tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+
+
+def served(server: ScriptedModelServer) -> list[RecordedRequest]:
+    return [r for r in server.requests if r.status == 200]
+
+
+def input_of(req: RecordedRequest) -> list[Any]:
+    sent = req.body["input"]
+    return sent if isinstance(sent, list) else [sent]
+
+
+async def test_each_step_after_the_first_sends_only_new_items(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(loop_script(6)) as server:
+        agent = lookup_agent("chained", server)
+        plain = await wrap(agent, runtime, task_queue).run("look up", max_turns=100)
+        full = served(server)
+        server.reset()
+        server.expire_responses()
+
+        result = await wrap(agent, runtime, task_queue).run("look up 2", **STATE)
+        chained = served(server)
+
+    assert result.final_output == plain.final_output == "looked up 5"
+    assert [r.turn for r in chained] == list(range(6))  # the server saw the whole conversation
+    assert chained[0].previous_response_id is None
+    for before, req in itertools.pairwise(chained):
+        # Named: the response the previous step got; sent: that step's tool output only.
+        assert req.previous_response_id == f"resp_gpt_test_{before.turn}"
+        assert [item["type"] for item in input_of(req)] == ["function_call_output"]
+    assert all(r.previous_response_id is None for r in full)
+    assert len(input_of(full[-1])) == 11  # without the mode: the whole conversation
+
+
+async def test_bytes_sent_per_step_are_flat_in_the_mode(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(loop_script(40)) as server:
+        agent = lookup_agent("flat", server)
+        await wrap(agent, runtime, task_queue).run("look up", **STATE)
+        chained = [r.size for r in served(server)]
+        server.reset()
+        await wrap(agent, runtime, task_queue).run("look up", max_turns=100)
+        full = [r.size for r in served(server)]
+
+    # Step 5 and step 40 send one 2 KB tool output each (plus instructions and tools): the
+    # same size, give or take the digits of ids. Without the mode, step 40 sends 39 of them.
+    assert abs(chained[39] - chained[4]) < 0.05 * chained[4], chained
+    assert max(chained[1:]) < 1.1 * chained[4]
+    assert full[39] > 6 * full[4], full
+    assert full[39] > 20 * chained[39]
+
+
+async def test_an_expired_response_falls_back_to_a_full_request_recorded(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    holder: dict[str, ScriptedModelServer] = {}
+
+    @function_tool
+    def lookup(i: int) -> str:
+        """A record; the provider forgets every stored response after the second."""
+        if i == 2:
+            holder["server"].expire_responses()
+        return f"record {i}"
+
+    with ScriptedModelServer(loop_script(6)) as server:
+        holder["server"] = server
+        model = OpenAIResponsesModel(model="gpt-test", openai_client=client_for(server))
+        agent = Agent(name="expiring", tools=[lookup], model=model)
+        handle = await wrap(agent, runtime, task_queue).start("look up", **STATE)
+        result = await handle.result()
+        events = await all_events(handle)
+        requests = server.requests
+
+    assert result.final_output == "looked up 5"
+    refused = [r for r in requests if r.status == 400]
+    assert [r.previous_response_id for r in refused] == ["resp_gpt_test_2"]
+    ok = [r for r in requests if r.status == 200]
+    assert [r.turn for r in ok] == list(range(6))  # each model call made once
+    # Turn 3 was sent again, whole and without a previous response; later turns chain again.
+    assert ok[3].previous_response_id is None
+    assert len(input_of(ok[3])) == 7
+    assert [r.previous_response_id for r in ok[4:]] == ["resp_gpt_test_3", "resp_gpt_test_4"]
+    [fallback] = [e for e in events if e.type == "model.state_fallback"]
+    assert fallback.data["fallback"] == "full"
+    assert "resp_gpt_test_2" in str(fallback.data["reason"])
+    # Recorded in the step's outcome in the run's history as well.
+    history = await runtime.client.get_workflow_handle(handle.id).fetch_history()
+    results = [
+        e.activity_task_completed_event_attributes.result.payloads[0].data
+        for e in history.events
+        if e.HasField("activity_task_completed_event_attributes")
+    ]
+    states = [json.loads(r)["value"].get("state") for r in results if b'"output"' in r]
+    assert states[0] is None
+    assert states[1] == {"previous_response_id": "resp_gpt_test_0", "sent_items": 1}
+    assert states[3] is not None and states[3]["fallback"] == "full"
+    assert states[4] == {"previous_response_id": "resp_gpt_test_3", "sent_items": 1}
+
+
+async def test_a_retried_attempt_names_the_same_previous_response(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    script = loop_script(4, faults=[Fault.server_error(503)])
+    with ScriptedModelServer(script) as server:
+        agent = lookup_agent("retried", server)
+        result = await wrap(agent, runtime, task_queue).run("look up", **STATE)
+        turn1 = [r for r in server.requests if r.turn == 1]
+
+    assert result.final_output == "looked up 3"
+    assert [r.status for r in turn1] == [503, 200]
+    assert [r.previous_response_id for r in turn1] == ["resp_gpt_test_0"] * 2
+    assert turn1[0].body == turn1[1].body
+
+
+async def test_a_run_resumed_after_a_worker_crash_keeps_chaining(
+    runtime: Runtime, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    from apps.openai_apps import weather
+
+    script = [
+        Turn.tool_calls(ToolCall("get_weather_alerts", {"state": s}), delay=0.3)
+        for s in ("CA", "NY", "TX")
+    ] + [Turn.text("CA has a heat advisory.", delay=0.3)]
+    with ScriptedModelServer(script) as server:
+        result, _, done_at_kill, _ = await crash_and_resume(
+            runtime,
+            worker_env,
+            tmp_path,
+            server,
+            "apps.openai_apps:weather",
+            weather,
+            "alerts?",
+            3,
+            **STATE,
+        )
+        requests = server.requests
+
+    assert result.final_output == "CA has a heat advisory."
+    assert any(s.name == "openai_agents.model" for s in done_at_kill)
+    assert all(r.status == 200 for r in requests)
+    by_turn = {r.turn: r for r in requests}  # a call in flight at the kill may repeat
+    assert sorted(by_turn) == [0, 1, 2, 3]
+    assert by_turn[0].previous_response_id is None
+    # The worker that took over rebuilt the chain from the run's history.
+    for t in (1, 2, 3):
+        assert by_turn[t].previous_response_id == f"resp_gpt_weather_{t - 1}"
+        assert len(input_of(by_turn[t])) == 1
+
+
+async def test_a_chat_completions_model_gets_whole_requests(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(loop_script(3)) as server:
+        agent = lookup_agent("chatty", server, chat=True)
+        result = await wrap(agent, runtime, task_queue).run("look up", **STATE)
+        requests = server.requests
+
+    assert result.final_output == "looked up 2"
+    assert [r.endpoint for r in requests] == ["chat"] * 3
+    assert len(requests[-1].body["messages"]) == 6  # system, user, 2 x (call, output)
+
+
+async def test_the_option_is_checked_at_start(runtime: Runtime, task_queue: str) -> None:
+    with ScriptedModelServer(loop_script(2)) as server:
+        durable = wrap(lookup_agent("checked", server), runtime, task_queue)
+        with pytest.raises(ConfigurationError, match="auto_previous_response_id"):
+            await durable.start("x", auto_previous_response_id="yes")
+
+
+# -- Pydantic AI: its own setting, openai_previous_response_id="auto" -----------------------
+
+
+def pai_agent(name: str, server: ScriptedModelServer, expire_at: int | None = None) -> Any:
+    from pydantic_ai import Agent as PaiAgent
+    from pydantic_ai.models.openai import OpenAIResponsesModel as PaiResponses
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider(base_url=server.base_url, api_key="t")
+    agent = PaiAgent(
+        PaiResponses("gpt-test", provider=provider),
+        name=name,
+        model_settings={"openai_previous_response_id": "auto"},  # type: ignore[typeddict-unknown-key]
+    )
+
+    @agent.tool_plain
+    def lookup(i: int) -> str:
+        """A record."""
+        if i == expire_at:
+            server.expire_responses()
+        return f"record {i}: " + "x" * 2000
+
+    return agent
+
+
+async def test_pydantic_ai_auto_setting_sends_only_new_messages(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(loop_script(30)) as server:
+        durable = tether.durable(
+            pai_agent("pai-chained", server),
+            runtime=runtime,
+            task_queue=task_queue,
+            local_worker=False,
+        )
+        result = await durable.run("look up")
+        chained = served(server)
+
+    assert result.output == "looked up 29"
+    assert [r.turn for r in chained] == list(range(30))
+    assert chained[0].previous_response_id is None
+    assert [r.previous_response_id for r in chained[1:]] == [
+        f"resp_gpt_test_{t}" for t in range(29)
+    ]
+    assert abs(chained[29].size - chained[4].size) < 0.05 * chained[4].size
+
+
+async def test_pydantic_ai_lost_state_falls_back_to_the_whole_history(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(loop_script(6)) as server:
+        durable = tether.durable(
+            pai_agent("pai-expiring", server, expire_at=2),
+            runtime=runtime,
+            task_queue=task_queue,
+            local_worker=False,
+        )
+        handle = await durable.start("look up")
+        result = await handle.result()
+        events = await all_events(handle)
+        requests = server.requests
+
+    assert result.output == "looked up 5"
+    assert [r.previous_response_id for r in requests if r.status == 400] == ["resp_gpt_test_2"]
+    ok = [r for r in requests if r.status == 200]
+    assert [r.turn for r in ok] == list(range(6))
+    assert ok[3].previous_response_id is None and len(input_of(ok[3])) == 7
+    # Pydantic AI continues only from a response it recorded a history digest for, which an
+    # unchained request does not get: the next request is whole too, then the chain resumes.
+    assert ok[4].previous_response_id is None and len(input_of(ok[4])) == 9
+    assert ok[5].previous_response_id == "resp_gpt_test_4"
+    [fallback] = [e for e in events if e.type == "model.state_fallback"]
+    assert fallback.data["fallback"] == "full"
