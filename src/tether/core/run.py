@@ -170,6 +170,7 @@ class AgentRun:
 
     @workflow.init
     def __init__(self, request: RunRequest) -> None:
+        self._own_run_id = workflow.info().run_id
         self._request: RunRequest | None = None
         self._transcript = Transcript()
         self._steps = 0
@@ -308,8 +309,21 @@ class AgentRun:
         if phase == self._phase:
             return
         self._phase = phase
-        if self._phase_attribute:
+        if self._phase_attribute and self._in_own_task():
             workflow.upsert_search_attributes([attributes.PHASE.value_set(phase)])
+
+    def _in_own_task(self) -> bool:
+        """Whether this code runs in a task of this run (not another run's).
+
+        A run evicted from a worker's cache can leave suspended code behind that the garbage
+        collector closes later, in whatever thread it runs: ``finally`` blocks (a wait's
+        phase change) then run inside another run's workflow task, and a command issued
+        there would land in that run's history (seen as "Nondeterminism error:
+        UpsertWorkflowSearchAttributesMachine" when that run was replayed)."""
+        try:
+            return workflow.info().run_id == self._own_run_id
+        except Exception:  # in no run task at all (the collector ran in another thread)
+            return False
 
     async def _close_stream(self) -> None:
         # Waiting readers get their last batch (with the final event) before the run closes;

@@ -186,11 +186,17 @@ class Runtime:
         )
 
     def _temporal_worker(self, queue: str, max_cached_runs: int, max_steps: int) -> Worker:
+        options = worker_options(self.store)
+        # The run log lines, then the spans when tracing is on (docs/tracing.md).
+        interceptors = [
+            *options.pop("interceptors"),
+            *tracing.worker_interceptors(self.client, step_kinds()),
+        ]
         return Worker(
             self.client,
             task_queue=queue,
-            **worker_options(self.store),
-            interceptors=tracing.worker_interceptors(self.client, step_kinds()),
+            **options,
+            interceptors=interceptors,
             # The run hosts the framework's own loop, not user workflow code; the sandbox's
             # per-run module re-import costs memory and start time and breaks on framework
             # releases. Determinism is proven by replay tests instead (conformance suite).
