@@ -286,6 +286,7 @@ async def long_run(adapter: str, args: argparse.Namespace, address: str) -> dict
         "segments": segments,
         "kills": kills,
         "end_rss_kib": end_rss,
+        "load": os.getloadavg(),
         "stamps": stamps.seen,
     }
 
@@ -349,10 +350,12 @@ def summarize(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_report(run: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace) -> None:
+    load = run.get("load") or (float("nan"),) * 3
     print(
         f"\n{run['adapter']}: {run['run_steps']} steps in {run['wall_s']:.0f} s, "
         f"{summary['segments']} segments, {args.result_bytes}-byte tool results; "
-        f"medians over {args.window} model calls from each step\n"
+        f"medians over {args.window} model calls from each step; load average at the end "
+        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores\n"
     )
     marks = list(summary["step_ms"])
     print("| | " + " | ".join(f"step {m}" for m in marks) + " |")
@@ -462,10 +465,6 @@ async def main_async(args: argparse.Namespace) -> None:
                 print(f"{adapter}: {args.steps} steps", flush=True)
                 runs.append(await long_run(adapter, args, engine.address))
     summaries = [summarize(run, args) for run in runs]
-    print(
-        f"\nload: {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (1, 5 min), "
-        f"{os.cpu_count()} cores"
-    )
     for run, summary in zip(runs, summaries, strict=True):
         print_report(run, summary, args)
     if args.png:
