@@ -322,6 +322,24 @@ def summarize(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "step_ms": {m: at_mark(xs, ms, m, args.window) for m in marks},
         "request_kib": {m: (at_mark(xs, [s / 1024 for s in sizes], m, args.window)) for m in marks},
     }
+    # Progress after each kill: the first request for a turn past every turn seen before the
+    # kill (the request in flight at the kill may be made again first, before the run task
+    # has replayed its segment).
+    st = run["stamps"]
+    changes = [j for j in range(1, len(st)) if st[j][3] != st[j - 1][3]]
+    out["kills"] = []
+    for kill, j in zip(run["kills"], changes, strict=False):
+        before = max(turn for turn, *_ in st[:j])
+        nxt = kill["to_next_request_s"]
+        progress = next((row[1] for row in st[j:] if row[0] > before), None)
+        out["kills"].append(
+            {
+                "step": kill["step"],
+                "to_next_request_s": nxt,
+                "to_next_step_s": nxt + progress - st[j][1] if nxt and progress else None,
+                "new_worker_started_s": kill["new_worker_polling_s"],
+            }
+        )
     segs = run["segments"]
     biggest = max(segs, key=lambda s: s["bytes"])
     out["segments"] = len(segs)
@@ -384,13 +402,12 @@ def print_report(run: dict[str, Any], summary: dict[str, Any], args: argparse.Na
             f"{(rss['end_kib'] or 0) / 1024:.0f} MiB"
         )
     print(f"first `tether worker` polling after {run['first_worker_polling_s']:.1f} s")
-    for kill in run["kills"]:
-        nxt, poll = kill["to_next_request_s"], kill["new_worker_polling_s"]
-        after = f"{nxt:.1f} s" if nxt is not None else "-"
-        started = f"{poll:.1f} s" if poll is not None else "-"
+    for kill in summary["kills"]:
         print(
-            f"SIGKILL at step ~{kill['step']}: next model request after {after} "
-            f"(new `tether worker` started after {started})"
+            f"SIGKILL at step ~{kill['step']}: next model request after "
+            f"{_s(kill['to_next_request_s'])}, first new model step after "
+            f"{_s(kill['to_next_step_s'])} (the new `tether worker` printed its start after "
+            f"{_s(kill['new_worker_started_s'])})"
         )
     segs = run["segments"]
     print("\nsegments (first step, steps, events, MB):")
@@ -400,6 +417,10 @@ def print_report(run: dict[str, Any], summary: dict[str, Any], args: argparse.Na
             f"{s['first_step']}+{s['steps']}:{s['events']}/{s['bytes'] / 1e6:.2f}" for s in segs
         )
     )
+
+
+def _s(value: float | None) -> str:
+    return f"{value:.1f} s" if value is not None else "-"
 
 
 def plot(path: str, runs: list[dict[str, Any]]) -> None:
