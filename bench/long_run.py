@@ -56,7 +56,7 @@ AGENTS = {
     "openai_agents": ("_profile_agents:openai_agent", "profile-openai", "lookup"),
     "pydantic_ai": ("_profile_agents:pydantic_agent", "profile-pydantic", "lookup_record"),
 }
-MARKS = (100, 1000, 5000, 9000)
+MARKS = (100, 1000, 2000, 3000, 5000, 9000)
 
 
 class LeanServer(ScriptedModelServer):
