@@ -166,7 +166,7 @@ class _RunInbound(WorkflowInboundInterceptor):
 
 
 def _log_end(exc: BaseException, base: dict[str, Any]) -> None:
-    if type(exc).__name__ == "ContinueAsNewError":
+    if isinstance(exc, workflow.ContinueAsNewError):  # temporalio raises a subclass
         log(RUN_LOG, logging.INFO, "run continued as new", **base)
     elif is_cancelled_exception(exc):
         log(RUN_LOG, logging.INFO, "run cancelled", **base)
