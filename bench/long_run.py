@@ -48,6 +48,7 @@ from typing import Any
 
 from _common import script
 
+from tether.core.contract import REPLAY_ITEMS
 from tether.testing import RecordedRequest, ScriptedModelServer, Turn
 
 HERE = Path(__file__).resolve().parent
@@ -132,21 +133,41 @@ class Worker:
             self.polling = time.perf_counter() - self.started
 
 
-async def segments_of(client: Any, workflow_id: str) -> list[dict[str, Any]]:
-    """Each segment's history, oldest first: run id, events, bytes, steps (activities)."""
+async def segments_of(client: Any, workflow_id: str, replay: bool) -> list[dict[str, Any]]:
+    """Each segment's history, oldest first: run id, events, bytes, steps (activities), and
+    with ``replay`` the seconds this process takes to replay it (what a recovering worker
+    does before the run goes on)."""
     from temporalio.api.enums.v1 import EventType
+    from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+
+    from tether.core.run import AgentRun
+
+    replayer = Replayer(
+        workflows=[AgentRun],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        data_converter=client.data_converter,
+    )
 
     chain: list[dict[str, Any]] = []
     run: str | None = None
     while True:
         handle = client.get_workflow_handle(workflow_id, run_id=run)
         history = await handle.fetch_history()
-        steps = 0
+        steps = task_timeouts = task_failures = 0
         for event in history.events:
+            task_timeouts += event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+            task_failures += event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 name = event.activity_task_scheduled_event_attributes.activity_type.name
                 steps += name != "tether.transcript"
         started = history.events[0].workflow_execution_started_event_attributes
+        replay_s = None
+        if replay:
+            t = time.perf_counter()
+            result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+            replay_s = time.perf_counter() - t
+            if result.replay_failure is not None:
+                print(f"  segment {run or history.run_id}: replay failed: {result.replay_failure}")
         chain.append(
             {
                 "run_id": run or history.run_id,
@@ -154,6 +175,11 @@ async def segments_of(client: Any, workflow_id: str) -> list[dict[str, Any]]:
                 "bytes": sum(e.ByteSize() for e in history.events),
                 "input_bytes": started.input.ByteSize(),
                 "steps": steps,
+                # A run task that timed out or failed: after a kill, a replay slower than
+                # the run task timeout shows here.
+                "task_timeouts": task_timeouts,
+                "task_failures": task_failures,
+                "replay_s": replay_s,
             }
         )
         run = started.continued_execution_run_id
@@ -176,6 +202,8 @@ async def long_run(adapter: str, args: argparse.Namespace, address: str) -> dict
     from tether.core.store import BlobStore
 
     target, name, tool = AGENTS[adapter]
+    if args.responses_state and adapter == "pydantic_ai":
+        target = "_profile_agents:pydantic_responses_agent"
     calls = args.steps // 2 + 1  # calls - 1 tool turns (2 steps each) and a final answer
     kill_calls = sorted(
         {
@@ -219,11 +247,25 @@ async def long_run(adapter: str, args: argparse.Namespace, address: str) -> dict
                     sys.exit(f"the worker exited before polling:\n{first.proc.tail()}")
                 await asyncio.sleep(0.1)
             first_poll = time.perf_counter() - first.started
-            agent = agents.openai_agent if adapter == "openai_agents" else agents.pydantic_agent
+            agent = (
+                agents.openai_agent
+                if adapter == "openai_agents"
+                else agents.pydantic_responses_agent
+                if args.responses_state
+                else agents.pydantic_agent
+            )
             durable = tether.durable(agent, runtime=runtime, task_queue=queue, local_worker=False)
-            can = ContinueAsNew(every_steps=args.every_steps)
+            can = ContinueAsNew(
+                every_steps=args.every_steps,
+                replay_items=args.replay_items or None,
+            )
             if adapter == "openai_agents":
-                handle = await durable.start("go", continue_as_new=can, max_turns=1_000_000)
+                handle = await durable.start(
+                    "go",
+                    continue_as_new=can,
+                    max_turns=1_000_000,
+                    auto_previous_response_id=args.responses_state,
+                )
             else:
                 from pydantic_ai.usage import UsageLimits
 
@@ -269,7 +311,7 @@ async def long_run(adapter: str, args: argparse.Namespace, address: str) -> dict
             for kill, w in zip(kills, workers[1:], strict=True):
                 kill["new_worker_polling_s"] = w.polling
                 kill.pop("t")
-            segments = await segments_of(runtime.client, handle.id)
+            segments = await segments_of(runtime.client, handle.id, args.replay)
             raw = await handle.raw_result()
         finally:
             for w in workers:
@@ -279,6 +321,7 @@ async def long_run(adapter: str, args: argparse.Namespace, address: str) -> dict
                 shutil.rmtree(work, ignore_errors=True)
     return {
         "adapter": adapter,
+        "responses_state": args.responses_state,
         "steps": args.steps,
         "run_steps": raw.steps,
         "wall_s": wall,
@@ -410,11 +453,16 @@ def print_report(run: dict[str, Any], summary: dict[str, Any], args: argparse.Na
             f"{_s(kill['new_worker_started_s'])})"
         )
     segs = run["segments"]
-    print("\nsegments (first step, steps, events, MB):")
+    timeouts = sum(s.get("task_timeouts", 0) for s in segs)
+    failures = sum(s.get("task_failures", 0) for s in segs)
+    print(f"run tasks timed out: {timeouts}, failed: {failures}")
+    print("\nsegments (first step+steps: events/MB[/replay seconds]):")
     print(
         "  "
         + ", ".join(
-            f"{s['first_step']}+{s['steps']}:{s['events']}/{s['bytes'] / 1e6:.2f}" for s in segs
+            f"{s['first_step']}+{s['steps']}:{s['events']}/{s['bytes'] / 1e6:.2f}"
+            + (f"/{s['replay_s']:.1f}s" if s.get("replay_s") is not None else "")
+            for s in segs
         )
     )
 
@@ -505,6 +553,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--every-steps", type=int, help="ContinueAsNew(every_steps=...)")
     parser.add_argument("--result-bytes", type=int, default=2000)
+    parser.add_argument(
+        "--replay-items",
+        type=int,
+        default=REPLAY_ITEMS,
+        help="ContinueAsNew(replay_items=...); 0: no such limit",
+    )
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="after the run, time the replay of each segment's history in this process",
+    )
+    parser.add_argument(
+        "--responses-state",
+        action="store_true",
+        help="chain each model request to the previous response (Responses API state): "
+        "requests send only the new items",
+    )
     parser.add_argument("--window", type=int, default=20, help="model calls per median")
     parser.add_argument("--kill-early", type=int, default=50, help="step of the first kill")
     parser.add_argument(

@@ -155,6 +155,72 @@ async def test_an_expired_response_falls_back_to_a_full_request_recorded(
     assert states[4] == {"previous_response_id": "resp_gpt_test_3", "sent_items": 1}
 
 
+async def test_the_chain_goes_on_across_continue_as_new(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    with ScriptedModelServer(loop_script(8)) as server:
+        agent = lookup_agent("continued", server)
+        handle = await wrap(agent, runtime, task_queue).start(
+            "look up", continue_as_new=tether.ContinueAsNew(every_steps=4), **STATE
+        )
+        result = await handle.result()
+        raw = await handle.raw_result()
+        chained = served(server)
+
+    assert result.final_output == "looked up 7"
+    assert raw.segments >= 3  # continued as new at least twice
+    assert [r.turn for r in chained] == list(range(8))  # each model call made once
+    # A new segment's first request continues the stored response like any other: the
+    # conversation is not sent whole again.
+    for before, req in itertools.pairwise(chained):
+        assert req.previous_response_id == f"resp_gpt_test_{before.turn}"
+        assert [item["type"] for item in input_of(req)] == ["function_call_output"]
+
+
+async def test_a_segment_reads_a_large_conversation_without_storing_it_again(
+    runtime: Runtime, task_queue: str, worker: Worker, state_dir: Path
+) -> None:
+    """A continued segment's first act reads its conversation from the store; when that is
+    large (past the size that goes to the store), its history names the stored chain
+    instead of a new blob holding the conversation again."""
+    blobs_before = {f for f in (state_dir / "store").rglob("*") if f.is_file()}
+    with ScriptedModelServer(loop_script(90)) as server:
+        agent = lookup_agent("segments", server)
+        handle = await wrap(agent, runtime, task_queue).start(
+            "look up", max_turns=200, continue_as_new=tether.ContinueAsNew(every_steps=60)
+        )
+        result = await handle.result()
+        raw = await handle.raw_result()
+        histories = []
+        run_id: str | None = None
+        while True:  # the segments, newest first, through their first events
+            segment = runtime.client.get_workflow_handle(handle.id, run_id=run_id)
+            history = await segment.fetch_history()
+            histories.append(history)
+            started = history.events[0].workflow_execution_started_event_attributes
+            run_id = started.continued_execution_run_id
+            if not run_id:
+                break
+
+    assert result.final_output == "looked up 89"
+    assert raw.segments == len(histories) >= 3
+    loads = [
+        e.activity_task_completed_event_attributes.result.payloads[0]
+        for h in histories
+        for e in h.events
+        if e.HasField("activity_task_completed_event_attributes")
+        and e.activity_task_completed_event_attributes.result.payloads[0].ByteSize() < 1024
+        and b'"chain"' in e.activity_task_completed_event_attributes.result.payloads[0].data
+    ]
+    # The last segments read conversations of 120-180 KB: named by their chain head.
+    assert len(loads) >= 1
+    # The store holds the conversation once, as its per-step segments: no blob near a whole
+    # conversation's size (each tool output is 2 KB).
+    new = [f for f in (state_dir / "store").rglob("*") if f.is_file() and f not in blobs_before]
+    assert new
+    assert max(f.stat().st_size for f in new) < 64 * 1024
+
+
 async def test_a_retried_attempt_names_the_same_previous_response(
     runtime: Runtime, task_queue: str, worker: Worker
 ) -> None:

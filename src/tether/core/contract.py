@@ -244,24 +244,40 @@ class Budget:
                 raise ValueError(f"Budget.{name} must be positive")
 
 
+REPLAY_ITEMS = 100_000
+"""Default :attr:`ContinueAsNew.replay_items`: a segment's steps together handed at most this
+many conversation items (e.g. 200 model calls at 500 items); calibrated with
+``bench/long_run.py``, so that a segment replays in about a second."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ContinueAsNew:
     """When a long run continues as new (a new segment of the same run, with a fresh history).
 
     The run continues at the first safe point (an adapter's step boundary, no step in flight)
     after any of these is reached: ``every_steps`` completed steps in the segment, the
-    segment's history past ``history_bytes`` or ``history_events``, or, with ``suggested``,
-    Temporal's own suggestion. The defaults keep every segment far below Temporal's limits
-    (51,200 events, 50 MB); tests set ``every_steps`` to force it often.
+    segment's history past ``history_bytes`` or ``history_events``, ``replay_items``
+    conversation items handed to the segment's steps (summed over its steps), or, with
+    ``suggested``, Temporal's own suggestion. The defaults keep every segment far below
+    Temporal's limits (51,200 events, 50 MB) and keep the replay of a segment (what a
+    recovering worker does before the run goes on) short; tests set ``every_steps`` to force
+    it often.
+
+    ``replay_items`` bounds what the history's size does not: a recovering worker re-runs the
+    framework's loop for every step of the segment, and frameworks walk the whole
+    conversation at each step, so replaying a segment costs about the sum, over its steps,
+    of the conversation's length then. Late in a long run a segment therefore ends after
+    fewer steps; its replay stays in the same seconds as early in the run.
     """
 
     every_steps: int | None = None
     history_bytes: int | None = 8_000_000
     history_events: int | None = 20_000
+    replay_items: int | None = REPLAY_ITEMS
     suggested: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("every_steps", "history_bytes", "history_events"):
+        for name in ("every_steps", "history_bytes", "history_events", "replay_items"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"ContinueAsNew.{name} must be >= 1 (or None: no such limit)")

@@ -47,12 +47,18 @@ def register_payload_converter(converter: EncodingPayloadConverter) -> None:
     _extra.append(converter)
 
 
+_JSON = PydanticJSONPlainPayloadConverter()
+"""Shared by every payload converter: the engine SDK builds a new data converter (hence a new
+payload converter) for each payload it stores externally, and a converter of its own would
+rebuild the pydantic validator of a step's input type at every step (5 ms each)."""
+
+
 class TetherPayloadConverter(CompositePayloadConverter):
     """Temporal's default converters with pydantic JSON in place of plain JSON."""
 
     def __init__(self) -> None:
         converters = [
-            PydanticJSONPlainPayloadConverter() if isinstance(c, JSONPlainPayloadConverter) else c
+            _JSON if isinstance(c, JSONPlainPayloadConverter) else c
             for c in DefaultPayloadConverter.default_encoding_payload_converters
         ]
         super().__init__(*_extra, *converters)

@@ -66,6 +66,8 @@ TIMELINE_PAGE_MAX = 1000
 ANSWER_UPDATE = "tether.answer"
 UNKNOWN_REQUEST = "TetherUnknownWaitRequest"
 ALREADY_ANSWERED = "TetherAlreadyAnswered"
+REPLAY_ITEMS_PATCH = "tether.continue-as-new.replay-items"
+"""Marks the runs whose segments also end by ``ContinueAsNew.replay_items`` (version marker)."""
 WRONG_ANSWER = "TetherWrongAnswerKind"
 
 
@@ -201,6 +203,8 @@ class AgentRun:
         self._carried = carried
         self._can_continue = False
         self._segment_steps = 0
+        self._segment_items = 0
+        """Conversation items handed to this segment's steps, summed (see replay_items)."""
         self._history_full: str | None = None
         self._conversation: dict[str, Any] | None = None
         self._resumed_transcript: list[JSON] | None = None
@@ -587,7 +591,10 @@ class AgentRun:
         detail: dict[str, JSON] = {"step": number, "summary": summary, **(info or {})}
         started = self._now()
         self.publish(f"{kind}.started", detail)
-        tref = self._transcript.reference(transcript) if transcript is not None else None
+        tref = None
+        if transcript is not None:
+            tref = self._transcript.reference(transcript)
+            self._segment_items += len(transcript)
         attachments, self._unsent = self._unsent, {}
         shared_refs = self._refs_in(payload)
         request = StepRequest(
@@ -849,6 +856,13 @@ class AgentRun:
         policy = self._request.continue_as_new or ContinueAsNew()
         info = workflow.info()
         if policy.every_steps is not None and self._segment_steps >= policy.every_steps:
+            return True
+        if (
+            policy.replay_items is not None
+            and self._segment_items >= policy.replay_items
+            # Runs started before this trigger existed replay as they ran (no marker).
+            and workflow.patched(REPLAY_ITEMS_PATCH)
+        ):
             return True
         events, size = policy.history_events, policy.history_bytes
         if events is not None and info.get_current_history_length() >= events:

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic_core import to_json
 from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
@@ -40,7 +41,13 @@ from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest,
 from tether.core.conversation import materialize
 from tether.core.events import EVENTS_TOPIC
 from tether.core.sealed import unseal_tree
-from tether.core.store import MISSING_INPUT_KEY, PAYLOAD_MISSING, BlobStore, canonical_json
+from tether.core.store import (
+    MISSING_INPUT_KEY,
+    PAYLOAD_MISSING,
+    BlobStore,
+    canonical_json,
+    expect_chain_payload,
+)
 from tether.core.values import unpack
 from tether.errors import (
     AgentNotRegisteredError,
@@ -568,6 +575,9 @@ def build_transcript_activity(store: BlobStore) -> Callable[[str], Awaitable[lis
     next segment gets its loop's conversation by reference (docs/architecture.md)."""
 
     async def load_transcript(head: str) -> list[Any]:
-        return await store.load_chain(head)
+        items = await store.load_chain(head)
+        # The result is this chain whole: the store records it as the chain, not anew.
+        expect_chain_payload(to_json(items), head)
+        return items
 
     return activity.defn(name=TRANSCRIPT_ACTIVITY)(load_transcript)

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import obstore
 from obstore.store import LocalStore, MemoryStore, from_url
+from pydantic_core import to_json
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
@@ -92,6 +93,35 @@ def segment_bytes(parent: str | None, items_json: bytes) -> bytes:
     """The canonical bytes of a segment, from its items' canonical JSON (``canonical_json``
     of ``{"parent": parent, "items": items}``, without encoding the items twice)."""
     return b'{"items":' + items_json + b',"parent":' + json.dumps(parent).encode() + b"}"
+
+
+_chain_payloads: OrderedDict[str, str] = OrderedDict()
+"""Digest of a payload's data -> the chain head whose whole conversation it encodes."""
+_CHAIN_PAYLOADS_KEPT = 64
+_JSON_PLAIN = b"json/plain"
+
+
+def expect_chain_payload(data: bytes, head: str) -> None:
+    """Say that a payload about to be sent with ``data`` (JSON) is the whole conversation at
+    chain ``head``: if it is large enough for the store, :class:`StoreDriver` records it as
+    that chain (which the store holds already), not as a new blob.
+
+    A long run's segment starts by reading its conversation (``tether.transcript``); written
+    again at every segment, a conversation would cost the store what it costs times the
+    number of segments, and late in a long run segments are short.
+    """
+    _chain_payloads[digest(data)] = head
+    _chain_payloads.move_to_end(digest(data))
+    while len(_chain_payloads) > _CHAIN_PAYLOADS_KEPT:
+        _chain_payloads.popitem(last=False)
+
+
+def _chain_of(payload: Payload) -> str | None:
+    """The chain head ``payload`` encodes whole, if it was announced (plain JSON only: an
+    encrypted payload is stored as itself)."""
+    if set(payload.metadata) != {"encoding"} or payload.metadata["encoding"] != _JSON_PLAIN:
+        return None
+    return _chain_payloads.get(digest(payload.data))
 
 
 def default_home() -> Path:
@@ -522,6 +552,10 @@ class StoreDriver(StorageDriver):
     ) -> list[StorageDriverClaim]:
         claims = []
         for p in payloads:
+            head = _chain_of(p)
+            if head is not None:
+                claims.append(StorageDriverClaim(claim_data={"chain": head}))
+                continue
             ref = await self._store.put(p.SerializeToString())
             claims.append(StorageDriverClaim(claim_data={"ref": ref}))
         return claims
@@ -531,8 +565,13 @@ class StoreDriver(StorageDriver):
     ) -> list[Payload]:
         out = []
         for claim in claims:
-            ref = claim.claim_data["ref"]
+            head = claim.claim_data.get("chain")
+            ref = head if head is not None else claim.claim_data["ref"]
             try:
+                if head is not None:
+                    items = await self._store.load_chain(head)
+                    out.append(Payload(metadata={"encoding": _JSON_PLAIN}, data=to_json(items)))
+                    continue
                 data = await self._store.get(ref)
             except BlobMissingError:
                 message = _missing_payload_message(ref, self._store)

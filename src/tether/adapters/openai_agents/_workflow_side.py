@@ -351,6 +351,7 @@ class RunProxy:
         """Responses state mode: model steps continue the previous response (see chain_for)."""
         self._chains: dict[str, _Chain] = {}
         self._last_chain: _Chain | None = None
+        self._last_agent = ""
         self._proxies: dict[int, Agent[Any]] = {}
         self.context: Any = None
         self.max_turns = 10
@@ -379,7 +380,21 @@ class RunProxy:
                 max_turns=self.max_turns,
             )
             state._current_turn = turns
-            return {"state": state.to_json(context_serializer=no_context), "turns": turns}
+            saved: dict[str, Any] = {
+                "state": state.to_json(context_serializer=no_context),
+                "turns": turns,
+            }
+            chain = self._last_chain
+            if chain is not None and conversation is not None and chain.continued_by(conversation):
+                # The next segment's first request continues the stored response too (sent
+                # whole, it would cost what the conversation costs).
+                saved["chain"] = {
+                    "agent": self._last_agent,
+                    "response_id": chain.response_id,
+                    "items": len(chain.items),
+                    "output": chain.output,
+                }
+            return saved
 
         await self.session.checkpoint(snapshot, transcript=conversation)
 
@@ -396,6 +411,15 @@ class RunProxy:
         conversation = self.session.resumed_transcript()
         if conversation is not None:
             state._original_input = list(conversation)
+            carried = saved.get("chain")
+            if isinstance(carried, dict) and self.responses_state:
+                n = int(carried["items"])
+                chain = _Chain(
+                    str(carried["response_id"]), list(conversation[:n]), carried["output"]
+                )
+                if chain.continued_by(list(conversation)):
+                    self._chains[str(carried["agent"])] = chain
+                    self._last_chain, self._last_agent = chain, str(carried["agent"])
         return state
 
     def chain_for(self, agent: str, items: list[Any]) -> dict[str, Any] | None:
@@ -417,7 +441,7 @@ class RunProxy:
     ) -> None:
         chain = _Chain(response_id, items, output)
         self._chains[agent] = chain
-        self._last_chain = chain
+        self._last_chain, self._last_agent = chain, agent
 
     def share(self, value: Any) -> str:
         return self.session.share(value)
