@@ -244,9 +244,9 @@ class Budget:
                 raise ValueError(f"Budget.{name} must be positive")
 
 
-REPLAY_ITEMS = 100_000
+REPLAY_ITEMS = 50_000
 """Default :attr:`ContinueAsNew.replay_items`: a segment's steps together handed at most this
-many conversation items (e.g. 200 model calls at 500 items); calibrated with
+many conversation items (e.g. 100 model calls at 500 items); calibrated with
 ``bench/long_run.py``, so that a segment replays in about a second."""
 
 

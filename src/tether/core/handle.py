@@ -80,7 +80,11 @@ from tether.errors import (
     WrongAnswerKindError,
 )
 
-RUN_TASK_TIMEOUT = timedelta(seconds=4)
+RUN_TASK_TIMEOUT = timedelta(seconds=10)
+"""How long a worker has to finish one run task (Temporal's default). A task replaying a
+segment after a crash re-runs the framework's loop for each of its steps (about a second
+for a default segment, more on a loaded machine); a task that took longer would time out,
+be given again, and replay again."""
 UNSERVED_AFTER = timedelta(seconds=5)
 """A run's task scheduled this long ago and not taken means no live worker serves it."""
 CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
@@ -799,8 +803,8 @@ class DurableAgent:
                     if if_exists == "error"
                     else WorkflowIDConflictPolicy.USE_EXISTING
                 ),
-                # A task lost with a killed worker is retried after this long (Temporal's
-                # default is 10 s); a run's task is milliseconds of loop code.
+                # A task lost with a killed worker is retried after this long; a replaying
+                # task must finish within it (see RUN_TASK_TIMEOUT).
                 task_timeout=RUN_TASK_TIMEOUT,
                 **shown,
             )
