@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.core import events as ev
     from tether.core.contract import (
         JSON,
+        STEP_ITEMS,
         Capability,
         Carried,
         ContinueAsNew,
@@ -594,7 +595,7 @@ class AgentRun:
         tref = None
         if transcript is not None:
             tref = self._transcript.reference(transcript)
-            self._segment_items += len(transcript)
+            self._segment_items += len(transcript) + STEP_ITEMS
         attachments, self._unsent = self._unsent, {}
         shared_refs = self._refs_in(payload)
         request = StepRequest(
