@@ -83,6 +83,42 @@ async def test_three_tool_run_matches_plain_run(
         assert result.usage["requests"] == 4
 
 
+async def test_a_model_step_validates_only_the_new_messages(
+    runtime: Runtime, task_queue: str, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker keeps each run's validated history: a model step validates the messages
+    its previous step did not (the history grows by two per tool turn), not all of them."""
+    from tether.adapters.pydantic_ai import _worker_side
+
+    real = _worker_side.ModelMessagesTypeAdapter
+    validated: list[int] = []
+
+    class Counting:
+        def validate_python(self, items: list[Any]) -> Any:
+            validated.append(len(items))
+            return real.validate_python(items)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    monkeypatch.setattr(_worker_side, "ModelMessagesTypeAdapter", Counting())
+    with ScriptedModelServer(three_tools()) as server:
+        agent = Agent(chat_model(server), name="pai-validated", deps_type=Deps)
+
+        @agent.tool
+        def get_weather_alerts(ctx: RunContext[Deps], state: str) -> str:
+            """Alerts for a state."""
+            return f"alerts for {state}"
+
+        result = await wrap(agent, runtime, task_queue).run("alerts?", deps=Deps("ada"))
+        histories = [len(r.body["messages"]) for r in server.requests]
+
+    assert result.output == "CA has a heat advisory."
+    assert histories == [1, 3, 5, 7]  # the prompt, then two more messages per tool turn
+    # Without the kept history: 1 + 3 + 5 + 7 = 16 messages validated.
+    assert validated == [1, 2, 2, 2]
+
+
 async def test_structured_output_with_an_output_validator(
     runtime: Runtime, task_queue: str, worker: Worker
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,10 +34,40 @@ from pydantic_ai.usage import RunUsage
 from tether.adapters._openai_requests import plain_conversation
 from tether.adapters.pydantic_ai._mcp import without_mcp
 from tether.core.contract import JSON, StepContext, StepError, StepOutcome
+from tether.core.steps import current_step
 from tether.core.values import pack
 from tether.errors import NonRetryableError, RetryableError, StepInputError
 
 _params: TypeAdapter[ModelRequestParameters] = TypeAdapter(ModelRequestParameters)
+
+_parsed: OrderedDict[str, tuple[list[JSON], list[ModelMessage]]] = OrderedDict()
+"""Per run (latest first out): the history its last model step here read, and as messages."""
+PARSED_RUNS_KEPT = 32
+
+
+def _messages(items: list[JSON]) -> list[ModelMessage]:
+    """The history as Pydantic AI messages, validating only the messages after the longest
+    prefix equal to what this run's previous model step on this worker read (the history
+    grows by a message or two per step; validating all of it took 0.5 s at 9,000
+    messages). Compared by value, so a changed message is validated again."""
+    info = current_step()
+    key = info.run_id if info is not None else ""
+    kept = _parsed.get(key) if key else None
+    same = 0
+    parsed: list[ModelMessage] = []
+    if kept is not None:
+        raw, parsed = kept
+        n = min(len(raw), len(items))
+        same = n if items[:n] == raw[:n] else next(i for i in range(n) if items[i] != raw[i])
+    messages = parsed[:same] + ModelMessagesTypeAdapter.validate_python(items[same:])
+    if key:
+        _parsed[key] = (items, messages)
+        _parsed.move_to_end(key)
+        while len(_parsed) > PARSED_RUNS_KEPT:
+            _parsed.popitem(last=False)
+    return list(messages)
+
+
 _events: TypeAdapter[ModelResponseStreamEvent] = TypeAdapter(ModelResponseStreamEvent)
 
 
@@ -125,7 +156,7 @@ def _retry_after(exc: Exception) -> float | None:
 async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     agent = _agent(ctx)
     model = resolve_model(agent, payload.get("model_override"))
-    messages = ModelMessagesTypeAdapter.validate_python(ctx.transcript())
+    messages = _messages(ctx.transcript())
     params = _params.validate_python(ctx.shared(payload["params_ref"]))
     fallback: dict[str, str] = {}
     settings = payload.get("settings")
