@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -196,43 +196,45 @@ _warned_fallback = False
 
 
 class _Attempts:
-    """Each step's work by (workflow id, run id, activity id), kept across its attempts."""
+    """Each step's work by (workflow id, run id, activity id), kept across its attempts.
+
+    Finished work is kept :data:`KEEP_FINISHED` seconds (at most :data:`KEEP_FINISHED_MAX`
+    of it), in the order it finished, so expiring it costs what expires, not what is kept.
+    """
 
     def __init__(self) -> None:
-        self._work: OrderedDict[tuple[str, str, str], tuple[asyncio.Task[Any], float]] = (
-            OrderedDict()
-        )
+        self._work: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
+        self._done: deque[tuple[float, tuple[str, str, str], asyncio.Task[Any]]] = deque()
 
     def get(self, key: tuple[str, str, str]) -> asyncio.Task[Any] | None:
         self._expire()
-        found = self._work.get(key)
-        if found is None:
+        task = self._work.get(key)
+        if task is None:
             return None
-        task = found[0]
         if task.done() and (task.cancelled() or task.exception() is not None):
             del self._work[key]
             return None  # a failed attempt is retried for real
         return task
 
     def put(self, key: tuple[str, str, str], task: asyncio.Task[Any]) -> None:
-        self._work[key] = (task, 0.0)
+        self._work[key] = task
         task.add_done_callback(lambda t: self._finished(key, t))
 
     def _finished(self, key: tuple[str, str, str], task: asyncio.Task[Any]) -> None:
         if not task.cancelled():
             task.exception()  # retrieved: a superseded attempt's failure is not "unhandled"
-        found = self._work.get(key)
-        if found is not None and found[0] is task:
-            self._work[key] = (task, time.monotonic())
+        if self._work.get(key) is task:
+            self._done.append((time.monotonic(), key, task))
 
     def _expire(self) -> None:
         now = time.monotonic()
-        finished = [(k, at) for k, (t, at) in self._work.items() if t.done() and at]
-        surplus = len(finished) - KEEP_FINISHED_MAX
-        for key, done_at in sorted(finished, key=lambda item: item[1]):
-            if surplus > 0 or now - done_at > KEEP_FINISHED:
+        while self._done:
+            done_at, key, task = self._done[0]
+            if len(self._done) <= KEEP_FINISHED_MAX and now - done_at <= KEEP_FINISHED:
+                break
+            self._done.popleft()
+            if self._work.get(key) is task:
                 del self._work[key]
-                surplus -= 1
 
     def __len__(self) -> int:
         return len(self._work)
