@@ -3,8 +3,10 @@ the printed table. Run the benchmarks from the repository root (``python bench/.
 
 from __future__ import annotations
 
+import os
 import statistics
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio import activity, workflow
@@ -69,3 +71,28 @@ def print_table(title: str, rows: list[dict[str, Any]], native_label: str) -> No
         print("  model step input bytes  " + "  ".join(f"{k:>7}" for k in keys))
         print("    native                " + "  ".join(f"{nat[k]:>7.0f}" for k in keys))
         print("    tether                " + "  ".join(f"{tet[k]:>7.0f}" for k in keys))
+
+
+def worker_env(
+    base_url: str, *, queue: str, work: Path, result_bytes: int, address: str | None = None
+) -> dict[str, str]:
+    """The environment of a `tether worker` subprocess hosting bench/_profile_agents.py's
+    agents against the scripted model server at ``base_url``, its store and home in
+    ``work``; this process's OpenAI clients are pointed at the same server."""
+    here = Path(__file__).resolve().parent
+    env = dict(
+        os.environ,
+        OPENAI_BASE_URL=base_url,
+        OPENAI_API_KEY="bench",
+        OPENAI_AGENTS_DISABLE_TRACING="1",
+        BENCH_MODEL="profile",
+        BENCH_RESULT_BYTES=str(result_bytes),
+        TETHER_TASK_QUEUE=queue,
+        TETHER_STORE=str(work / "store"),
+        TETHER_HOME=str(work),
+        PYTHONPATH=os.pathsep.join([str(here), str(here.parent / "src")]),
+    )
+    if address is not None:
+        env["TETHER_ADDRESS"] = address
+    os.environ.update({k: env[k] for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")})
+    return env

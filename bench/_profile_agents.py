@@ -29,14 +29,16 @@ openai_agent = OpenAIAgent(
     tools=[lookup],
 )
 
+
+def _provider() -> OpenAIProvider:
+    return OpenAIProvider(
+        base_url=os.environ.get("OPENAI_BASE_URL"),
+        api_key=os.environ.get("OPENAI_API_KEY", "bench"),
+    )
+
+
 pydantic_agent: PydanticAgent[None, str] = PydanticAgent(
-    OpenAIChatModel(
-        MODEL,
-        provider=OpenAIProvider(
-            base_url=os.environ.get("OPENAI_BASE_URL"),
-            api_key=os.environ.get("OPENAI_API_KEY", "bench"),
-        ),
-    ),
+    OpenAIChatModel(MODEL, provider=_provider()),
     name="profile-pydantic",
     instructions="Look the records up.",
 )
@@ -51,13 +53,7 @@ async def lookup_record(i: int) -> str:
 # The same loop on the Responses API, chaining each request to the previous response
 # (bench/long_run.py --responses-state): a request sends only the new messages.
 pydantic_responses_agent: PydanticAgent[None, str] = PydanticAgent(
-    OpenAIResponsesModel(
-        MODEL,
-        provider=OpenAIProvider(
-            base_url=os.environ.get("OPENAI_BASE_URL"),
-            api_key=os.environ.get("OPENAI_API_KEY", "bench"),
-        ),
-    ),
+    OpenAIResponsesModel(MODEL, provider=_provider()),
     name="profile-pydantic",
     instructions="Look the records up.",
     model_settings={"openai_previous_response_id": "auto"},  # type: ignore[typeddict-unknown-key]

@@ -46,12 +46,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import script
+from _common import script, worker_env
 
 from tether.core.contract import REPLAY_ITEMS
 from tether.testing import RecordedRequest, ScriptedModelServer, Turn
 
-HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
 AGENTS = {
     "openai_agents": ("_profile_agents:openai_agent", "profile-openai", "lookup"),
@@ -217,20 +216,13 @@ async def long_run(adapter: str, args: argparse.Namespace, address: str) -> dict
     workers: list[Worker] = []
     kills: list[dict[str, Any]] = []
     with LeanServer(responder=stamps.respond) as server:
-        env = dict(
-            os.environ,
-            OPENAI_BASE_URL=server.base_url,
-            OPENAI_API_KEY="bench",
-            OPENAI_AGENTS_DISABLE_TRACING="1",
-            BENCH_MODEL="profile",
-            BENCH_RESULT_BYTES=str(args.result_bytes),
-            TETHER_TASK_QUEUE=f"longrun-{adapter}",
-            TETHER_STORE=str(work / "store"),
-            TETHER_HOME=str(work),
-            TETHER_ADDRESS=address,
-            PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src")]),
+        env = worker_env(
+            server.base_url,
+            queue=f"longrun-{adapter}",
+            work=work,
+            result_bytes=args.result_bytes,
+            address=address,
         )
-        os.environ.update({k: env[k] for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")})
         runtime = await Runtime.start(address=address, store=BlobStore(str(work / "store")))
         queue = agent_queue(f"longrun-{adapter}", name)
 

@@ -32,9 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import script
+from _common import script, worker_env
 
-HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
 # (part, substrings of a frame's file): a sample's part is the first one, from the innermost
@@ -103,19 +102,9 @@ async def profile(adapter: str, args: argparse.Namespace, address: str) -> dict[
     total = max(args.at) + args.window + 1
     work = Path(tempfile.mkdtemp(prefix="tether-profile-"))
     with ScriptedModelServer({"profile": script(total, tool)}) as server:
-        env = dict(
-            os.environ,
-            OPENAI_BASE_URL=server.base_url,
-            OPENAI_API_KEY="bench",
-            OPENAI_AGENTS_DISABLE_TRACING="1",
-            BENCH_MODEL="profile",
-            BENCH_RESULT_BYTES=str(args.result_bytes),
-            TETHER_TASK_QUEUE=f"profile-{adapter}",
-            TETHER_STORE=str(work / "store"),
-            TETHER_HOME=str(work),
-            PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src")]),
+        env = worker_env(
+            server.base_url, queue=f"profile-{adapter}", work=work, result_bytes=args.result_bytes
         )
-        os.environ.update({k: env[k] for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")})
         worker = subprocess.Popen(  # noqa: ASYNC220 - a bench driver
             [sys.executable, "-m", "tether.cli", "worker", target, "--address", address],
             env=env,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import os
 import statistics
 import sys
 import tempfile
@@ -25,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import Floor, noop, script
-from long_run import AGENTS, HERE, LeanServer, Stamps, Worker
+from _common import Floor, noop, script, worker_env
+from long_run import AGENTS, LeanServer, Stamps, Worker
 
 
 async def floor_history(calls: int, address: str) -> Any:
@@ -55,20 +54,13 @@ async def tether_history(adapter: str, calls: int, address: str) -> Any:
     work = Path(tempfile.mkdtemp(prefix="tether-phases-"))
     stamps = Stamps(script(calls, tool))
     with LeanServer(responder=stamps.respond) as server:
-        env = dict(
-            os.environ,
-            OPENAI_BASE_URL=server.base_url,
-            OPENAI_API_KEY="bench",
-            OPENAI_AGENTS_DISABLE_TRACING="1",
-            BENCH_MODEL="profile",
-            BENCH_RESULT_BYTES="2000",
-            TETHER_TASK_QUEUE=f"phases-{adapter}",
-            TETHER_STORE=str(work / "store"),
-            TETHER_HOME=str(work),
-            TETHER_ADDRESS=address,
-            PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent / "src")]),
+        env = worker_env(
+            server.base_url,
+            queue=f"phases-{adapter}",
+            work=work,
+            result_bytes=2000,
+            address=address,
         )
-        os.environ.update({k: env[k] for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")})
         runtime = await Runtime.start(address=address, store=BlobStore(str(work / "store")))
         queue = agent_queue(f"phases-{adapter}", name)
         worker = Worker(target, env, work / "worker.log")
