@@ -1027,30 +1027,62 @@ async def _earlier_timeline(
     segments: ops.Segments, start: int, end: int
 ) -> tuple[list[dict[str, Any]], list[StepUsage]]:
     """Timeline entries ``start`` to ``end`` (and their usage) of a run that continued as new,
-    asked of the segments that hold them (closed runs, replayed by a worker for the query)."""
+    asked of the segments that hold them (closed runs, replayed by a worker for the query).
+
+    A segment holds its own entries and the latest :data:`STATUS_RECENT` of the earlier ones
+    (carried): the latest segment holding ``start`` among those is asked, so that each replay
+    answers for as many entries as it can (several short segments' worth, late in a run)."""
     entries: list[dict[str, Any]] = []
     usage: list[StepUsage] = []
     while start < end:
-        segment = await segments.holding(start, "first_entry")
-        handle = segments.handle(segment)
-        timeout = ops.SEGMENT_QUERY_TIMEOUT
-        page = await ops.query(
-            handle, TIMELINE_QUERY, args=[start, end - start], rpc_timeout=timeout
-        )
-        if "first" not in page:
-            # A worker of before run-wide offsets: they count from the segment's first entry.
-            local = start - ops.first_of(segment, "first_entry")
-            page = await ops.query(
-                handle, TIMELINE_QUERY, args=[local, end - start], rpc_timeout=timeout
-            )
-            page["offset"] = start if page["entries"] else -1
+        holder = await segments.holding(start, "first_entry")
+        widest = _widest(segments, holder, start)
+        page = await _segment_page(segments, widest, start, end)
+        if page is None and widest is not holder:
+            page = await _segment_page(segments, holder, start, end)
+        if page is None:
+            break  # no segment holds it (never expected): stop rather than loop
         got = list(page["entries"])
-        if int(page["offset"]) != start or not got:
-            break  # the segment does not hold it (never expected): stop rather than loop
         entries.extend(got)
         usage.extend(StepUsage(**u) for u in page.get("usage", []))
         start += len(got)
     return entries, usage
+
+
+def _widest(segments: ops.Segments, holder: dict[str, Any], start: int) -> dict[str, Any]:
+    """The latest segment whose carried entries reach back to ``start`` (else ``holder``)."""
+    found = holder
+    for segment in segments.known:
+        first = ops.first_of(segment, "first_entry")
+        if (
+            first > ops.first_of(found, "first_entry")
+            and first - min(STATUS_RECENT, first) <= start
+        ):
+            found = segment
+    return found
+
+
+async def _segment_page(
+    segments: ops.Segments, segment: dict[str, Any], start: int, end: int
+) -> dict[str, Any] | None:
+    """The page of ``segment``'s run from ``start`` (None unless it starts there)."""
+    handle = segments.handle(segment)
+    timeout = ops.SEGMENT_QUERY_TIMEOUT
+    page: dict[str, Any] = await ops.query(
+        handle, TIMELINE_QUERY, args=[start, end - start], rpc_timeout=timeout
+    )
+    if "first" not in page:
+        # A worker of before run-wide offsets: they count from the segment's first entry.
+        local = start - ops.first_of(segment, "first_entry")
+        if local < 0:
+            return None
+        page = await ops.query(
+            handle, TIMELINE_QUERY, args=[local, end - start], rpc_timeout=timeout
+        )
+        page["offset"] = start
+    if int(page["offset"]) != start or not page["entries"]:
+        return None
+    return page
 
 
 def _usage_of(ledger: dict[str, Any], entries: list[dict[str, Any]]) -> list[StepUsage]:

@@ -34,7 +34,8 @@ from tether.errors import RetryUnsafeError, RunNotFoundError, RunStateError
 
 STREAM_POLL = "__temporal_workflow_stream_poll"
 SEGMENTS_QUERY = "tether.segments"
-"""A run's segments (it continued as new): run id and first event offset of each."""
+"""A run's segments (it continued as new): run id, first event offset, first step and first
+timeline entry of each."""
 """The stream's poll handler: an update (long poll, lands in history) and a query (not)."""
 
 CLOSED = {
@@ -482,6 +483,11 @@ class Segments:
 
     def is_latest(self, segment: dict[str, Any]) -> bool:
         return segment is self._known[-1]
+
+    @property
+    def known(self) -> list[dict[str, Any]]:
+        """The segments known so far, oldest first."""
+        return list(self._known)
 
     def handle(self, segment: dict[str, Any]) -> WorkflowHandle[Any, Any]:
         return self._client.get_workflow_handle(self._run_id, run_id=segment["run_id"])
