@@ -10,6 +10,7 @@ tool call made exactly once, one run id, the events from offset 0 complete.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,12 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 import tether
+from hitl_helpers import build_agent, wait_pending, wrap  # imports both frameworks
 from tether import ContinueAsNew
+from tether.core import ops
+from tether.core.contract import RunRequest
+from tether.core.run import SEGMENTS_QUERY as SEGMENTS
+from tether.core.run import STATUS_RECENT
 from tether.core.runtime import Runtime, agent_queue
 from tether.testing import ScriptedModelServer, ToolCall, Turn, WorkerProcess, worker_processes
 from workers import DELAY, executed
@@ -109,7 +115,9 @@ def options_for(adapter: str) -> dict[str, Any]:
 
 
 async def segment_inputs(client: Client, run_id: str) -> list[int]:
-    """The input size in bytes of each segment of a run, oldest first (from the engine)."""
+    """The input size in bytes of each segment of a run, oldest first (from the engine),
+    less the timeline entries it carries: the latest of the earlier segments', at most
+    STATUS_RECENT of them whatever the run's length (so the status shows them)."""
     sizes: list[int] = []
     run: str | None = None
     handle = client.get_workflow_handle(run_id)
@@ -117,7 +125,10 @@ async def segment_inputs(client: Client, run_id: str) -> list[int]:
     chain: list[int] = []
     while True:
         started = history.events[0].workflow_execution_started_event_attributes
-        chain.append(started.input.ByteSize())
+        [request] = await client.data_converter.decode(started.input.payloads, [RunRequest])
+        window = request.carried.timeline_recent if request.carried is not None else []
+        assert len(window) <= STATUS_RECENT
+        chain.append(started.input.ByteSize() - len(json.dumps(window, separators=(",", ":"))))
         run = started.continued_execution_run_id
         if not run:
             break
@@ -174,6 +185,94 @@ async def test_a_long_run_continues_as_new_and_stays_one_run(
     assert sizes[1] < 4_000, sizes
     per_model_step = (sizes[-1] - sizes[1]) / (3 * (raw.segments - 2))
     assert per_model_step < 250, sizes
+
+
+def timeline_steps(entries: list[dict[str, Any]]) -> list[int]:
+    return [int(e["step"]) for e in entries]
+
+
+async def check_timeline(handle: tether.RunHandle, total: int, recent: int) -> None:
+    """The run's timeline is one across its segments: ``describe()`` shows its latest
+    ``recent`` entries and the run's total; pages from offset 0 hold every step once, in
+    order, numbered 1..total, each with the usage of its own model steps."""
+    desc = await handle.describe()
+    assert desc.timeline_total == total
+    assert timeline_steps(desc.timeline) == list(range(total - recent + 1, total + 1))
+    whole = await handle.timeline(0, 1000)
+    assert (whole.offset, whole.total) == (0, total)
+    assert timeline_steps(whole.entries) == list(range(1, total + 1))
+    model_steps = [e["step"] for e in whole.entries if e["kind"] == "model"]
+    assert sorted(u.step for u in whole.usage) == model_steps
+    # Small pages across the boundaries: the same entries, no gap, no repeat.
+    paged: list[dict[str, Any]] = []
+    for offset in range(0, total, 4):
+        page = await handle.timeline(offset, 4)
+        assert (page.offset, page.total) == (offset, total)
+        assert sorted(u.step for u in page.usage) == [
+            e["step"] for e in page.entries if e["kind"] == "model"
+        ]
+        paged.extend(page.entries)
+    assert paged == whole.entries
+    tail = await handle.timeline(total - 2, 10)
+    assert timeline_steps(tail.entries) == [total - 1, total]
+
+
+async def test_the_timeline_is_one_across_segments(
+    runtime: Runtime, task_queue: str, worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``describe()`` and ``timeline()`` see the whole run, not its current segment: while it
+    waits for an approval after several segments, and once it completed. The status summary
+    is cut to 8 entries (more than a segment holds, fewer than the run), so that both the
+    carried entries and the earlier segments' own runs are read."""
+    from tether.core import handle as handle_module
+    from tether.core import run as run_module
+
+    recent = 8
+    monkeypatch.setattr(run_module, "STATUS_RECENT", recent)
+    monkeypatch.setattr(handle_module, "STATUS_RECENT", recent)
+    lookups = 12
+    script = [
+        *(Turn.tool_calls(ToolCall("lookup", {"key": f"k{i}"})) for i in range(lookups)),
+        Turn.tool_calls(ToolCall("refund", {"order": "o-1"})),
+        Turn.text("refunded o-1"),
+    ]
+
+    def lookup(key: str) -> str:
+        return f"value of {key}"
+
+    def refund(order: str) -> str:
+        return f"refunded {order}"
+
+    with ScriptedModelServer(script) as server:
+        agent = build_agent(
+            "openai_agents",
+            server,
+            "can-timeline",
+            {"lookup": lookup, "refund": refund},
+            approval=("refund",),
+        )
+        handle = await wrap(agent, runtime, task_queue).start(
+            "go", continue_as_new=ContinueAsNew(every_steps=EVERY), max_turns=40
+        )
+        pending = await wait_pending(handle, timeout=120)
+        # Waiting: 12 lookups (model and tool steps) and the model call asking for a refund.
+        segments = await ops.query(runtime.client.get_workflow_handle(handle.id), SEGMENTS)
+        assert len(segments) >= 3
+        assert segments[-1]["first_entry"] > recent
+        await check_timeline(handle, 2 * lookups + 1, recent)
+        # The latest entries span a boundary: some are of earlier segments.
+        desc = await handle.describe()
+        assert min(timeline_steps(desc.timeline)) <= segments[-1]["first_entry"]
+
+        await handle.approve(pending[0].id)
+        await handle.result()
+        raw = await handle.raw_result()
+        total = 2 * lookups + 3
+        assert raw.segments >= 3
+        # The result holds the latest entries only; the others are read from the segments.
+        assert raw.timeline_first > 0
+        assert raw.timeline_first + len(raw.timeline) == total
+        await check_timeline(handle, total, recent)
 
 
 async def wait_for_new_segment(

@@ -318,9 +318,18 @@ class Carried:
     """The run's event log offset where this segment's events start."""
     publishers: dict[str, dict[str, Any]] = field(default_factory=dict)
     segments: list[dict[str, Any]] = field(default_factory=list)
-    """Earlier segments: ``{"run_id", "first_offset", "first_step"}`` each, oldest first."""
+    """Earlier segments: ``{"run_id", "first_offset", "first_step", "first_entry"}`` each,
+    oldest first (``first_entry``: the run's timeline index of the segment's first entry;
+    absent in segments of before it, where it is ``first_step - 1``)."""
     started: str | None = None
     """When the run's first segment started."""
+    timeline_before: int | None = None
+    """Timeline entries of the earlier segments (None in a segment continued before this
+    field: then ``started_steps``, equal at a boundary, where no step is in flight)."""
+    timeline_recent: list[dict[str, Any]] = field(default_factory=list)
+    """The latest timeline entries of the earlier segments (at most ``STATUS_RECENT``), so
+    the status query shows the run's latest steps across a boundary; the others stay in
+    their segments' runs."""
 
 
 class RunSession(Protocol):

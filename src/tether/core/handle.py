@@ -263,6 +263,8 @@ class RunHandle:
                     "waits": raw.waits,
                 }
             )
+            # A run that continued as new returns the latest part of its timeline.
+            state["timeline_total"] += raw.timeline_first
         elif desc.status is not None:
             # A failed or cancelled run still answers queries when a worker hosting its agent
             # is up (it replays the run); without one, do not wait for the RPC's own timeout.
@@ -302,10 +304,12 @@ class RunHandle:
 
     async def timeline(self, offset: int = 0, limit: int = 100) -> TimelinePage:
         """Entries ``offset`` to ``offset + limit`` of the run's timeline (at most
-        :data:`~tether.core.run.TIMELINE_PAGE_MAX` a page), with their usage.
+        :data:`~tether.core.run.TIMELINE_PAGE_MAX` a page), with their usage. Offsets count
+        from the run's first step, across the segments of a run that continued as new.
 
         :meth:`describe` holds only the latest entries; this pages through all of them. A
-        running run answers from its worker, a completed one from its result.
+        running run answers from its worker, a completed one from its result; entries of
+        earlier segments are read from their runs (a worker hosting the agent replays them).
         """
         if offset < 0 or limit < 0:
             raise ValueError(
@@ -316,29 +320,42 @@ class RunHandle:
         status = await self.describe_status()
         if status is None:
             raise RunNotFoundError(self.id, self.runtime.client.namespace)
+        known: list[dict[str, Any]] | None = None
         if status == "completed":
             raw = await self._handle.result()
-            entries = raw.timeline[offset : offset + limit]
-            return TimelinePage(offset, len(raw.timeline), entries, _usage_of(raw.ledger, entries))
-        patience = {} if status == "running" else {"rpc_timeout": CLOSED_QUERY_TIMEOUT}
-        try:
-            page = await ops.query(self._handle, TIMELINE_QUERY, args=[offset, limit], **patience)
-        except WorkflowQueryFailedError as exc:
-            if "unknown queryType" not in str(exc) and "not registered" not in str(exc):
-                raise
-            # A worker of before the paged timeline: its status query has the whole list.
-            state = await ops.query(self._handle, STATUS_QUERY, **patience)
-            timeline = list(state.get("timeline", []))
-            entries = timeline[offset : offset + limit]
-            return TimelinePage(
-                offset, len(timeline), entries, _usage_of(state.get("ledger") or {}, entries)
-            )
-        return TimelinePage(
-            int(page["offset"]),
-            int(page["total"]),
-            list(page["entries"]),
-            [StepUsage(**u) for u in page.get("usage", [])],
+            first, total = raw.timeline_first, raw.timeline_first + len(raw.timeline)
+            entries = raw.timeline[max(0, offset - first) : max(0, offset + limit - first)]
+            usage = _usage_of(raw.ledger, entries)
+            known = raw.segment_runs
+        else:
+            patience = {} if status == "running" else {"rpc_timeout": CLOSED_QUERY_TIMEOUT}
+            try:
+                page = await ops.query(
+                    self._handle, TIMELINE_QUERY, args=[offset, limit], **patience
+                )
+            except WorkflowQueryFailedError as exc:
+                if "unknown queryType" not in str(exc) and "not registered" not in str(exc):
+                    raise
+                # A worker of before the paged timeline: its status query has the whole list.
+                state = await ops.query(self._handle, STATUS_QUERY, **patience)
+                timeline = list(state.get("timeline", []))
+                entries = timeline[offset : offset + limit]
+                return TimelinePage(
+                    offset, len(timeline), entries, _usage_of(state.get("ledger") or {}, entries)
+                )
+            # "first": where the segment's entries start (absent: a worker of before it).
+            first, total = int(page.get("first", 0)), int(page["total"])
+            entries = list(page["entries"])
+            usage = [StepUsage(**u) for u in page.get("usage", [])]
+        if offset >= min(first, total):
+            return TimelinePage(offset, total, entries, usage)
+        segments = ops.Segments(self.runtime.client, self.id, known)
+        earlier, earlier_usage = await _earlier_timeline(
+            segments, offset, min(offset + limit, first)
         )
+        if offset + len(earlier) < first:
+            entries, usage = [], []  # an earlier segment answered short: no gap in the page
+        return TimelinePage(offset, total, earlier + entries, earlier_usage + usage)
 
     async def describe_status(self) -> str | None:
         """The run's engine status (``running``, ``completed``, ``failed``...); None when no
@@ -1004,6 +1021,68 @@ def _bounded(state: dict[str, Any]) -> dict[str, Any]:
         ledger["steps"] = list(ledger.get("steps", []))[-STATUS_RECENT:]
         out["ledger"] = ledger
     return out
+
+
+async def _earlier_timeline(
+    segments: ops.Segments, start: int, end: int
+) -> tuple[list[dict[str, Any]], list[StepUsage]]:
+    """Timeline entries ``start`` to ``end`` (and their usage) of a run that continued as new,
+    asked of the segments that hold them (closed runs, replayed by a worker for the query).
+
+    A segment holds its own entries and the latest :data:`STATUS_RECENT` of the earlier ones
+    (carried): the latest segment holding ``start`` among those is asked, so that each replay
+    answers for as many entries as it can (several short segments' worth, late in a run)."""
+    entries: list[dict[str, Any]] = []
+    usage: list[StepUsage] = []
+    while start < end:
+        holder = await segments.holding(start, "first_entry")
+        widest = _widest(segments, holder, start)
+        page = await _segment_page(segments, widest, start, end)
+        if page is None and widest is not holder:
+            page = await _segment_page(segments, holder, start, end)
+        if page is None:
+            break  # no segment holds it (never expected): stop rather than loop
+        got = list(page["entries"])
+        entries.extend(got)
+        usage.extend(StepUsage(**u) for u in page.get("usage", []))
+        start += len(got)
+    return entries, usage
+
+
+def _widest(segments: ops.Segments, holder: dict[str, Any], start: int) -> dict[str, Any]:
+    """The latest segment whose carried entries reach back to ``start`` (else ``holder``)."""
+    found = holder
+    for segment in segments.known:
+        first = ops.first_of(segment, "first_entry")
+        if (
+            first > ops.first_of(found, "first_entry")
+            and first - min(STATUS_RECENT, first) <= start
+        ):
+            found = segment
+    return found
+
+
+async def _segment_page(
+    segments: ops.Segments, segment: dict[str, Any], start: int, end: int
+) -> dict[str, Any] | None:
+    """The page of ``segment``'s run from ``start`` (None unless it starts there)."""
+    handle = segments.handle(segment)
+    timeout = ops.SEGMENT_QUERY_TIMEOUT
+    page: dict[str, Any] = await ops.query(
+        handle, TIMELINE_QUERY, args=[start, end - start], rpc_timeout=timeout
+    )
+    if "first" not in page:
+        # A worker of before run-wide offsets: they count from the segment's first entry.
+        local = start - ops.first_of(segment, "first_entry")
+        if local < 0:
+            return None
+        page = await ops.query(
+            handle, TIMELINE_QUERY, args=[local, end - start], rpc_timeout=timeout
+        )
+        page["offset"] = start
+    if int(page["offset"]) != start or not page["entries"]:
+        return None
+    return page
 
 
 def _usage_of(ledger: dict[str, Any], entries: list[dict[str, Any]]) -> list[StepUsage]:

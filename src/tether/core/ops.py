@@ -34,7 +34,8 @@ from tether.errors import RetryUnsafeError, RunNotFoundError, RunStateError
 
 STREAM_POLL = "__temporal_workflow_stream_poll"
 SEGMENTS_QUERY = "tether.segments"
-"""A run's segments (it continued as new): run id and first event offset of each."""
+"""A run's segments (it continued as new): run id, first event offset, first step and first
+timeline entry of each."""
 """The stream's poll handler: an update (long poll, lands in history) and a query (not)."""
 
 CLOSED = {
@@ -398,7 +399,7 @@ async def read_events(
     loop = asyncio.get_running_loop()
     next_check = loop.time() + idle_interval
     closed = False
-    segments = _Segments(client, run_id)
+    segments = Segments(client, run_id)
     while True:
         try:
             result: PollResult = await query(
@@ -455,35 +456,69 @@ async def read_events(
         await asyncio.sleep(delay)
 
 
-class _Segments:
-    """The earlier segments of a run that continued as new (``tether.segments`` query)."""
+class Segments:
+    """The segments of a run that continued as new (``tether.segments`` query): which one
+    holds a position of the run's event log (``first_offset``) or timeline
+    (``first_entry``), and a handle on that segment's run (closed ones answer queries: a
+    worker hosting the agent replays them)."""
 
-    def __init__(self, client: Client, run_id: str) -> None:
+    def __init__(
+        self, client: Client, run_id: str, known: Sequence[dict[str, Any]] | None = None
+    ) -> None:
         self._client = client
         self._run_id = run_id
-        self._known: list[dict[str, Any]] = []
+        self._known: list[dict[str, Any]] = list(known or [])
 
-    async def read(self, offset: int, latest: PollResult) -> PollResult:
-        """The events from ``offset`` as the segment holding it has them (``latest``, what
-        the run's current segment answered, when it holds ``offset`` itself)."""
-        if not self._known or offset >= self._known[-1]["first_offset"]:
+    async def holding(self, position: int, key: str) -> dict[str, Any]:
+        """The segment holding ``position`` (the last whose ``key`` is at or before it). The
+        list is asked of the run again when ``position`` may be past the segments known."""
+        if not self._known or position >= first_of(self._known[-1], key):
             handle = self._client.get_workflow_handle(self._run_id)
             self._known = list(await query(handle, SEGMENTS_QUERY))
         holder = self._known[0]
         for segment in self._known:
-            if segment["first_offset"] <= offset:
+            if first_of(segment, key) <= position:
                 holder = segment
-        if holder is self._known[-1]:
+        return holder
+
+    def is_latest(self, segment: dict[str, Any]) -> bool:
+        return segment is self._known[-1]
+
+    @property
+    def known(self) -> list[dict[str, Any]]:
+        """The segments known so far, oldest first."""
+        return list(self._known)
+
+    def handle(self, segment: dict[str, Any]) -> WorkflowHandle[Any, Any]:
+        return self._client.get_workflow_handle(self._run_id, run_id=segment["run_id"])
+
+    async def read(self, offset: int, latest: PollResult) -> PollResult:
+        """The events from ``offset`` as the segment holding it has them (``latest``, what
+        the run's current segment answered, when it holds ``offset`` itself)."""
+        holder = await self.holding(offset, "first_offset")
+        if self.is_latest(holder):
             return latest
-        handle = self._client.get_workflow_handle(self._run_id, run_id=holder["run_id"])
         result: PollResult = await query(
-            handle,
+            self.handle(holder),
             STREAM_POLL,
             PollInput(topics=[EVENTS_TOPIC], from_offset=offset),
             result_type=PollResult,
-            rpc_timeout=timedelta(seconds=30),
+            rpc_timeout=SEGMENT_QUERY_TIMEOUT,
         )
         return result
+
+
+SEGMENT_QUERY_TIMEOUT = timedelta(seconds=30)
+"""How long a query to an earlier segment's (closed) run waits: a worker replays it first."""
+
+
+def first_of(segment: dict[str, Any], key: str) -> int:
+    """Where ``segment`` starts: its first event offset or timeline entry. Segments of before
+    ``first_entry`` was kept start their timeline at their first step (no step is in flight
+    at a boundary, and each started step makes one entry)."""
+    if key == "first_entry" and key not in segment:
+        return int(segment["first_step"]) - 1
+    return int(segment[key])
 
 
 async def _closed(handle: Any) -> bool:

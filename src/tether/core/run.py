@@ -85,8 +85,14 @@ class RunResult:
     waits: list[dict[str, Any]] = field(default_factory=list)
     agent: str | None = None
     segments: int = 1
-    """How many segments the run had (it continued as new ``segments - 1`` times); the
-    ``timeline`` is the last segment's."""
+    """How many segments the run had (it continued as new ``segments - 1`` times)."""
+    timeline_first: int = 0
+    """Where ``timeline`` starts in the run's whole timeline. A run that continued as new
+    returns its last segment's entries after the latest :data:`STATUS_RECENT` of the
+    earlier segments; the others stay in those segments' runs (``segment_runs``) and
+    ``RunHandle.timeline`` pages through all."""
+    segment_runs: list[dict[str, Any]] = field(default_factory=list)
+    """The run's segments, oldest first (as the ``tether.segments`` query answers)."""
 
 
 class BudgetExceeded(Exception):
@@ -187,6 +193,11 @@ class AgentRun:
         self._ledger = Ledger()
         self._started_steps = 0
         self._timeline: list[dict[str, Any]] = []
+        """This segment's timeline; earlier segments' entries are in their own runs."""
+        self._timeline_before = 0
+        """Timeline entries of the earlier segments (the run-wide index of this one's first)."""
+        self._timeline_earlier: list[dict[str, Any]] = []
+        """The latest of those (at most STATUS_RECENT), carried across the boundary."""
         self._pending: dict[str, tuple[WaitRequest, str]] = {}
         self._answers: dict[str, WaitAnswer] = {}
         self._waits: list[dict[str, Any]] = []
@@ -286,16 +297,19 @@ class AgentRun:
         self._set_phase("completed")
         self.publish(ev.RUN_FINISHED, {"usage": dict(self._usage), "cost": self._ledger.cost})
         await self._close_stream()
+        timeline_first, timeline = self._timeline_window()
         return RunResult(
             output=output,
             usage=dict(self._usage),
             steps=self._steps,
             failures=self._failures,
             ledger=self._ledger.report(),
-            timeline=self._timeline,
+            timeline=timeline,
             waits=self._waits,
             agent=request.agent,
             segments=len(self._segments()),
+            timeline_first=timeline_first,
+            segment_runs=self._segments(),
         )
 
     async def _fail(self, message: str, error_type: str) -> None:
@@ -355,8 +369,8 @@ class AgentRun:
             "failures_total": len(self._failures),
             "ledger": ledger,
             "ledger_steps_total": len(ledger_steps),
-            "timeline": self._timeline[-STATUS_RECENT:],
-            "timeline_total": len(self._timeline),
+            "timeline": (self._timeline_earlier + self._timeline[-STATUS_RECENT:])[-STATUS_RECENT:],
+            "timeline_total": self._timeline_before + len(self._timeline),
             "waits": self._waits[-STATUS_RECENT:],
             "waits_total": len(self._waits),
             "pending": self.pending(),
@@ -364,19 +378,32 @@ class AgentRun:
 
     @workflow.query(name=TIMELINE_QUERY)
     def timeline(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        """Timeline entries ``offset`` to ``offset + limit`` (at most
-        :data:`TIMELINE_PAGE_MAX`), the ledger's entries of the same steps, and the total."""
+        """The run's timeline entries ``offset`` to ``offset + limit`` (at most
+        :data:`TIMELINE_PAGE_MAX`; offsets count from the run's first step) that this
+        segment holds, the ledger's entries of the same steps, and the run's total so far.
+
+        A segment holds its own entries and the latest of the earlier segments' (from
+        ``first`` on): a page that starts before ``first`` starts there (``offset``), and
+        the earlier entries are asked of the earlier segments' runs (``tether.segments``)."""
         offset = max(0, int(offset))
         limit = max(0, min(int(limit), TIMELINE_PAGE_MAX))
-        entries = self._timeline[offset : offset + limit]
+        first, window = self._timeline_window()
+        entries = window[max(0, offset - first) : max(0, offset + limit - first)]
         steps = {e["step"] for e in entries}
         usage = [asdict(u) for u in self._ledger.entries if u.step in steps]
         return {
-            "offset": offset,
-            "total": len(self._timeline),
+            "offset": max(offset, first),
+            "first": first,
+            "total": first + len(window),
             "entries": entries,
             "usage": usage,
         }
+
+    def _timeline_window(self) -> tuple[int, list[dict[str, Any]]]:
+        """The timeline entries this segment holds (the latest of the earlier segments, then
+        its own) and the run-wide index of the first of them."""
+        window = self._timeline_earlier + self._timeline
+        return self._timeline_before - len(self._timeline_earlier), window
 
     # -- waits -------------------------------------------------------------------------------
 
@@ -929,6 +956,10 @@ class AgentRun:
             },
             segments=self._segments(),
             started=previous.started if previous is not None else self._started_at(),
+            timeline_before=self._timeline_before + len(self._timeline),
+            timeline_recent=(self._timeline_earlier + self._timeline[-STATUS_RECENT:])[
+                -STATUS_RECENT:
+            ],
         )
 
     def _started_at(self) -> str:
@@ -940,6 +971,10 @@ class AgentRun:
         self._usage = dict(carried.usage)
         self._failures = list(carried.failures)
         self._waits = list(carried.waits)
+        self._timeline_before = (
+            carried.started_steps if carried.timeline_before is None else carried.timeline_before
+        )
+        self._timeline_earlier = list(carried.timeline_recent)
         self._ledger = Ledger.from_state(carried.ledger)
         for entry in carried.pending:
             request = WaitRequest(**entry["request"])
@@ -958,6 +993,7 @@ class AgentRun:
             "run_id": workflow.info().run_id,
             "first_offset": first_offset,
             "first_step": first_step,
+            "first_entry": self._timeline_before,
         }
         return [*earlier, here]
 
