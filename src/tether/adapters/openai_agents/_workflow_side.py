@@ -370,7 +370,8 @@ class RunProxy:
         mine = self._jsonable
         n = min(len(mine), len(items))
         same = n if items[:n] == mine[:n] else next(i for i in range(n) if items[i] != mine[i])
-        out = mine[:same] + to_jsonable_python(items[same:])
+        fresh: list[Any] = to_jsonable_python(items[same:])
+        out = mine[:same] + fresh
         self._jsonable = out
         return out
 
