@@ -38,6 +38,26 @@ from tether.errors import ConfigurationError, EngineUnavailableError
 DEFAULT_TASK_QUEUE = "tether"
 """The default task-queue prefix: agent ``weather`` runs on the queue ``tether.weather``."""
 DEFAULT_EMBEDDED_PORT = 7233
+ACTIVATION_LIMIT = 10.0
+"""Seconds one run activation may compute before the engine SDK takes it for a deadlock (its
+own limit is 2 s). A run's loop is a framework's, and some of its activations are heavy: a
+continued segment restoring a conversation of thousands of items, a replay on a loaded
+machine. Past 2 s such an activation failed its task, the worker could not evict the run
+(Pydantic AI's task groups outlive the eviction), and the run stalled on that worker. A task
+must still finish within the run task timeout (10 s), so a real deadlock is still caught."""
+
+
+def _patient_deadlock_detection(worker: Worker) -> None:
+    """Raise the SDK's deadlock limit to :data:`ACTIVATION_LIMIT`. The SDK has no setting
+    for it (only ``debug_mode``, which turns detection off): this sets its workflow worker's
+    attribute, and leaves the SDK's 2 s when that attribute is not there."""
+    inner = getattr(worker, "_workflow_worker", None)
+    if inner is not None and isinstance(
+        getattr(inner, "_deadlock_timeout_seconds", None), int | float
+    ):
+        inner._deadlock_timeout_seconds = ACTIVATION_LIMIT
+
+
 HEARTBEAT_SEND_INTERVAL = timedelta(seconds=2)
 """Longest pause between two heartbeats a worker sends for one running step."""
 
@@ -192,7 +212,7 @@ class Runtime:
             *options.pop("interceptors"),
             *tracing.worker_interceptors(self.client, step_kinds()),
         ]
-        return Worker(
+        worker = Worker(
             self.client,
             task_queue=queue,
             **options,
@@ -209,6 +229,8 @@ class Runtime:
             # this often, leaving half of a 4 s heartbeat timeout as margin for a slow RPC.
             max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
         )
+        _patient_deadlock_detection(worker)
+        return worker
 
     async def pollers(self, queue: str) -> int:
         """How many workers the engine lists as polling ``queue`` for run tasks (a killed
