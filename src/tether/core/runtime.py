@@ -38,8 +38,11 @@ from tether.errors import ConfigurationError, EngineUnavailableError
 DEFAULT_TASK_QUEUE = "tether"
 """The default task-queue prefix: agent ``weather`` runs on the queue ``tether.weather``."""
 DEFAULT_EMBEDDED_PORT = 7233
-HEARTBEAT_SEND_INTERVAL = timedelta(seconds=2)
-"""Longest pause between two heartbeats a worker sends for one running step."""
+HEARTBEAT_SEND_INTERVAL = timedelta(seconds=0.5)
+"""Longest pause between two heartbeats a worker sends for one running step. Steps beat five
+times per heartbeat timeout (core/steps.py); core sends a beat at most this often (and at most
+every 0.8 x the timeout), so at the default 2.5 s timeout every beat goes out, and a beat may
+be 2 s late (a slow RPC, a loaded machine) before the engine takes the step for lost."""
 
 
 def agent_queue(prefix: str, agent: str) -> str:
@@ -205,8 +208,7 @@ class Runtime:
             max_concurrent_activities=max_steps,
             sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
             graceful_shutdown_timeout=timedelta(seconds=2),
-            # Steps beat every second from a thread (core/steps.py); core sends a beat at most
-            # this often, leaving half of a 4 s heartbeat timeout as margin for a slow RPC.
+            # Steps beat from a thread (core/steps.py); core sends a beat at most this often.
             max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
         )
 

@@ -67,6 +67,13 @@ KEEP_FINISHED_MAX = 2000
 """At most this many finished outcomes are kept (the oldest go first)."""
 STORE_RETRY_MAX = 30.0
 """Longest pause between two tries of a failing store read or write inside a step."""
+BEATS_PER_TIMEOUT = 5
+"""A running step beats this many times per heartbeat timeout (every 0.5 s at the default
+2.5 s): the engine sees a beat at least every timeout / 5 (the worker sends each at once, see
+``HEARTBEAT_SEND_INTERVAL`` in core/runtime.py), so a beat may come up to four fifths of the
+timeout late (2 s at the default) before a running step is taken for lost."""
+BEAT_TICK = 0.1
+"""How often the heartbeat thread looks for a step due to beat (seconds)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -147,7 +154,7 @@ class _Heartbeats:
 
     def _run(self) -> None:
         while True:
-            time.sleep(0.2)
+            time.sleep(BEAT_TICK)
             now = time.monotonic()
             if now - self.loop_tick > LOOP_STALL_LIMIT:
                 continue  # the loop is wedged, not slow: let the engine retry the steps
@@ -387,7 +394,7 @@ def build_activity(
     definition: StepDefinition, store: BlobStore
 ) -> Callable[[StepRequest], Awaitable[StepOutcome]]:
     """A Temporal activity named ``definition.name`` that runs the step's handler."""
-    every = max(definition.policy.heartbeat.total_seconds() / 4, 0.2)
+    every = max(definition.policy.heartbeat.total_seconds() / BEATS_PER_TIMEOUT, BEAT_TICK)
 
     async def work(request: StepRequest, deadline: float) -> StepOutcome:
         ctx: _ActivityStepContext | None = None
@@ -470,7 +477,10 @@ def build_activity(
             return outcome
         except Exception as exc:
             _log_failed_attempt(definition, request, info, exc)
-            raise
+            paced = _paced(exc, request, info)
+            if paced is exc:
+                raise
+            raise paced from paced.__cause__
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             superseded = details is not None and (details.timed_out or details.not_found)
@@ -517,6 +527,50 @@ def _log_failed_attempt(
         error=message.splitlines()[0] if message else "",
         retrying=not final,
     )
+
+
+def retry_delay(request: StepRequest, info: activity.Info) -> timedelta | None:
+    """How long the engine waits before retrying this attempt after an error: the step's
+    policy (``initial_interval`` times ``backoff`` per attempt, at most ``max_interval``), as
+    the engine would compute it had it held the policy's interval. None when the engine's
+    retry policy holds that interval itself (a request from before ``retry_interval``)."""
+    policy = info.retry_policy
+    if request.retry_interval is None or policy is None:
+        return None
+    delay = request.retry_interval * policy.backoff_coefficient ** max(info.attempt - 1, 0)
+    if policy.maximum_interval is not None:
+        delay = min(delay, policy.maximum_interval.total_seconds())
+    return timedelta(seconds=delay)
+
+
+def _paced(exc: Exception, request: StepRequest, info: activity.Info) -> Exception:
+    """``exc`` with the step policy's retry delay on it (``next_retry_delay``).
+
+    The engine's retry policy holds :data:`~tether.core.contract.LOST_STEP_RETRY` so that a
+    step lost with its worker is retried at once; a failed attempt tells the engine its own
+    delay instead. A delay the error already names (a provider's Retry-After) is kept, and a
+    final error is left as it is. Type and message stay the same: the run sees the same
+    failure it saw before."""
+    if isinstance(exc, ApplicationError) and (
+        exc.non_retryable or exc.next_retry_delay is not None
+    ):
+        return exc
+    delay = retry_delay(request, info)
+    if delay is None:
+        return exc
+    if isinstance(exc, ApplicationError):
+        paced = ApplicationError(
+            exc.message,
+            *exc.details,
+            type=exc.type,
+            next_retry_delay=delay,
+            category=exc.category,
+        )
+        paced.__cause__ = exc.__cause__
+        return paced.with_traceback(exc.__traceback__)
+    wrapped = ApplicationError(str(exc), type=type(exc).__name__, next_retry_delay=delay)
+    wrapped.__cause__ = exc
+    return wrapped
 
 
 UNSTICK_TIMEOUT = timedelta(seconds=2)
