@@ -34,6 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -242,10 +243,15 @@ class Bench:
         return trial
 
     async def watch_step(self, run_id: str, closing: asyncio.Task[float]) -> dict[str, float]:
-        """The engine's own times of the lost step, seen from ``describe()`` until the run
-        closes: its last beat before the kill, and when that attempt timed out."""
+        """The engine's own times of the lost step, seen from ``describe()`` until its retry
+        is due: when its first attempt started and last beat, when that attempt timed out,
+        and when the retry was due (the retry interval after the timeout)."""
         handle = self.client.get_workflow_handle(run_id)
         seen: dict[str, float] = {}
+
+        def at(stamp: Any) -> float:
+            return float(stamp.ToMicroseconds()) / 1e6
+
         while not closing.done():
             try:
                 desc = await handle.describe()
@@ -253,14 +259,13 @@ class Bench:
                 await asyncio.sleep(0.05)
                 continue
             for act in desc.raw_description.pending_activities:
-                if act.attempt == 1 and act.HasField("last_heartbeat_time"):
-                    seen["beat"] = act.last_heartbeat_time.ToMicroseconds() / 1e6
-                if act.attempt > 1 and act.HasField("last_attempt_complete_time"):
-                    seen["timed_out"] = act.last_attempt_complete_time.ToMicroseconds() / 1e6
-                    if act.HasField("next_attempt_schedule_time"):
-                        seen["retry_due"] = act.next_attempt_schedule_time.ToMicroseconds() / 1e6
-            if "timed_out" in seen:
-                return seen
+                if act.attempt == 1:
+                    seen["started"] = at(act.last_started_time)
+                    if act.HasField("last_heartbeat_time"):
+                        seen["beat"] = at(act.last_heartbeat_time)
+                elif act.HasField("next_attempt_schedule_time"):
+                    seen["retry_due"] = at(act.next_attempt_schedule_time)
+                    return seen
             await asyncio.sleep(0.05)
         return seen
 

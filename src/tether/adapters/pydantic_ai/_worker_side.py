@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +38,12 @@ from tether.core.values import pack
 from tether.errors import NonRetryableError, RetryableError, StepInputError
 
 _params: TypeAdapter[ModelRequestParameters] = TypeAdapter(ModelRequestParameters)
-_events: TypeAdapter[ModelResponseStreamEvent] = TypeAdapter(ModelResponseStreamEvent)
+
+
+@functools.cache
+def _events() -> TypeAdapter[ModelResponseStreamEvent]:
+    """Built at the first raw event a step streams, not at import (a worker's start)."""
+    return TypeAdapter(ModelResponseStreamEvent)
 
 
 def resolve_model(agent: Agent[Any, Any], override: str | None = None) -> Model:
@@ -226,7 +232,7 @@ async def _streamed(
                     text = event.part.content
                 elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
                     text = event.delta.content_delta
-                data = _events.dump_python(event, mode="json") if raw else None
+                data = _events().dump_python(event, mode="json") if raw else None
                 if text:
                     delta: dict[str, Any] = {"text": text}
                     if data is not None:
