@@ -46,7 +46,7 @@ class StepPolicy:
     """How a step is timed and retried.
 
     ``heartbeat`` is what makes a crashed worker's step resume in seconds: the step beats
-    (from a thread of its own, five times per ``heartbeat``) while it runs, and the engine
+    (from a thread of its own, six times per ``heartbeat``) while it runs, and the engine
     reschedules it once beats stop for that long.
 
     A step lost with its worker (its beats stopped, or its ``start_to_close`` ran out) is
@@ -57,7 +57,7 @@ class StepPolicy:
     """
 
     start_to_close: timedelta = timedelta(minutes=10)
-    heartbeat: timedelta = timedelta(seconds=2.5)
+    heartbeat: timedelta = timedelta(seconds=3)
     max_attempts: int = 5
     initial_interval: timedelta = timedelta(seconds=1)
     backoff: float = 2.0
