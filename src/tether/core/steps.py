@@ -474,11 +474,14 @@ def build_activity(
                     "found): a step that blocks the loop may be retried while it runs"
                 )
             beat = asyncio.create_task(_beat(every))
+        # A retry (most often: the earlier attempt's worker died) resets the run's sticky queue
+        # while its work runs, so that its result's task goes to live workers (``_unstick``).
+        unstick = asyncio.create_task(_unstick(info)) if info.attempt > 1 else None
         try:
             outcome: StepOutcome = await asyncio.shield(task)
             await _store_outcome(outcome, deadline)
-            if info.attempt > 1:
-                await _unstick(info)
+            if unstick is not None:
+                await unstick
             return outcome
         except Exception as exc:
             _log_failed_attempt(definition, request, info, exc)
@@ -493,6 +496,8 @@ def build_activity(
                 task.cancel()  # the run was cancelled, or the worker shuts down
             raise
         finally:
+            if unstick is not None and not unstick.done():
+                unstick.cancel()  # this attempt failed or was cancelled: no result follows
             _heartbeats.remove(info.task_token)
             if beat is not None:
                 beat.cancel()
@@ -588,8 +593,9 @@ async def _unstick(info: activity.Info) -> None:
     A retried step most often means that worker died (its beats stopped): the engine would
     otherwise hold the run's next task on the dead worker's sticky queue for the sticky
     schedule-to-start timeout before any live worker may take it. Done before this attempt
-    reports its result, so the task that result schedules goes straight to live workers. When
-    the earlier worker is alive after all, it costs one replay of the run there, nothing else.
+    reports its result (it runs beside the step's work), so the task that result schedules
+    goes straight to live workers. When the earlier worker is alive after all, it costs one
+    replay of the run there, nothing else.
     """
     if not info.workflow_id:
         return
