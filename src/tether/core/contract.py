@@ -471,6 +471,13 @@ class Adapter(abc.ABC):
     def prepare(self, agent: object) -> None:  # noqa: B027 - optional hook
         """Validate an agent at wrap time; raise a clear error for what cannot work durably."""
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Make now what this adapter's steps would otherwise do on their first call (lazy
+        imports of the provider client's resources). A worker calls it once per process, in a
+        background thread, when it is built: a standby worker then takes over a dead worker's
+        step without paying for it (the OpenAI client's first ``responses`` call imported for
+        1.4 s on a loaded machine). Must not fail: errors are logged and ignored."""
+
     @abc.abstractmethod
     def steps(self) -> Sequence[StepDefinition]:
         """The step types this adapter runs (registered on every worker)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,6 +40,7 @@ from tether.errors import ConfigurationError, EngineUnavailableError
 DEFAULT_TASK_QUEUE = "tether"
 """The default task-queue prefix: agent ``weather`` runs on the queue ``tether.weather``."""
 DEFAULT_EMBEDDED_PORT = 7233
+logger = logging.getLogger(__name__)
 HEARTBEAT_SEND_INTERVAL = timedelta(seconds=0.5)
 """Longest pause between two heartbeats a worker sends for one running step. Steps beat six
 times per heartbeat timeout (core/steps.py); core sends a beat at most this often (and at most
@@ -321,6 +324,8 @@ def worker_options(store: BlobStore) -> dict[str, Any]:
     (once per process, in a thread) the imports a run task would otherwise make lazily.
     """
     ledger.warm_up()
+    for adapter in _adapters_in_use():
+        _warm(adapter)
     activities: list[Callable[..., Any]] = [
         build_activity(step, store) for adapter in _adapters_in_use() for step in adapter.steps()
     ]
@@ -330,6 +335,24 @@ def worker_options(store: BlobStore) -> dict[str, Any]:
         "activities": activities,
         "interceptors": [RunLogInterceptor()],
     }
+
+
+_warmed: set[str] = set()
+
+
+def _warm(adapter: Adapter) -> None:
+    """``adapter.warm_up()`` in a background thread, once per adapter per process."""
+    if adapter.name in _warmed:
+        return
+    _warmed.add(adapter.name)
+
+    def warm() -> None:
+        try:
+            adapter.warm_up()
+        except Exception:
+            logger.warning("adapter %s: warm-up failed", adapter.name, exc_info=True)
+
+    threading.Thread(target=warm, name=f"tether-warm-{adapter.name}", daemon=True).start()
 
 
 def step_kinds() -> dict[str, str]:
