@@ -148,7 +148,13 @@ class Bench:
         """Seconds from the worker's spawn to the first poll the engine lists from it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(i.startswith(f"{worker.pid}@") for i in await self.pollers(queue)):
+            try:
+                polling = await self.pollers(queue)
+            except RPCError as exc:  # cancelled under load: ask again
+                if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                    raise
+                continue
+            if any(i.startswith(f"{worker.pid}@") for i in polling):
                 worker.first_poll = time.monotonic()
                 return worker.first_poll - worker.spawned
             if worker.proc.poll() is not None:
