@@ -104,6 +104,9 @@ class Result:
     seconds: float
     worker_peak_rss_mb: float
     duplicate_keys: list[str]
+    retried_attempts: int = 0
+    """Step attempts the engine started after the first (from the runs' histories): in plain
+    mode each is a heartbeat timeout of a step that was still running (a false one)."""
 
     @property
     def exact(self) -> bool:
@@ -175,6 +178,7 @@ async def measure(
                 if pauser is not None:
                     await pauser
                 rss = peak_rss_mb(worker.proc.pid)
+                retried = await _retried_attempts(runtime, [h.id for h in handles])
         finally:
             await runtime.close()
         failed = [o for o in outcomes if isinstance(o, BaseException)]
@@ -193,7 +197,21 @@ async def measure(
             seconds=round(elapsed, 1),
             worker_peak_rss_mb=round(rss, 1),
             duplicate_keys=sorted(k for k, c in tools.items() if c > 1)[:10],
+            retried_attempts=retried,
         )
+
+
+async def _retried_attempts(runtime: Any, run_ids: list[str]) -> int:
+    """Step attempts after the first, over the runs' histories."""
+    from temporalio.api.enums.v1 import EventType
+
+    started = EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    total = 0
+    for run_id in run_ids:
+        async for event in runtime.client.get_workflow_handle(run_id).fetch_history_events():
+            if event.event_type == started:
+                total += event.activity_task_started_event_attributes.attempt - 1
+    return total
 
 
 async def _start_all(durable: Any, keys: list[str], at_once: int = 50) -> list[Any]:
@@ -277,6 +295,7 @@ def _print_row(r: Result) -> None:
         f"{r.worker_peak_rss_mb:>8.0f} MB      {'yes' if r.exact else 'NO'}",
         flush=True,
     )
+    print(f"         step attempts after the first: {r.retried_attempts}", flush=True)
     if r.duplicate_keys:
         print(f"         tools run more than once: {', '.join(r.duplicate_keys)}", flush=True)
 

@@ -34,6 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -87,6 +88,7 @@ class Trial:
     kill_to_result: float | None = None
     starts: list[float] = field(default_factory=list)
     error: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 class Bench:
@@ -146,7 +148,13 @@ class Bench:
         """Seconds from the worker's spawn to the first poll the engine lists from it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(i.startswith(f"{worker.pid}@") for i in await self.pollers(queue)):
+            try:
+                polling = await self.pollers(queue)
+            except RPCError as exc:  # cancelled under load: ask again
+                if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                    raise
+                continue
+            if any(i.startswith(f"{worker.pid}@") for i in polling):
                 worker.first_poll = time.monotonic()
                 return worker.first_poll - worker.spawned
             if worker.proc.poll() is not None:
@@ -208,6 +216,7 @@ class Bench:
         env = self.env(server, prefix)
         cmd = self.command(system, queue)
         started: list[Worker] = []
+        watching: asyncio.Task[dict[str, float]] | None = None
         try:
             for _ in range(2 if setup == "standby" else 1):
                 started.append(self.spawn(cmd, env))
@@ -219,21 +228,86 @@ class Bench:
             await until_requested(server, turn=1)  # the second model call, hung, in flight
             victim = await self.step_worker(run_id, started)
             closing = asyncio.create_task(self.closed(run_id))
+            watching = asyncio.create_task(self.watch_step(run_id, closing))
             await asyncio.sleep(0)
             victim.kill()
-            killed = time.monotonic()
+            killed, killed_at = time.monotonic(), time.time()
             if setup == "cold":
                 fresh = self.spawn(cmd, env)
                 started.append(fresh)
                 trial.starts.append(await self.until_polling(fresh, queue))
             done = await asyncio.wait_for(closing, RESULT_TIMEOUT)
             trial.kill_to_result = done - killed
+            trial.phases = await self.phases(run_id, killed_at, await watching)
         except Exception as exc:
             trial.error = f"{type(exc).__name__}: {exc}"
         finally:
             for w in started:
                 w.kill()
+            if watching is not None and not watching.done():
+                watching.cancel()
         return trial
+
+    async def watch_step(self, run_id: str, closing: asyncio.Task[float]) -> dict[str, float]:
+        """The engine's own times of the lost step, seen from ``describe()`` until its retry
+        is due: when its first attempt started and last beat, when that attempt timed out,
+        and when the retry was due (the retry interval after the timeout)."""
+        handle = self.client.get_workflow_handle(run_id)
+        seen: dict[str, float] = {}
+
+        def at(stamp: Any) -> float:
+            return float(stamp.ToMicroseconds()) / 1e6
+
+        while not closing.done():
+            try:
+                desc = await handle.describe()
+            except RPCError:
+                await asyncio.sleep(0.05)
+                continue
+            for act in desc.raw_description.pending_activities:
+                if act.attempt == 1:
+                    seen["started"] = at(act.last_started_time)
+                    if act.HasField("last_heartbeat_time"):
+                        seen["beat"] = at(act.last_heartbeat_time)
+                elif act.HasField("next_attempt_schedule_time"):
+                    seen["retry_due"] = at(act.next_attempt_schedule_time)
+                    return seen
+            await asyncio.sleep(0.05)
+        return seen
+
+    async def phases(
+        self, run_id: str, killed_at: float, step: dict[str, float]
+    ) -> dict[str, float]:
+        """Seconds after the kill at which each part of the recovery happened (engine times):
+        the lost step timed out, its retry started and completed, the run's next task was
+        scheduled and started, the run completed. ``beat`` is the last beat before the kill
+        (negative: before it)."""
+        handle = self.client.get_workflow_handle(run_id)
+        events = [e async for e in handle.fetch_history_events()]
+
+        def at(event: object) -> float:
+            return event.event_time.ToMicroseconds() / 1e6 - killed_at  # type: ignore[attr-defined]
+
+        out = {k: v - killed_at for k, v in step.items()}
+        retried = [
+            e
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.activity_task_started_event_attributes.attempt > 1
+        ]
+        if retried:
+            out["retry_started"] = at(retried[-1])
+            after = [e for e in events if e.event_id > retried[-1].event_id]
+            for name, kind in (
+                ("step_done", EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED),
+                ("task_scheduled", EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED),
+                ("task_started", EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED),
+                ("closed", EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED),
+            ):
+                found = next((e for e in after if e.event_type == kind), None)
+                if found is not None:
+                    out[name] = at(found)
+        return out
 
     async def import_share(self, server: ScriptedModelServer, system: str) -> tuple[float, float]:
         """One start of ``tether worker`` under ``-X importtime``: (start s, import s)."""
@@ -300,6 +374,12 @@ async def run(args: argparse.Namespace) -> None:
                                 f"worker starts {starts} s",
                                 flush=True,
                             )
+                            if t.phases:
+                                parts = ", ".join(
+                                    f"{k} {v:+.2f}"
+                                    for k, v in sorted(t.phases.items(), key=lambda kv: kv[1])
+                                )
+                                print(f"      after the kill (s): {parts}", flush=True)
             finally:
                 for w in bench.workers:
                     w.kill()

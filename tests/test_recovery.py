@@ -3,6 +3,8 @@
 - A worker killed during a step: the retried step resets the run's sticky queue, so the run's
   next task goes straight to a live worker instead of waiting out the dead worker's sticky
   queue (seen in the history: no task scheduled on a sticky queue and timed out there).
+- A step lost with its worker is retried at once (the engine's retry policy holds 0.1 s), but a
+  step that failed with an error still waits its policy's interval before its retry.
 - The status query is a bounded summary (the latest entries and totals); the whole timeline
   is paged (``RunHandle.timeline``, ``tether runs show --from``).
 """
@@ -13,6 +15,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +110,52 @@ def lookups(n: int) -> list[Turn]:
     return [*(Turn.tool_calls(ToolCall("lookup", {"i": i})) for i in range(n)), Turn.text("done")]
 
 
+def lookup_agent(server: ScriptedModelServer, name: str) -> Agent[None, str]:
+    """A Pydantic AI agent on ``server`` with one tool, ``lookup(i)``."""
+    model = OpenAIChatModel("gpt-pai", provider=OpenAIProvider(base_url=server.base_url))
+    agent: Agent[None, str] = Agent(model, name=name)
+
+    @agent.tool_plain
+    def lookup(i: int) -> str:
+        """A record."""
+        return f"record {i}"
+
+    return agent
+
+
+async def test_a_failed_step_waits_its_policy_interval_before_the_retry(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    """The engine's retry policy holds the short interval of a lost step (0.1 s), but a step
+    that failed with an error still waits its policy's own: 1 s, then 2 s (TOOL_POLICY)."""
+    attempts: list[tuple[int, float]] = []
+    script = [Turn.tool_calls(ToolCall("flaky", {"i": 1})), Turn.text("got it")]
+    with ScriptedModelServer(script) as server:
+        model = OpenAIChatModel("gpt-pai", provider=OpenAIProvider(base_url=server.base_url))
+        agent: Agent[None, str] = Agent(model, name="paced")
+
+        @agent.tool_plain
+        async def flaky(i: int) -> str:
+            """A record, on the third try."""
+            step = tether.current_step()
+            assert step is not None
+            attempts.append((step.attempt, time.monotonic()))
+            if step.attempt < 3:
+                raise ValueError(f"not yet (attempt {step.attempt})")
+            return f"record {i}"
+
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        result = await asyncio.wait_for(durable.run("look record 1 up"), 300)
+    assert result.output == "got it"
+    assert [a for a, _ in attempts] == [1, 2, 3]
+    first_wait = attempts[1][1] - attempts[0][1]
+    second_wait = attempts[2][1] - attempts[1][1]
+    # Lower bounds only (a loaded machine makes them longer, never shorter); at the engine's
+    # 0.1 s lost-step interval they would be 0.1 s and 0.2 s.
+    assert first_wait >= 0.95, first_wait
+    assert second_wait >= 1.9, second_wait
+
+
 @pytest.fixture
 def small_status(monkeypatch: pytest.MonkeyPatch) -> int:
     """The status summary cut to 3 entries, so a short run shows the bound."""
@@ -119,14 +168,7 @@ async def test_status_is_bounded_and_the_timeline_paged(
     runtime: Runtime, task_queue: str, worker: Worker, small_status: int
 ) -> None:
     with ScriptedModelServer(lookups(4)) as server:
-        model = OpenAIChatModel("gpt-pai", provider=OpenAIProvider(base_url=server.base_url))
-        agent: Agent[None, str] = Agent(model, name="paged")
-
-        @agent.tool_plain
-        def lookup(i: int) -> str:
-            """A record."""
-            return f"record {i}"
-
+        agent = lookup_agent(server, "paged")
         durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
         handle = await durable.start("look them up")
         await handle.result()
@@ -159,14 +201,7 @@ async def test_runs_show_pages_the_timeline(
     runtime: Runtime, task_queue: str, worker: Worker, engine: Any
 ) -> None:
     with ScriptedModelServer(lookups(30)) as server:
-        model = OpenAIChatModel("gpt-pai", provider=OpenAIProvider(base_url=server.base_url))
-        agent: Agent[None, str] = Agent(model, name="paged-cli")
-
-        @agent.tool_plain
-        def lookup(i: int) -> str:
-            """A record."""
-            return f"record {i}"
-
+        agent = lookup_agent(server, "paged-cli")
         durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
         handle = await durable.start("look them up")
         await handle.result()

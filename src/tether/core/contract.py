@@ -46,12 +46,18 @@ class StepPolicy:
     """How a step is timed and retried.
 
     ``heartbeat`` is what makes a crashed worker's step resume in seconds: the step beats
-    while it runs, and the engine reschedules it once beats stop for that long.
+    (from a thread of its own, six times per ``heartbeat``) while it runs, and the engine
+    reschedules it once beats stop for that long.
+
+    A step lost with its worker (its beats stopped, or its ``start_to_close`` ran out) is
+    retried after :data:`LOST_STEP_RETRY`; a step that failed with an error waits
+    ``initial_interval`` times ``backoff`` per attempt (at most ``max_interval``), or what the
+    error asked for (a provider's Retry-After, ``RetryableError(retry_after=...)``).
     ``max_attempts=0`` is refused: infinite silent retry is a defect.
     """
 
     start_to_close: timedelta = timedelta(minutes=10)
-    heartbeat: timedelta = timedelta(seconds=4)
+    heartbeat: timedelta = timedelta(seconds=3)
     max_attempts: int = 5
     initial_interval: timedelta = timedelta(seconds=1)
     backoff: float = 2.0
@@ -71,6 +77,11 @@ class StepPolicy:
         if problems:
             raise ValueError("invalid StepPolicy: " + "; ".join(problems))
 
+
+LOST_STEP_RETRY = timedelta(milliseconds=100)
+"""How soon the engine retries a step whose attempt timed out (its worker died or hangs):
+nothing needs to cool down, so the retry starts at once on a live worker. Errors wait their
+policy's own interval: the step sets it on the failure it reports (core/steps.py)."""
 
 MODEL_POLICY = StepPolicy(max_attempts=8, max_interval=timedelta(seconds=60))
 TOOL_POLICY = StepPolicy(max_attempts=3)
@@ -95,6 +106,10 @@ class StepRequest:
     shared_refs: list[str] = field(default_factory=list)
     """References of shared values that ``payload`` names: the step reads them from the store
     before its handler runs, so ``StepContext.shared(ref)`` needs no I/O."""
+    retry_interval: float | None = None
+    """Seconds before the first retry of a step that failed with an error (its policy's
+    ``initial_interval``; the engine's retry policy holds :data:`LOST_STEP_RETRY` instead).
+    None (a request from before this field): the engine's retry policy paces errors too."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -485,6 +500,13 @@ class Adapter(abc.ABC):
 
     def prepare(self, agent: object) -> None:  # noqa: B027 - optional hook
         """Validate an agent at wrap time; raise a clear error for what cannot work durably."""
+
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Make now what this adapter's steps would otherwise do on their first call (lazy
+        imports of the provider client's resources). A worker calls it once per process, in a
+        background thread, when it is built: a standby worker then takes over a dead worker's
+        step without paying for it (the OpenAI client's first ``responses`` call imported for
+        1.4 s on a loaded machine). Must not fail: errors are logged and ignored."""
 
     @abc.abstractmethod
     def steps(self) -> Sequence[StepDefinition]:

@@ -137,6 +137,7 @@ FAST_DISPATCH: dict[str, object] = {
     "history.transferProcessorMaxPollRPS": 1000,
     "history.timerProcessorMaxPollRPS": 1000,
     "history.visibilityProcessorMaxPollRPS": 1000,
+    "history.timerProcessorMaxTimeShift": "20ms",
 }
 """Dynamic config that removes the dev server's per-step floor.
 
@@ -146,6 +147,13 @@ activity, then the workflow task that follows it), so once the limiter's burst i
 step waits ~50 ms for nothing: measured here, 52 ms per bare activity with the defaults
 against 7-12 ms with these values (``bench/engine_floor.py``). A production cluster spreads
 runs over many shards; set the same keys there if few shards carry many steps.
+
+``history.timerProcessorMaxTimeShift`` (default 1 s) is how far ahead of now the timer queue
+has already read: a timer due sooner than that after it is created fires up to a second late.
+The retry of a step lost with its worker is due 0.1 s after its heartbeat timeout
+(``LOST_STEP_RETRY``): with the default it started 0.6-0.7 s late, with 20 ms on time
+(``bench/recovery.py``). The shift covers clock skew between history hosts; the embedded
+engine is one process.
 """
 
 

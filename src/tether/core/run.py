@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.core import events as ev
     from tether.core.contract import (
         JSON,
+        LOST_STEP_RETRY,
         STEP_ITEMS,
         Capability,
         Carried,
@@ -741,6 +742,10 @@ class AgentRun:
     async def _execute(
         self, name: str, request: StepRequest, summary: str, policy: StepPolicy
     ) -> StepOutcome:
+        # The engine's retry policy paces the retry of a lost step (timed out: its worker
+        # died); the step paces errors itself from ``retry_interval`` (core/steps.py).
+        lost = min(policy.initial_interval, LOST_STEP_RETRY)
+        request = replace(request, retry_interval=policy.initial_interval.total_seconds())
         outcome: StepOutcome = await workflow.execute_activity(
             name,
             request,
@@ -748,7 +753,7 @@ class AgentRun:
             start_to_close_timeout=policy.start_to_close,
             heartbeat_timeout=policy.heartbeat,
             retry_policy=RetryPolicy(
-                initial_interval=policy.initial_interval,
+                initial_interval=lost,
                 backoff_coefficient=policy.backoff,
                 maximum_interval=policy.max_interval,
                 maximum_attempts=policy.max_attempts,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,6 +40,7 @@ from tether.errors import ConfigurationError, EngineUnavailableError
 DEFAULT_TASK_QUEUE = "tether"
 """The default task-queue prefix: agent ``weather`` runs on the queue ``tether.weather``."""
 DEFAULT_EMBEDDED_PORT = 7233
+logger = logging.getLogger(__name__)
 ACTIVATION_LIMIT = 10.0
 """Seconds one run activation may compute before the engine SDK takes it for a deadlock (its
 own limit is 2 s). A run's loop is a framework's, and some of its activations are heavy: a
@@ -58,8 +61,11 @@ def _patient_deadlock_detection(worker: Worker) -> None:
         inner._deadlock_timeout_seconds = ACTIVATION_LIMIT
 
 
-HEARTBEAT_SEND_INTERVAL = timedelta(seconds=2)
-"""Longest pause between two heartbeats a worker sends for one running step."""
+HEARTBEAT_SEND_INTERVAL = timedelta(seconds=0.5)
+"""Longest pause between two heartbeats a worker sends for one running step. Steps beat six
+times per heartbeat timeout (core/steps.py); core sends a beat at most this often (and at most
+every 0.8 x the timeout), so at the default 3 s timeout every beat goes out, and a beat may be
+2.5 s late (a slow RPC, a loaded machine) before the engine takes the step for lost."""
 
 
 def agent_queue(prefix: str, agent: str) -> str:
@@ -225,8 +231,7 @@ class Runtime:
             max_concurrent_activities=max_steps,
             sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
             graceful_shutdown_timeout=timedelta(seconds=2),
-            # Steps beat every second from a thread (core/steps.py); core sends a beat at most
-            # this often, leaving half of a 4 s heartbeat timeout as margin for a slow RPC.
+            # Steps beat from a thread (core/steps.py); core sends a beat at most this often.
             max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
         )
         _patient_deadlock_detection(worker)
@@ -341,6 +346,8 @@ def worker_options(store: BlobStore) -> dict[str, Any]:
     (once per process, in a thread) the imports a run task would otherwise make lazily.
     """
     ledger.warm_up()
+    for adapter in _adapters_in_use():
+        _warm(adapter)
     activities: list[Callable[..., Any]] = [
         build_activity(step, store) for adapter in _adapters_in_use() for step in adapter.steps()
     ]
@@ -350,6 +357,24 @@ def worker_options(store: BlobStore) -> dict[str, Any]:
         "activities": activities,
         "interceptors": [RunLogInterceptor()],
     }
+
+
+_warmed: set[str] = set()
+
+
+def _warm(adapter: Adapter) -> None:
+    """``adapter.warm_up()`` in a background thread, once per adapter per process."""
+    if adapter.name in _warmed:
+        return
+    _warmed.add(adapter.name)
+
+    def warm() -> None:
+        try:
+            adapter.warm_up()
+        except Exception:
+            logger.warning("adapter %s: warm-up failed", adapter.name, exc_info=True)
+
+    threading.Thread(target=warm, name=f"tether-warm-{adapter.name}", daemon=True).start()
 
 
 def step_kinds() -> dict[str, str]:

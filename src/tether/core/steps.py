@@ -74,6 +74,16 @@ KEEP_FINISHED_MAX = 2000
 """At most this many finished outcomes are kept (the oldest go first)."""
 STORE_RETRY_MAX = 30.0
 """Longest pause between two tries of a failing store read or write inside a step."""
+BEATS_PER_TIMEOUT = 6
+"""A running step beats this many times per heartbeat timeout (every 0.5 s at the default
+3 s), the first one as soon as its code starts: the engine sees a beat at least every 0.5 s
+(the worker sends each at once, see ``HEARTBEAT_SEND_INTERVAL`` in core/runtime.py), so a beat
+may be 2.5 s late, and a step's code may start 3 s after the engine handed it to the worker
+(a busy event loop), before a running step is taken for lost. At 2.5 s with a first beat after
+0.5 s, ``bench/exactly_once.py -n 1000`` at load 9-12 saw 5-8 attempts of 3,000 retried while
+they ran; at 3 s none (as at the earlier 4 s with a beat sent every 2 s)."""
+BEAT_TICK = 0.1
+"""How often the heartbeat thread looks for a step due to beat (seconds)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -133,7 +143,9 @@ class _Heartbeats:
 
     def add(self, token: bytes, record: Callable[[Any], None], every: float) -> None:
         with self._lock:
-            self._beating[token] = (record, every, time.monotonic() + every)
+            # The first beat at once: the engine counts the timeout from the attempt's start,
+            # and a busy worker may start the step's code late.
+            self._beating[token] = (record, every, time.monotonic())
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="tether-heartbeats", daemon=True
@@ -154,7 +166,7 @@ class _Heartbeats:
 
     def _run(self) -> None:
         while True:
-            time.sleep(0.2)
+            time.sleep(BEAT_TICK)
             now = time.monotonic()
             if now - self.loop_tick > LOOP_STALL_LIMIT:
                 continue  # the loop is wedged, not slow: let the engine retry the steps
@@ -396,7 +408,7 @@ def build_activity(
     definition: StepDefinition, store: BlobStore
 ) -> Callable[[StepRequest], Awaitable[StepOutcome]]:
     """A Temporal activity named ``definition.name`` that runs the step's handler."""
-    every = max(definition.policy.heartbeat.total_seconds() / 4, 0.2)
+    every = max(definition.policy.heartbeat.total_seconds() / BEATS_PER_TIMEOUT, BEAT_TICK)
 
     async def work(request: StepRequest, deadline: float) -> StepOutcome:
         ctx: _ActivityStepContext | None = None
@@ -471,15 +483,21 @@ def build_activity(
                     "found): a step that blocks the loop may be retried while it runs"
                 )
             beat = asyncio.create_task(_beat(every))
+        # A retry (most often: the earlier attempt's worker died) resets the run's sticky queue
+        # while its work runs, so that its result's task goes to live workers (``_unstick``).
+        unstick = asyncio.create_task(_unstick(info)) if info.attempt > 1 else None
         try:
             outcome: StepOutcome = await asyncio.shield(task)
             await _store_outcome(outcome, deadline)
-            if info.attempt > 1:
-                await _unstick(info)
+            if unstick is not None:
+                await unstick
             return outcome
         except Exception as exc:
             _log_failed_attempt(definition, request, info, exc)
-            raise
+            paced = _paced(exc, request, info)
+            if paced is exc:
+                raise
+            raise paced from paced.__cause__
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             superseded = details is not None and (details.timed_out or details.not_found)
@@ -487,6 +505,8 @@ def build_activity(
                 task.cancel()  # the run was cancelled, or the worker shuts down
             raise
         finally:
+            if unstick is not None and not unstick.done():
+                unstick.cancel()  # this attempt failed or was cancelled: no result follows
             _heartbeats.remove(info.task_token)
             if beat is not None:
                 beat.cancel()
@@ -528,6 +548,50 @@ def _log_failed_attempt(
     )
 
 
+def retry_delay(request: StepRequest, info: activity.Info) -> timedelta | None:
+    """How long the engine waits before retrying this attempt after an error: the step's
+    policy (``initial_interval`` times ``backoff`` per attempt, at most ``max_interval``), as
+    the engine would compute it had it held the policy's interval. None when the engine's
+    retry policy holds that interval itself (a request from before ``retry_interval``)."""
+    policy = info.retry_policy
+    if request.retry_interval is None or policy is None:
+        return None
+    delay = request.retry_interval * policy.backoff_coefficient ** max(info.attempt - 1, 0)
+    if policy.maximum_interval is not None:
+        delay = min(delay, policy.maximum_interval.total_seconds())
+    return timedelta(seconds=delay)
+
+
+def _paced(exc: Exception, request: StepRequest, info: activity.Info) -> Exception:
+    """``exc`` with the step policy's retry delay on it (``next_retry_delay``).
+
+    The engine's retry policy holds :data:`~tether.core.contract.LOST_STEP_RETRY` so that a
+    step lost with its worker is retried at once; a failed attempt tells the engine its own
+    delay instead. A delay the error already names (a provider's Retry-After) is kept, and a
+    final error is left as it is. Type and message stay the same: the run sees the same
+    failure it saw before."""
+    if isinstance(exc, ApplicationError) and (
+        exc.non_retryable or exc.next_retry_delay is not None
+    ):
+        return exc
+    delay = retry_delay(request, info)
+    if delay is None:
+        return exc
+    if isinstance(exc, ApplicationError):
+        paced = ApplicationError(
+            exc.message,
+            *exc.details,
+            type=exc.type,
+            next_retry_delay=delay,
+            category=exc.category,
+        )
+        paced.__cause__ = exc.__cause__
+        return paced.with_traceback(exc.__traceback__)
+    wrapped = ApplicationError(str(exc), type=type(exc).__name__, next_retry_delay=delay)
+    wrapped.__cause__ = exc
+    return wrapped
+
+
 UNSTICK_TIMEOUT = timedelta(seconds=2)
 
 
@@ -538,8 +602,9 @@ async def _unstick(info: activity.Info) -> None:
     A retried step most often means that worker died (its beats stopped): the engine would
     otherwise hold the run's next task on the dead worker's sticky queue for the sticky
     schedule-to-start timeout before any live worker may take it. Done before this attempt
-    reports its result, so the task that result schedules goes straight to live workers. When
-    the earlier worker is alive after all, it costs one replay of the run there, nothing else.
+    reports its result (it runs beside the step's work), so the task that result schedules
+    goes straight to live workers. When the earlier worker is alive after all, it costs one
+    replay of the run there, nothing else.
     """
     if not info.workflow_id:
         return

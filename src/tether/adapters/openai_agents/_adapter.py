@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import typing
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,10 @@ class OpenAIAgentsAdapter(Adapter):
             problems.extend(_mcp.check_agent(sub))
         if problems:
             raise ConfigurationError("; ".join(problems))
+
+    def warm_up(self) -> None:
+        # The OpenAI client imports its Responses resource at its first call.
+        importlib.import_module("openai.resources.responses.responses")
 
     def steps(self) -> Sequence[StepDefinition]:
         return (

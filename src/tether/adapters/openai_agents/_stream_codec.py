@@ -9,6 +9,7 @@ The run (deterministic) publishes the SDK's run item and agent-updated events as
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from typing import Any
 
@@ -26,7 +27,13 @@ from pydantic_core import to_jsonable_python
 
 STREAM_EVENT = "openai_agents.stream"
 _ALLOWED = ("openai.", "agents.")
-_raw: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
+
+
+@functools.cache
+def _raw() -> TypeAdapter[ResponseStreamEvent]:
+    """Built at the first raw event, not at import: a worker whose runs stream no raw
+    events never pays for it (a tenth of a second of a worker's start)."""
+    return TypeAdapter(ResponseStreamEvent)
 
 
 def _path(value: object) -> str:
@@ -103,4 +110,4 @@ def decode_event(data: dict[str, Any], agents: dict[str, Agent[Any]]) -> StreamE
 
 
 def decode_raw(raw: dict[str, Any]) -> RawResponsesStreamEvent:
-    return RawResponsesStreamEvent(data=_raw.validate_python(raw))
+    return RawResponsesStreamEvent(data=_raw().validate_python(raw))

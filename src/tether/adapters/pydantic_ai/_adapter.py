@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +89,12 @@ class PydanticAIAdapter(Adapter):
     def prepare(self, agent: object) -> None:
         assert isinstance(agent, Agent)
         _mcp.check_or_raise(agent)
+
+    def warm_up(self) -> None:
+        # The OpenAI client (Pydantic AI's OpenAIChatModel) imports its chat resource at its
+        # first call; skipped when the openai extra is not installed.
+        with contextlib.suppress(ImportError):
+            importlib.import_module("openai.resources.chat.completions.completions")
 
     def steps(self) -> Sequence[StepDefinition]:
         return (

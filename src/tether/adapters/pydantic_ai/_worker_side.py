@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -68,7 +69,10 @@ def _messages(items: list[JSON]) -> list[ModelMessage]:
     return list(messages)
 
 
-_events: TypeAdapter[ModelResponseStreamEvent] = TypeAdapter(ModelResponseStreamEvent)
+@functools.cache
+def _events() -> TypeAdapter[ModelResponseStreamEvent]:
+    """Built at the first raw event a step streams, not at import (a worker's start)."""
+    return TypeAdapter(ModelResponseStreamEvent)
 
 
 def resolve_model(agent: Agent[Any, Any], override: str | None = None) -> Model:
@@ -257,7 +261,7 @@ async def _streamed(
                     text = event.part.content
                 elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
                     text = event.delta.content_delta
-                data = _events.dump_python(event, mode="json") if raw else None
+                data = _events().dump_python(event, mode="json") if raw else None
                 if text:
                     delta: dict[str, Any] = {"text": text}
                     if data is not None:

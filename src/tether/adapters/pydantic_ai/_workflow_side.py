@@ -8,6 +8,7 @@ run unchanged in the run.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,14 @@ MODEL_STEP = "pydantic_ai.model"
 TOOL_STEP = "pydantic_ai.tool"
 
 _params: TypeAdapter[ModelRequestParameters] = TypeAdapter(ModelRequestParameters)
-_agent_events: TypeAdapter[AgentStreamEvent] = TypeAdapter(AgentStreamEvent)
+
+
+@functools.cache
+def _agent_events() -> TypeAdapter[AgentStreamEvent]:
+    """Built at the first streamed event, not at import (a worker's start)."""
+    return TypeAdapter(AgentStreamEvent)
+
+
 STREAM_EVENT = "pydantic_ai.stream"
 _VOLATILE = ("timestamp", "run_id", "conversation_id")
 
@@ -205,7 +213,7 @@ class StepToolset(WrapperToolset[Any]):
         if self.session is not None and self.streams is not None and self.streams.raw:
             # Without the clock's timestamp (a replay would publish another): readers take
             # the event's own (deterministic) time instead.
-            data = _strip(_agent_events.dump_python(event, mode="json"))
+            data = _strip(_agent_events().dump_python(event, mode="json"))
             self.session.publish(STREAM_EVENT, {"event": data})
 
     async def call_tool(
