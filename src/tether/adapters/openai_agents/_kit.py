@@ -97,7 +97,15 @@ class OpenAIAgentsKit(ConformanceKit):
         if scenario.mcp:
             command, args, environ = env.mcp_command()
             params: Any = {"command": command, "args": args, "env": environ}
-            servers.append(MCPServerStdio(params, name="conformance", cache_tools_list=True))
+            # A fresh Python process: on a loaded machine its start can pass the default 5 s.
+            servers.append(
+                MCPServerStdio(
+                    params,
+                    name="conformance",
+                    cache_tools_list=True,
+                    client_session_timeout_seconds=60,
+                )
+            )
         return Agent(
             name=self.agent_name(scenario),
             instructions="You are a conformance scenario agent.",

@@ -35,7 +35,9 @@ def _stream_shape(event: Any) -> Any:
 
 def _mcp_toolset(env: KitEnv) -> MCPToolset[Any]:
     command, args, environ = env.mcp_command()
-    return MCPToolset(StdioTransport(command, args, env=environ), id="conformance")
+    # The suite's server is a fresh Python process: on a loaded machine its start alone can
+    # pass the client's default 5 s for the handshake.
+    return MCPToolset(StdioTransport(command, args, env=environ), id="conformance", init_timeout=60)
 
 
 def _opens_response(event: Any) -> bool:
