@@ -88,8 +88,16 @@ def agent_for(adapter: str) -> Any:
     return long_apps.rawloop_agent()
 
 
-async def plain_output(adapter: str, agent: Any, server: ScriptedModelServer) -> Any:
-    """The agent run without Tether against the same script (the server is reset after)."""
+def conversations(server: ScriptedModelServer) -> list[Any]:
+    """What each model request the server answered held of the conversation."""
+    return [r.body.get("input", r.body.get("messages")) for r in server.requests if r.status == 200]
+
+
+async def plain_output(
+    adapter: str, agent: Any, server: ScriptedModelServer, sent: list[Any] | None = None
+) -> Any:
+    """The agent run without Tether against the same script (the server is reset after;
+    ``sent`` gets the conversations its requests held)."""
     try:
         if adapter == "openai_agents":
             from agents import Runner, set_default_openai_client
@@ -103,6 +111,8 @@ async def plain_output(adapter: str, agent: Any, server: ScriptedModelServer) ->
 
         return (await run_plain(agent, "go", max_turns=40)).output
     finally:
+        if sent is not None:
+            sent.extend(conversations(server))
         server.reset()
 
 
@@ -137,6 +147,24 @@ async def segment_inputs(client: Client, run_id: str) -> list[int]:
     return sizes
 
 
+async def conversation_loads(client: Client, run_id: str) -> int:
+    """How many times a run's continued segments read their conversation from the store."""
+    from tether.core.steps import TRANSCRIPT_ACTIVITY
+
+    loads, run = 0, None
+    while True:
+        history = await client.get_workflow_handle(run_id, run_id=run).fetch_history()
+        loads += sum(
+            e.activity_task_scheduled_event_attributes.activity_type.name == TRANSCRIPT_ACTIVITY
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        )
+        started = history.events[0].workflow_execution_started_event_attributes
+        run = started.continued_execution_run_id or None
+        if run is None:
+            return loads
+
+
 async def check_events(handle: tether.RunHandle, segments: int) -> list[Any]:
     """Every event of the run from offset 0, once each and in order, across its segments."""
     events = [e async for e in handle.events()]
@@ -159,7 +187,8 @@ async def test_a_long_run_continues_as_new_and_stays_one_run(
 ) -> None:
     server = model_env
     agent = agent_for(adapter)
-    expected = await plain_output(adapter, agent, server)
+    sent: list[Any] = []
+    expected = await plain_output(adapter, agent, server, sent)
     durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
     handle = await durable.start(
         "go", continue_as_new=ContinueAsNew(every_steps=EVERY), **options_for(adapter)
@@ -167,6 +196,9 @@ async def test_a_long_run_continues_as_new_and_stays_one_run(
     result = await handle.result()
 
     assert output_of(adapter, result) == expected
+    # Each model call got the whole conversation, as in the plain run, though a continued
+    # segment's loop may hold only its tail (the rest stays in the store).
+    assert conversations(server) == sent
     assert server.steps_seen() == {("gpt-long", t): 1 for t in range(TOOL_TURNS + 1)}
     raw = await handle.raw_result()
     assert raw.steps == 2 * TOOL_TURNS + 1
@@ -185,6 +217,10 @@ async def test_a_long_run_continues_as_new_and_stays_one_run(
     assert sizes[1] < 4_000, sizes
     per_model_step = (sizes[-1] - sizes[1]) / (3 * (raw.segments - 2))
     assert per_model_step < 250, sizes
+    # The OpenAI Agents SDK's loop resumes from the conversation's tail: no segment reads
+    # the conversation (Pydantic AI's and the example's loops load it whole, once each).
+    loads = await conversation_loads(runtime.client, handle.id)
+    assert loads == (0 if adapter == "openai_agents" else raw.segments - 1)
 
 
 def timeline_steps(entries: list[dict[str, Any]]) -> list[int]:

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, function_tool
+from agents import (
+    Agent,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    function_tool,
+    handoff,
+)
 from openai import AsyncOpenAI
 from temporalio.worker import Worker
 
@@ -180,12 +186,14 @@ async def test_the_chain_goes_on_across_continue_as_new(
 async def test_a_segment_reads_a_large_conversation_without_storing_it_again(
     runtime: Runtime, task_queue: str, worker: Worker, state_dir: Path
 ) -> None:
-    """A continued segment's first act reads its conversation from the store; when that is
-    large (past the size that goes to the store), its history names the stored chain
-    instead of a new blob holding the conversation again."""
+    """A continued segment whose loop needs the whole conversation (here: a handoff filters
+    the history it hands on) first reads it from the store; when that is large (past the
+    size that goes to the store), its history names the stored chain instead of a new blob
+    holding the conversation again."""
     blobs_before = {f for f in (state_dir / "store").rglob("*") if f.is_file()}
     with ScriptedModelServer(loop_script(90)) as server:
         agent = lookup_agent("segments", server)
+        agent.handoffs = [handoff(Agent(name="segments-filtered"), input_filter=lambda d: d)]
         handle = await wrap(agent, runtime, task_queue).start(
             "look up", max_turns=200, continue_as_new=tether.ContinueAsNew(every_steps=60)
         )

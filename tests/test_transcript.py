@@ -25,7 +25,9 @@ class HashedTranscript:
             if mine != theirs:
                 break
             common += 1
-        base_len = max((n for n in self.heads if n <= common), default=0)
+        # Heads past the common prefix were of another conversation: not a base any more.
+        self.heads = {n: h for n, h in self.heads.items() if n <= common}
+        base_len = max(self.heads, default=0)
         base = self.heads.get(base_len)
         delta = items[base_len:]
         head = segment_ref(base, delta) if delta or base is None else base
@@ -38,9 +40,20 @@ def _item(i: int) -> dict[str, Any]:
     return {"role": "tool", "call_id": f"c{i}", "content": f"result {i} " + "x" * (i % 7)}
 
 
+def _resolve(segments: dict[str, Any], head: str | None) -> list[Any]:
+    """The conversation a chain head stands for (what a step's worker materializes)."""
+    out: list[Any] = []
+    while head is not None:
+        parent, items = segments[head]
+        out[:0] = items
+        head = parent
+    return out
+
+
 def test_references_equal_the_content_hash_definition_through_growth_edits_and_trims() -> None:
     rng = random.Random(7)
     items: list[Any] = []
+    stored: dict[str, Any] = {}
     mine, spec = Transcript(), HashedTranscript()
     for step in range(300):
         move = rng.random()
@@ -61,6 +74,11 @@ def test_references_equal_the_content_hash_definition_through_growth_edits_and_t
             len(items),
         ), f"step {step}"
         assert ref.delta == items[len(items) - delta_len :]
+        if ref.head != ref.base:
+            stored[ref.head] = (ref.base, ref.delta)
+        # The chain a step's worker reads is the conversation handed over, whatever came
+        # before (a base of an earlier conversation, no longer its prefix, would not be).
+        assert _resolve(stored, ref.head) == items, f"step {step}"
 
 
 def test_a_segment_stored_is_not_changed_by_the_framework_mutating_its_items_later() -> None:
@@ -93,3 +111,41 @@ def test_only_the_new_items_are_serialized_at_each_step(monkeypatch: Any) -> Non
         t.reference(list(items))
     # One item encoded per step, whatever the conversation's length (was: all of them).
     assert encoded == [1] * 200
+
+
+def test_a_tail_after_a_stored_prefix_references_the_whole_conversation() -> None:
+    """A segment resumed from its conversation's tail (the items before it stay in the
+    store) hands over only the tail; each reference still stands for the whole
+    conversation, and a nested agent's own conversation in between takes nothing of it."""
+    whole = [_item(i) for i in range(50)]
+    first = Transcript()
+    stored: dict[str, Any] = {}
+    for n in (10, 30, 40):
+        ref = first.reference(whole[:n])
+        stored[ref.head] = (ref.base, ref.delta)
+    carried = first.split(whole[:45])
+    assert (carried["length"], len(carried["delta"])) == (40, 5)
+
+    t = Transcript()
+    t.adopt_prefix(carried["base"], carried["length"])
+    tail = list(carried["delta"])
+    assert t.prefix_length == 40
+    for grown in (tail, [*tail, _item(100)], [*tail, _item(100), _item(101)]):
+        ref = t.reference(grown, prefixed=True)
+        stored.setdefault(ref.head, (ref.base, ref.delta))
+        assert ref.length == 40 + len(grown)
+        assert _resolve(stored, ref.head) == whole[:45] + grown[5:]
+        if grown is not tail:
+            assert len(ref.delta) == 1  # only the new item crosses
+        # A nested agent's conversation in between: its own, from nothing.
+        nested = t.reference([{"role": "user", "content": "sub-task"}])
+        stored.setdefault(nested.head, (nested.base, nested.delta))
+        assert nested.length == 1
+        assert _resolve(stored, nested.head) == [{"role": "user", "content": "sub-task"}]
+    # The next boundary: the longest stored prefix (the last step's) and the items after it.
+    again = t.split([*tail, _item(100), _item(101), _item(102)], prefixed=True)
+    assert again["length"] == 47 and again["delta"] == [_item(102)]
+    assert _resolve(stored, again["base"]) == [*whole[:45], _item(100), _item(101)]
+    # Without a stored prefix, prefixed means nothing.
+    plain = Transcript().reference(whole[:3], prefixed=True)
+    assert (plain.base, plain.length) == (None, 3)

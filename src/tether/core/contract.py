@@ -328,7 +328,8 @@ class Carried:
     """The last conversation handed to a step: its chain ``head``, ``length`` and ``digest``."""
     conversation: dict[str, Any] | None = None
     """The conversation the loop state holds, by reference: the chain ``base`` the store
-    holds (``length`` items) and the ``delta`` after it (the items of the last turn)."""
+    holds (``length`` items) and the ``delta`` after it (the items of the last turn);
+    ``tail``: the loop resumes from the delta alone (see ``RunSession.checkpoint``)."""
     stream_offset: int = 0
     """The run's event log offset where this segment's events start."""
     publishers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -392,9 +393,13 @@ class RunSession(Protocol):
         policy: StepPolicy,
         transcript: Sequence[JSON] | None = None,
         info: Mapping[str, JSON] | None = None,
+        prefixed: bool = False,
     ) -> StepOutcome:
         """Run one step. ``info`` (e.g. ``{"tool": name, "call_id": id, "args": ...}``) is
-        published with the step's events."""
+        published with the step's events. ``transcript`` is the conversation the step
+        reads (its worker gets it whole from :meth:`StepContext.transcript`); ``prefixed``:
+        it is the tail the loop resumed from (see :meth:`checkpoint`), grown since, and
+        the :meth:`resumed_prefix` items before it are the store's."""
         ...
 
     async def wait(self, request: WaitRequest) -> WaitAnswer:
@@ -427,6 +432,8 @@ class RunSession(Protocol):
         *,
         transcript: Sequence[JSON] | None = None,
         asking: Sequence[WaitRequest] = (),
+        prefixed: bool = False,
+        tail_only: bool = False,
     ) -> None:
         """Mark a step boundary of the loop (adapters declaring
         ``Capability.CONTINUE_AS_NEW``). Usually returns at once. When the run is due to
@@ -438,7 +445,17 @@ class RunSession(Protocol):
         ``transcript`` is the conversation the loop holds, as handed to steps: it crosses by
         reference to the store (leave it out of the snapshot) and comes back from
         :meth:`resumed_transcript`. ``asking`` are waits the loop is about to make: they are
-        asked now and carried, so a person can answer them in the next segment."""
+        asked now and carried, so a person can answer them in the next segment.
+
+        ``tail_only``: the next segment's loop needs only the conversation's *tail*, the
+        items after the longest prefix the store holds (a loop that continues a
+        conversation the provider keeps, e.g. a Responses API ``previous_response_id``,
+        sends no more). :meth:`resumed_transcript` is then that tail and
+        :meth:`resumed_prefix` the number of items before it; the run never loads the
+        prefix, so a segment's start and its loop's per-turn work do not grow with the
+        conversation. Hand the loop's conversations over with ``prefixed=True`` from then
+        on (steps and checkpoints): its workers still read it whole. ``prefixed`` here as
+        in :meth:`step`."""
         ...
 
     def resumed(self) -> JSON:
@@ -448,7 +465,14 @@ class RunSession(Protocol):
 
     def resumed_transcript(self) -> list[JSON] | None:
         """The conversation passed to the previous segment's :meth:`checkpoint` (None when
-        none was, and in a run's first segment)."""
+        none was, and in a run's first segment); its tail only if that checkpoint said
+        ``tail_only``."""
+        ...
+
+    def resumed_prefix(self) -> int:
+        """How many items of the conversation precede :meth:`resumed_transcript` (0 unless
+        the loop resumed from a tail): add it to positions in the tail to get positions in
+        the whole conversation, as a step's worker sees it."""
         ...
 
 

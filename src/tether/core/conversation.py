@@ -18,6 +18,27 @@ from tether.core.contract import TranscriptRef
 from tether.core.store import BlobStore, canonical_json, digest, segment_bytes
 
 
+class _Lane:
+    """One conversation's record: own copies of its items, and heads of its prefixes."""
+
+    def __init__(self, offset: int = 0, head: str | None = None) -> None:
+        self.offset = offset  # items before ``items``, stored under ``head``
+        self.items: list[Any] = []
+        # Heads of prefixes of ``items`` (absolute lengths, sorted); a head of an earlier
+        # conversation is dropped when the conversation changes under it.
+        self.lengths: list[int] = [offset] if head is not None else []
+        self.heads: dict[int, str] = {offset: head} if head is not None else {}
+
+    def base(self, items: Sequence[Any]) -> tuple[int, int, str | None]:
+        """``(common, base_len, base)``: how many leading items (counting the offset)
+        ``items`` share with the last conversation, the longest of those with a head, and
+        that head (absolute lengths)."""
+        common = self.offset + _common_prefix(self.items, items)
+        at = bisect_right(self.lengths, common) - 1
+        base_len = self.lengths[at] if at >= 0 else 0
+        return common, base_len, self.heads.get(base_len)
+
+
 class Transcript:
     """Run-side record of what the store holds (one per run; in workflow memory).
 
@@ -26,49 +47,63 @@ class Transcript:
     equality, stopping at the first difference) against this record's own copies, and only
     the new items are serialized and hashed. The copies are taken once per item, so a
     framework that mutates an item after handing it over cannot change what was stored.
+
+    Conversations are kept in two lanes: the loop's own (handed over with ``prefixed=True``)
+    and any other (a nested agent's), so one interleaving with the other costs nothing. A
+    run's continued segment may hold only the *tail* of its loop's conversation: the items
+    before it stay in the store, as a chain head of known length (:meth:`adopt_prefix`); the
+    loop's references chain from it and their lengths count it, so a step's worker reads
+    the whole conversation while the run holds the tail.
     """
 
     def __init__(self) -> None:
-        self._items: list[Any] = []  # own copies of the last conversation handed over
-        self._lengths: list[int] = []  # sorted lengths that have a head
-        self._heads: dict[int, str] = {}
+        self._lanes = {True: _Lane(), False: _Lane()}
+        self._last = self._lanes[False]
         self._segments: dict[str, tuple[str | None, list[Any]]] = {}
         self._seeded: tuple[str, int, str] | None = None
+
+    @property
+    def prefix_length(self) -> int:
+        """How many items precede the loop's conversation (0 when the run holds it whole)."""
+        return self._lanes[True].offset
 
     def carry(self) -> dict[str, Any] | None:
         """The last conversation handed over, as a reference for a run's next segment: its
         chain ``head`` in the store, ``length`` and content ``digest`` (see :meth:`seed`)."""
-        if not self._items:
+        lane = self._last
+        if not lane.items or lane.offset:
             return None
-        length = len(self._items)
-        head = self._heads.get(length)
+        length = len(lane.items)
+        head = lane.heads.get(length)
         if head is None:
             return None
-        return {"head": head, "length": length, "digest": digest(canonical_json(self._items))}
+        return {"head": head, "length": length, "digest": digest(canonical_json(lane.items))}
 
-    def split(self, items: Sequence[Any]) -> dict[str, Any]:
-        """``items`` as the longest prefix the store holds (its chain ``base``, or None) and
-        the ``delta`` after it, without recording anything: what a run's next segment loads
-        (``Carried.conversation``)."""
-        common = _common_prefix(self._items, items)
-        base_len = self._lengths[bisect_right(self._lengths, common) - 1] if self._lengths else 0
-        if base_len > common:
-            base_len = 0
-        base = self._heads.get(base_len)
-        if base is None:
-            base_len = 0
+    def split(self, items: Sequence[Any], *, prefixed: bool = False) -> dict[str, Any]:
+        """``items`` as the longest prefix the store holds (its chain ``base``, or None, of
+        ``length`` items) and the ``delta`` after it, without recording anything: what a
+        run's next segment loads (``Carried.conversation``)."""
+        lane = self._lanes[prefixed]
+        _, base_len, base = lane.base(items)
         return {
             "base": base,
             "length": base_len,
-            "delta": json.loads(canonical_json(list(items[base_len:]))),
+            "delta": json.loads(canonical_json(list(items[base_len - lane.offset :]))),
         }
 
     def adopt(self, head: str, items: list[Any]) -> None:
         """Start from ``items``, stored in the store under chain ``head`` (loaded by a run's
-        continued segment): the next conversation that begins with them sends only the rest."""
-        self._items = json.loads(canonical_json(items))
-        insort(self._lengths, len(items))
-        self._heads[len(items)] = head
+        continued segment): the next conversation that begins with them sends only the rest,
+        in either lane."""
+        mine = json.loads(canonical_json(items))  # one copy: lanes replace, never mutate
+        for lane in self._lanes.values():
+            lane.items = mine
+            lane.lengths, lane.heads = [len(items)], {len(items): head}
+
+    def adopt_prefix(self, head: str, length: int) -> None:
+        """Hold the loop's conversation's tail only: its first ``length`` items are stored
+        under chain ``head``. Conversations handed over with ``prefixed=True`` follow them."""
+        self._lanes[True] = _Lane(length, head)
 
     def seed(self, head: str, length: int, digest: str) -> None:
         """Start from a previous segment's last conversation (:meth:`carry`): the first
@@ -84,29 +119,32 @@ class Transcript:
         encoded = canonical_json(list(items[:length]))
         if digest(encoded) != expected:
             return  # the loop resumed with another conversation: sent whole, as usual
-        self._items = json.loads(encoded)
-        insort(self._lengths, length)
-        self._heads[length] = head
+        self.adopt(head, json.loads(encoded))
 
-    def reference(self, items: Sequence[Any]) -> TranscriptRef:
-        """The (base, delta) form of ``items`` against what earlier steps stored."""
-        if self._seeded is not None:
+    def reference(self, items: Sequence[Any], *, prefixed: bool = False) -> TranscriptRef:
+        """The (base, delta) form of ``items`` against what earlier steps stored.
+        ``prefixed``: ``items`` are the loop's own conversation, which follows the stored
+        prefix if the run holds its tail only (see :meth:`adopt_prefix`)."""
+        lane = self._lanes[prefixed]
+        if self._seeded is not None and not lane.offset:
             self._adopt_seed(items)
-        common = _common_prefix(self._items, items)
-        base_len = self._lengths[bisect_right(self._lengths, common) - 1] if self._lengths else 0
-        if base_len > common:  # no head at or below the common prefix
-            base_len = 0
-        base = self._heads.get(base_len)
-        fresh = items[base_len:]
-        encoded = canonical_json(list(fresh))
+        common, base_len, base = lane.base(items)
+        # Heads past the common prefix belong to the conversation before this one.
+        cut = bisect_right(lane.lengths, common)
+        for length in lane.lengths[cut:]:
+            del lane.heads[length]
+        del lane.lengths[cut:]
+        encoded = canonical_json(list(items[base_len - lane.offset :]))
         delta: list[Any] = json.loads(encoded)  # the copies kept (and sent) for these items
         head = digest(segment_bytes(base, encoded)) if delta or base is None else base
-        if len(items) not in self._heads:
-            insort(self._lengths, len(items))
-        self._heads[len(items)] = head
+        length = lane.offset + len(items)
+        if length not in lane.heads:
+            insort(lane.lengths, length)
+        lane.heads[length] = head
         self._segments.setdefault(head, (base, delta))
-        self._items = self._items[:base_len] + delta
-        return TranscriptRef(base=base, delta=delta, head=head, length=len(items))
+        lane.items = lane.items[: base_len - lane.offset] + delta
+        self._last = lane
+        return TranscriptRef(base=base, delta=delta, head=head, length=length)
 
     def segments_for(self, head: str | None) -> dict[str, Any]:
         """Every segment on the chain to ``head``, to re-send inline to a store that lacks it."""

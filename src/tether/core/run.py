@@ -609,6 +609,7 @@ class AgentRun:
         policy: StepPolicy,
         transcript: Sequence[JSON] | None = None,
         info: Mapping[str, JSON] | None = None,
+        prefixed: bool = False,
     ) -> StepOutcome:
         if kind == "model" and self._over_budget is not None:
             raise BudgetExceeded(self._over_budget)
@@ -622,7 +623,7 @@ class AgentRun:
         self.publish(f"{kind}.started", detail)
         tref = None
         if transcript is not None:
-            tref = self._transcript.reference(transcript)
+            tref = self._transcript.reference(transcript, prefixed=prefixed)
             self._segment_items += len(transcript) + STEP_ITEMS
         attachments, self._unsent = self._unsent, {}
         shared_refs = self._refs_in(payload)
@@ -842,12 +843,17 @@ class AgentRun:
         *,
         transcript: Sequence[JSON] | None = None,
         asking: Sequence[WaitRequest] = (),
+        prefixed: bool = False,
+        tail_only: bool = False,
     ) -> None:
         if not self._can_continue or self._in_flight or not self._due():
             return
         loop = snapshot()
         if transcript is not None:
-            self._conversation = self._transcript.split(transcript)
+            conversation = self._transcript.split(transcript, prefixed=prefixed)
+            if tail_only and conversation["base"] is not None:
+                conversation["tail"] = True
+            self._conversation = conversation
         for request in asking:
             if request.id not in self._pending and request.id not in self._answers:
                 self._ask(request)
@@ -859,6 +865,9 @@ class AgentRun:
     def resumed_transcript(self) -> list[JSON] | None:
         return self._resumed_transcript
 
+    def resumed_prefix(self) -> int:
+        return self._transcript.prefix_length
+
     async def _load_conversation(self) -> None:
         """A continued segment: the conversation its loop state holds, from the store (one
         step-like read per segment; what crosses in the input is its reference)."""
@@ -867,7 +876,11 @@ class AgentRun:
             return
         base, delta = carried.conversation.get("base"), list(carried.conversation["delta"])
         prefix: list[JSON] = []
-        if base is not None:
+        if base is not None and carried.conversation.get("tail"):
+            # The loop resumes from the tail: the items before it stay in the store (steps
+            # read them there), none is loaded into the run.
+            self._transcript.adopt_prefix(base, int(carried.conversation["length"]))
+        elif base is not None:
             prefix = await workflow.execute_activity(
                 TRANSCRIPT_ACTIVITY,
                 base,

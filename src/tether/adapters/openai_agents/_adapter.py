@@ -236,13 +236,23 @@ async def _approval_boundary(
 ) -> None:
     """Approvals are a step boundary: a long run may continue as new here, its approvals
     asked now and answered in the next segment, which resumes from the SDK's RunState."""
+    original = state._original_input
+    # The loop's input crosses by reference to the store, as at a model call's boundary.
+    conversation = None if isinstance(original, str) else proxy.jsonable(list(original))
+    current = state._current_agent
+
+    def snapshot() -> JSON:
+        saved = state.to_json(context_serializer=no_context)
+        if conversation is not None:
+            saved["original_input"] = []
+        return {"state": saved, "turns": proxy.turns, "interrupted": True}
+
     await session.checkpoint(
-        lambda: {
-            "state": state.to_json(context_serializer=no_context),
-            "turns": proxy.turns,
-            "interrupted": True,
-        },
+        snapshot,
+        transcript=conversation,
         asking=[approval_request(i) for i in items],
+        prefixed=True,
+        tail_only=current is not None and proxy.tail_only(current),
     )
 
 

@@ -43,7 +43,7 @@ from openai.types.responses import Response, ResponseCompletedEvent, ResponseUsa
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
-from tether.adapters.openai_agents._graph import agent_tool_target, handoff_target
+from tether.adapters.openai_agents._graph import agent_tool_target, handoff_target, index_agents
 from tether.adapters.openai_agents._mcp import stand_ins
 from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
 from tether.core.events import MODEL_STATE_FALLBACK, MODEL_UNSTREAMED
@@ -210,12 +210,14 @@ class StepModel(Model):
             # True (not "text"): the payload of runs started before raw streams existed.
             payload["stream"] = "raw" if stream == "raw" else True
         items = None if isinstance(input, str) else self._run.jsonable(input)
-        if _depth.get() == 1:
-            # A step boundary of the run's own loop (not a nested agent-as-tool run).
+        # The run's own loop (not a nested agent-as-tool run): its conversation may be the
+        # tail of one whose earlier items the store holds (see RunProxy.checkpoint).
+        main = _depth.get() == 1
+        if main:
             await self._run.checkpoint(self.original, input, items)
         chain = None
         if items is not None and self._run.responses_state and model_settings.store is not False:
-            chain = self._run.chain_for(self._agent, items)
+            chain = self._run.chain_for(self._agent, items, main)
             if chain is not None:
                 payload["chain"] = chain
         outcome = await self._run.session.step(
@@ -225,6 +227,7 @@ class StepModel(Model):
             summary=f"model: {self._agent}",
             policy=MODEL_POLICY,
             transcript=items if items is not None else [],
+            prefixed=main,
         )
         value = outcome.value
         usage = _usage.validate_python(value["usage"])
@@ -243,7 +246,9 @@ class StepModel(Model):
                 {"agent": self._agent, "fallback": state["fallback"], "reason": state["reason"]},
             )
         if items is not None and self._run.responses_state and value.get("response_id"):
-            self._run.remember_chain(self._agent, items, value["output"], value["response_id"])
+            self._run.remember_chain(
+                self._agent, items, value["output"], value["response_id"], main
+            )
         session.publish("model.response", response_event(output))
         session.add_usage(usage_totals(usage), model=value.get("model"), provider="openai")
         response = ModelResponse(
@@ -309,11 +314,16 @@ class StepModel(Model):
 
 @dataclasses.dataclass(frozen=True)
 class _Chain:
-    """A response the provider stores: the request's items it answered and its output."""
+    """A response the provider stores: the request's items it answered and its output.
+
+    ``main``: a response of the run's own loop, whose ``items`` are positions in the loop's
+    conversation (which may follow a stored prefix: RunProxy.prefix), not a nested run's.
+    """
 
     response_id: str
     items: list[Any]
     output: list[Any]
+    main: bool = True
 
     @property
     def length(self) -> int:
@@ -349,7 +359,7 @@ class RunProxy:
         """Whether the SDK's tracing records this run (one trace, see ``_tracing``)."""
         self.responses_state = responses_state
         """Responses state mode: model steps continue the previous response (see chain_for)."""
-        self._chains: dict[str, _Chain] = {}
+        self._chains: dict[tuple[str, bool], _Chain] = {}
         self._last_chain: _Chain | None = None
         self._last_agent = ""
         self._jsonable: list[Any] = []
@@ -360,6 +370,10 @@ class RunProxy:
         """Model calls the run's own loop made (the SDK's turns), carried across segments."""
         self.checkpoints = True
         """False in streamed runs: their loop runs in the SDK's background task."""
+        self.prefix = 0
+        """How many items of the loop's conversation precede the ones it holds: they stay in
+        the store (a segment resumed from the tail, see ``checkpoint``)."""
+        self._tail_ok: dict[int, bool] = {}
 
     def jsonable(self, items: list[Any]) -> list[Any]:
         """``items`` as JSON, converting only the items after the longest prefix equal to the
@@ -404,18 +418,40 @@ class RunProxy:
                 "turns": turns,
             }
             chain = self._last_chain
-            if chain is not None and conversation is not None and chain.continued_by(conversation):
+            if (
+                chain is not None
+                and chain.main
+                and conversation is not None
+                and chain.continued_by(conversation)
+            ):
                 # The next segment's first request continues the stored response too (sent
                 # whole, it would cost what the conversation costs).
                 saved["chain"] = {
                     "agent": self._last_agent,
                     "response_id": chain.response_id,
-                    "items": len(chain.items),
+                    "items": self.prefix + len(chain.items),
                     "output": chain.output,
                 }
             return saved
 
-        await self.session.checkpoint(snapshot, transcript=conversation)
+        await self.session.checkpoint(
+            snapshot, transcript=conversation, prefixed=True, tail_only=self.tail_only(agent)
+        )
+
+    def tail_only(self, agent: Agent[Any]) -> bool:
+        """Whether the next segment's loop may hold the conversation's tail only: the SDK
+        then walks a segment's items per turn, not the conversation's (steps read it whole
+        from the store). Not when a handoff rewrites the history it is handed (an input
+        filter, nested history): that needs the whole conversation in the loop."""
+        known = self._tail_ok.get(id(agent))
+        if known is None:
+            known = not any(
+                isinstance(h, Handoff) and (h.input_filter is not None or h.nest_handoff_history)
+                for reachable in index_agents(agent).values()
+                for h in reachable.handoffs
+            )
+            self._tail_ok[id(agent)] = known
+        return known
 
     async def restore(self, agent: Agent[Any], saved: Any) -> RunState[Any, Agent[Any]]:
         """The SDK's ``RunState`` a checkpoint saved, with the run's step-backed agents."""
@@ -428,20 +464,21 @@ class RunProxy:
         )
         self.turns = int(saved.get("turns", state._current_turn))
         conversation = self.session.resumed_transcript()
+        self.prefix = self.session.resumed_prefix()
         if conversation is not None:
             state._original_input = list(conversation)
             carried = saved.get("chain")
-            if isinstance(carried, dict) and self.responses_state:
-                n = int(carried["items"])
+            n = int(carried["items"]) - self.prefix if isinstance(carried, dict) else -1
+            if isinstance(carried, dict) and self.responses_state and n >= 0:
                 chain = _Chain(
                     str(carried["response_id"]), list(conversation[:n]), carried["output"]
                 )
                 if chain.continued_by(list(conversation)):
-                    self._chains[str(carried["agent"])] = chain
+                    self._chains[str(carried["agent"]), True] = chain
                     self._last_chain, self._last_agent = chain, str(carried["agent"])
         return state
 
-    def chain_for(self, agent: str, items: list[Any]) -> dict[str, Any] | None:
+    def chain_for(self, agent: str, items: list[Any], main: bool) -> dict[str, Any] | None:
         """The stored response ``items`` continue, and where the items after it start.
 
         A candidate is the last response of this agent (a nested agent-as-tool run keeps its
@@ -450,16 +487,18 @@ class RunProxy:
         it answered and its output. Decided from recorded step results, so a replay (after a
         crash, on another worker) decides the same.
         """
-        for chain in (self._chains.get(agent), self._last_chain):
-            if chain is not None and chain.continued_by(items):
-                return {"previous_response_id": chain.response_id, "new_from": chain.length}
+        for chain in (self._chains.get((agent, main)), self._last_chain):
+            if chain is not None and chain.main == main and chain.continued_by(items):
+                # Positions in the conversation the step's worker reads (whole).
+                start = self.prefix if main else 0
+                return {"previous_response_id": chain.response_id, "new_from": start + chain.length}
         return None
 
     def remember_chain(
-        self, agent: str, items: list[Any], output: list[Any], response_id: str
+        self, agent: str, items: list[Any], output: list[Any], response_id: str, main: bool
     ) -> None:
-        chain = _Chain(response_id, items, output)
-        self._chains[agent] = chain
+        chain = _Chain(response_id, items, output, main)
+        self._chains[agent, main] = chain
         self._last_chain, self._last_agent = chain, agent
 
     def share(self, value: Any) -> str:
