@@ -136,7 +136,7 @@ async def segments_of(client: Any, workflow_id: str, replay: bool) -> list[dict[
     """Each segment's history, oldest first: run id, events, bytes, steps (activities), and
     with ``replay`` the seconds this process takes to replay it (what a recovering worker
     does before the run goes on)."""
-    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.enums.v1 import EventType, TaskQueueKind, TimeoutType
     from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
     from tether.core.run import AgentRun
@@ -147,14 +147,31 @@ async def segments_of(client: Any, workflow_id: str, replay: bool) -> list[dict[
         data_converter=client.data_converter,
     )
 
+    def _task_timeout(event: Any, by_id: dict[int, Any]) -> dict[str, Any]:
+        """Which run task timed out: its queue (a sticky one is a dead worker's), the
+        timeout's kind and how long after it was scheduled."""
+        attrs = event.workflow_task_timed_out_event_attributes
+        scheduled = by_id[attrs.scheduled_event_id]
+        queue = scheduled.workflow_task_scheduled_event_attributes.task_queue
+        return {
+            "event": event.event_id,
+            "kind": TimeoutType.Name(attrs.timeout_type),
+            "sticky": queue.kind == TaskQueueKind.TASK_QUEUE_KIND_STICKY,
+            "after_s": event.event_time.ToSeconds() - scheduled.event_time.ToSeconds(),
+        }
+
     chain: list[dict[str, Any]] = []
     run: str | None = None
     while True:
         handle = client.get_workflow_handle(workflow_id, run_id=run)
         history = await handle.fetch_history()
         steps = task_timeouts = task_failures = 0
+        by_id = {event.event_id: event for event in history.events}
+        timed_out: list[dict[str, Any]] = []
         for event in history.events:
-            task_timeouts += event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+                task_timeouts += 1
+                timed_out.append(_task_timeout(event, by_id))
             task_failures += event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 name = event.activity_task_scheduled_event_attributes.activity_type.name
@@ -177,6 +194,7 @@ async def segments_of(client: Any, workflow_id: str, replay: bool) -> list[dict[
                 # A run task that timed out or failed: after a kill, a replay slower than
                 # the run task timeout shows here.
                 "task_timeouts": task_timeouts,
+                "task_timeout_details": timed_out,
                 "task_failures": task_failures,
                 "replay_s": replay_s,
             }
@@ -448,6 +466,13 @@ def print_report(run: dict[str, Any], summary: dict[str, Any], args: argparse.Na
     timeouts = sum(s.get("task_timeouts", 0) for s in segs)
     failures = sum(s.get("task_failures", 0) for s in segs)
     print(f"run tasks timed out: {timeouts}, failed: {failures}")
+    for seg in segs:
+        for t in seg.get("task_timeout_details", []):
+            queue = "a dead worker's sticky queue" if t["sticky"] else "the run's task queue"
+            print(
+                f"  segment from step {seg['first_step']}: event {t['event']}, {t['kind']} on "
+                f"{queue}, {t['after_s']:.1f} s after it was scheduled"
+            )
     print("\nsegments (first step+steps: events/MB[/replay seconds]):")
     print(
         "  "
