@@ -84,11 +84,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+HOLD_S = 2.0
+
+
 class Stamps:
     """Every model request: (turn, time, request bytes, worker pid, worker RSS KiB)."""
 
-    def __init__(self, turns: list[Turn]) -> None:
+    def __init__(self, turns: list[Turn], hold: set[int] | None = None) -> None:
         self.turns = turns
+        self.hold = set(hold or ())
+        """Turns whose first request is answered after HOLD_S: a kill then lands while the
+        model step is in flight (else it races the step's end and often lands in the run
+        task after it)."""
         self.lock = threading.Lock()
         self.pid = 0
         self.seen: list[tuple[int, float, int, int, int | None]] = []
@@ -100,6 +107,10 @@ class Stamps:
         with self.lock:
             self.seen.append((request.turn, now, request.size, pid, rss_kib(pid)))
             self.first.setdefault(request.turn, now)
+            held = request.turn in self.hold
+            self.hold.discard(request.turn)
+        if held:
+            time.sleep(HOLD_S)  # this server thread only: the kill comes meanwhile
         return self.turns[min(request.turn, len(self.turns) - 1)]
 
     def calls(self) -> int:
@@ -153,8 +164,14 @@ async def segments_of(client: Any, workflow_id: str, replay: bool) -> list[dict[
         attrs = event.workflow_task_timed_out_event_attributes
         scheduled = by_id[attrs.scheduled_event_id]
         queue = scheduled.workflow_task_scheduled_event_attributes.task_queue
+        around = [by_id[i] for i in range(event.event_id - 8, event.event_id + 4) if i in by_id]
         return {
             "event": event.event_id,
+            "around": [
+                f"{e.event_id} {EventType.Name(e.event_type)[11:]} "
+                f"{e.event_time.ToMilliseconds() - event.event_time.ToMilliseconds():+d} ms"
+                for e in around
+            ],
             "kind": TimeoutType.Name(attrs.timeout_type),
             "sticky": queue.kind == TaskQueueKind.TASK_QUEUE_KIND_STICKY,
             "after_s": event.event_time.ToSeconds() - scheduled.event_time.ToSeconds(),
@@ -229,7 +246,7 @@ async def long_run(adapter: str, args: argparse.Namespace, address: str) -> dict
             if 1 < c < calls - 1
         }
     )
-    stamps = Stamps(script(calls, tool))
+    stamps = Stamps(script(calls, tool), set(kill_calls) if args.kill_in == "model" else None)
     work = Path(tempfile.mkdtemp(prefix="tether-longrun-"))
     workers: list[Worker] = []
     kills: list[dict[str, Any]] = []
@@ -589,6 +606,14 @@ def main() -> None:
     )
     parser.add_argument("--window", type=int, default=20, help="model calls per median")
     parser.add_argument("--kill-early", type=int, default=50, help="step of the first kill")
+    parser.add_argument(
+        "--kill-in",
+        choices=["model", "anywhere"],
+        default="model",
+        help="model: each kill lands while a model step is in flight (its response is held "
+        "for a while), as most crashes of a real agent do; anywhere: as it comes (often in "
+        "the run task after a step, whose loss costs the run task timeout, 10 s)",
+    )
     parser.add_argument(
         "--kill-late-before",
         type=int,
