@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from s3 import S3Server
 from tether.core.contract import TOOL_POLICY, StepDefinition, StepOutcome, StepRequest
-from tether.core.conversation import Transcript, materialize
+from tether.core.conversation import Transcript, items_from, materialize
 from tether.core.converter import data_converter
 from tether.core.steps import build_activity
 from tether.core.store import (
@@ -77,6 +78,38 @@ async def test_a_second_store_on_the_same_url_sees_the_chain(store_url: str) -> 
     assert await reader.load_chain(head) == items
     assert await reader.load_chain(head) == items  # from the LRU of chain heads
     assert head == segment_ref(*_last_segment(transcript, head))
+
+
+async def test_a_step_reads_the_end_of_a_long_chain_only(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that needs the conversation from position k on (a request continuing a
+    provider-held conversation) reads the segments that hold those items, not the chain."""
+    writer = await open_store(store_url)
+    transcript = Transcript()
+    items: list[object] = []
+    for turn in range(40):
+        items = [*items, {"role": "user", "turn": turn}, {"role": "assistant", "turn": turn}]
+        await materialize(writer, transcript.reference(items))
+    items = [*items, {"role": "user", "turn": 40}]
+    ref = replace(transcript.reference(items), start=77)
+    reader = await open_store(store_url)
+    reads: list[str] = []
+    real = reader.get_json
+
+    async def counting(key: str) -> Any:
+        reads.append(key)
+        return await real(key)
+
+    monkeypatch.setattr(reader, "get_json", counting)
+    assert await materialize(reader, ref) == items[77:]
+    assert len(reads) == 2  # the last two turns' segments, of 40
+    assert await items_from(reader, ref, 0) == items  # the rest, when the step asks
+    # A worker that has the conversation in memory reads nothing.
+    reads.clear()
+    reader.remember(ref.base or "", items[:-1])
+    assert await items_from(reader, ref, 50) == items[50:]
+    assert reads == []
 
 
 def _last_segment(transcript: Transcript, head: str) -> tuple[str | None, list[object]]:

@@ -120,6 +120,10 @@ class TranscriptRef:
     delta: list[JSON]
     head: str
     length: int
+    start: int = 0
+    """The step reads the conversation from this position on (the earlier items only if
+    it asks: :meth:`StepContext.transcript_items`), e.g. a request that continues a
+    provider-held conversation. Workers of versions before it ignore it and read it all."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,7 +166,16 @@ class StepContext(Protocol):
 
     def shared(self, ref: str) -> JSON: ...
 
-    def transcript(self) -> list[JSON]: ...
+    def transcript(self) -> list[JSON]:
+        """The whole conversation the run handed this step (read before the handler ran).
+        A step sent with ``transcript_from`` has only its end at hand: use
+        :meth:`transcript_items` there."""
+        ...
+
+    async def transcript_items(self, start: int = 0) -> list[JSON]:
+        """The conversation from position ``start`` on (positions in the whole of it),
+        reading from the store only what was not read before the handler ran."""
+        ...
 
     def heartbeat(self, *details: object) -> None: ...
 
@@ -394,12 +407,17 @@ class RunSession(Protocol):
         transcript: Sequence[JSON] | None = None,
         info: Mapping[str, JSON] | None = None,
         prefixed: bool = False,
+        transcript_from: int = 0,
     ) -> StepOutcome:
         """Run one step. ``info`` (e.g. ``{"tool": name, "call_id": id, "args": ...}``) is
         published with the step's events. ``transcript`` is the conversation the step
         reads (its worker gets it whole from :meth:`StepContext.transcript`); ``prefixed``:
         it is the tail the loop resumed from (see :meth:`checkpoint`), grown since, and
-        the :meth:`resumed_prefix` items before it are the store's."""
+        the :meth:`resumed_prefix` items before it are the store's. ``transcript_from``: the
+        step needs only the items from that position of the whole conversation on (a
+        request continuing a provider-held conversation): its worker reads no more unless
+        it asks (:meth:`StepContext.transcript_items`), so a worker new to a long run does
+        not read all of it, nor keep it in memory."""
         ...
 
     async def wait(self, request: WaitRequest) -> WaitAnswer:

@@ -158,13 +158,23 @@ class Transcript:
 
 
 async def materialize(store: BlobStore, ref: TranscriptRef) -> list[Any]:
-    """Step side: store the new segment and return the whole conversation."""
-    prefix = await store.load_chain(ref.base)
+    """Step side: store the new segment and return the conversation from ``ref.start`` on
+    (the whole of it when 0)."""
     if ref.head != ref.base:
         await store.put_segment(ref.base, ref.delta)
-    items = prefix + list(ref.delta)
+    if ref.start > 0:
+        return await items_from(store, ref, ref.start)
+    items = await store.load_chain(ref.base) + list(ref.delta)
     store.remember(ref.head, items)
     return items
+
+
+async def items_from(store: BlobStore, ref: TranscriptRef, start: int) -> list[Any]:
+    """The conversation ``ref`` stands for, from position ``start`` on, reading only the
+    stored segments that hold those items."""
+    base_len = ref.length - len(ref.delta)
+    earlier = await store.load_chain_from(ref.base, base_len, start)
+    return earlier + list(ref.delta[max(0, start - base_len) :])
 
 
 def _common_prefix(mine: Sequence[Any], theirs: Sequence[Any]) -> int:

@@ -610,6 +610,7 @@ class AgentRun:
         transcript: Sequence[JSON] | None = None,
         info: Mapping[str, JSON] | None = None,
         prefixed: bool = False,
+        transcript_from: int = 0,
     ) -> StepOutcome:
         if kind == "model" and self._over_budget is not None:
             raise BudgetExceeded(self._over_budget)
@@ -624,6 +625,8 @@ class AgentRun:
         tref = None
         if transcript is not None:
             tref = self._transcript.reference(transcript, prefixed=prefixed)
+            if transcript_from:
+                tref = replace(tref, start=transcript_from)
             self._segment_items += len(transcript) + STEP_ITEMS
         attachments, self._unsent = self._unsent, {}
         shared_refs = self._refs_in(payload)

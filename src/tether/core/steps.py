@@ -38,7 +38,7 @@ from temporalio.exceptions import ApplicationError
 
 from tether.core import registry
 from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest, TranscriptRef
-from tether.core.conversation import materialize
+from tether.core.conversation import items_from, materialize
 from tether.core.events import EVENTS_TOPIC
 from tether.core.sealed import unseal_tree
 from tether.core.store import (
@@ -269,6 +269,7 @@ class _ActivityStepContext:
         self._final = limit > 0 and info.attempt >= limit
         self._values: dict[str, JSON] = {}
         self._transcript: list[JSON] = []
+        self._transcript_start = 0  # where the prefetched part of the conversation starts
         self._stream: WorkflowStreamClient | None = None
         self._flusher: asyncio.Future[WorkflowStreamClient] | None = None
 
@@ -292,6 +293,7 @@ class _ActivityStepContext:
 
         async def transcript(ref: TranscriptRef) -> None:
             self._transcript = await materialize(store, ref)
+            self._transcript_start = ref.start
 
         jobs = [value(ref) for ref in wanted]
         if request.transcript is not None:
@@ -334,7 +336,21 @@ class _ActivityStepContext:
         return adapter.decode_context(agent, unpack(self.shared(ref), adapter.context_type(agent)))
 
     def transcript(self) -> list[JSON]:
+        if self._transcript_start:
+            raise RuntimeError(
+                f"step {self._request.step} was sent the conversation from position "
+                f"{self._transcript_start} on only (transcript_from); read it with "
+                "`await ctx.transcript_items(start)`"
+            )
         return list(self._transcript)
+
+    async def transcript_items(self, start: int = 0) -> list[JSON]:
+        have = self._transcript_start
+        if start >= have:
+            return self._transcript[start - have :]
+        ref = self._request.transcript
+        assert ref is not None  # have > 0 only when a transcript was sent
+        return await items_from(self._store, ref, start)
 
     @property
     def idempotency_key(self) -> str:

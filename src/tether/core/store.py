@@ -492,6 +492,31 @@ class BlobStore:
         self.remember(head, prefix)
         return list(prefix)
 
+    async def load_chain_from(self, head: str | None, length: int, start: int) -> list[Any]:
+        """The items from position ``start`` on of the conversation ending at ``head`` (of
+        ``length`` items), reading only the segments that hold them (a chain is read from
+        its end), and keeping nothing: what a step continuing a provider-held conversation
+        needs of a long one."""
+        if head is None or start >= length:
+            return []
+        segments: list[list[Any]] = []
+        have = 0  # items read, from the end
+        ref: str | None = head
+        while ref is not None and length - have > start:
+            hit = self._cache.get(ref)
+            if hit is not None:
+                segments.append(list(hit[start : length - have]))
+                have = length - start
+                break
+            seg = await self.get_json(ref)
+            segments.append(seg["items"])
+            have += len(seg["items"])
+            ref = seg["parent"]
+        out: list[Any] = []
+        for items in reversed(segments):
+            out.extend(items)
+        return out[max(0, len(out) - (length - start)) :]
+
     def remember(self, head: str, items: list[Any]) -> None:
         """Keep a chain head's items in this worker's LRU (no I/O)."""
         self._cache[head] = items

@@ -150,15 +150,19 @@ def _classify_provider_error(exc: Exception) -> Exception:
 async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     agent = _resolve_agent(ctx, payload["agent"])
     tools, handoffs = _tools(ctx.shared(payload["spec_ref"]), agent)
-    items = ctx.transcript()
-    model_input: Any = payload["input_text"] if payload.get("input_text") is not None else items
+    chain = payload.get("chain")
+    text = payload.get("input_text")
+    # A chained request reads only the items after the previous response (the run sent
+    # the step those only); any other reads the whole conversation.
+    start = int(chain["new_from"]) if chain is not None and text is None else 0
+    items = await ctx.transcript_items(start)
+    model_input: Any = text if text is not None else items
     model = _model_for(agent)
     fallback: dict[str, str] = {}
     stream = payload.get("stream")
     call = _streaming(model, ctx, stream == "raw", fallback) if stream else model.get_response
     settings = _settings.validate_python(payload["settings"])
     previous_response_id = payload.get("previous_response_id")
-    chain = payload.get("chain")
     state: dict[str, JSON] | None = None
     if chain is not None and isinstance(model_input, list):
         # Responses state mode: the provider holds the conversation up to the previous
@@ -166,10 +170,10 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
         # the run's history, so every attempt of this step names the same one.
         if _keeps_state(model):
             previous_response_id = chain["previous_response_id"]
-            model_input = items[int(chain["new_from"]) :]
             state = {"previous_response_id": previous_response_id, "sent_items": len(model_input)}
         else:
             state = {"fallback": "full", "reason": "the model is not a Responses API model"}
+            model_input = await ctx.transcript_items()
 
     async def request(model_input: Any, previous_response_id: Any) -> ModelResponse:
         with plain_conversation():
@@ -199,7 +203,7 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
                 "reason": f"the provider no longer holds response {previous_response_id!r} "
                 f"({_provider_message(exc)}); the whole conversation was sent",
             }
-            response = await request(items, None)
+            response = await request(await ctx.transcript_items(), None)
     except Exception as exc:
         classified = _classify_provider_error(exc)
         if classified is exc:

@@ -228,6 +228,8 @@ class StepModel(Model):
             policy=MODEL_POLICY,
             transcript=items if items is not None else [],
             prefixed=main,
+            # A chained request needs only the items after the previous response.
+            transcript_from=int(chain["new_from"]) if chain is not None else 0,
         )
         value = outcome.value
         usage = _usage.validate_python(value["usage"])
