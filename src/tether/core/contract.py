@@ -493,6 +493,12 @@ class RunSession(Protocol):
         the whole conversation, as a step's worker sees it."""
         ...
 
+    async def stored_prefix(self) -> list[JSON]:
+        """The :meth:`resumed_prefix` items themselves, read from the store (one read, the
+        size of the conversation): for a result that must hold the whole conversation, once
+        at the end, never per turn. Empty unless the loop resumed from a tail."""
+        ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunRequest:

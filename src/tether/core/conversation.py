@@ -58,6 +58,8 @@ class Transcript:
 
     def __init__(self) -> None:
         self._lanes = {True: _Lane(), False: _Lane()}
+        self.prefix_head: str | None = None
+        """The chain head of the items before the loop's conversation (see adopt_prefix)."""
         self._last = self._lanes[False]
         self._segments: dict[str, tuple[str | None, list[Any]]] = {}
         self._seeded: tuple[str, int, str] | None = None
@@ -104,6 +106,7 @@ class Transcript:
         """Hold the loop's conversation's tail only: its first ``length`` items are stored
         under chain ``head``. Conversations handed over with ``prefixed=True`` follow them."""
         self._lanes[True] = _Lane(length, head)
+        self.prefix_head = head
 
     def seed(self, head: str, length: int, digest: str) -> None:
         """Start from a previous segment's last conversation (:meth:`carry`): the first

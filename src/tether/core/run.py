@@ -884,19 +884,26 @@ class AgentRun:
             # read them there), none is loaded into the run.
             self._transcript.adopt_prefix(base, int(carried.conversation["length"]))
         elif base is not None:
-            prefix = await workflow.execute_activity(
-                TRANSCRIPT_ACTIVITY,
-                base,
-                result_type=list,
-                start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=None,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=10, maximum_interval=timedelta(seconds=10)
-                ),
-                summary="load the conversation",
-            )
+            prefix = await self._read_chain(base)
             self._transcript.adopt(base, prefix)
         self._resumed_transcript = prefix + delta
+
+    async def stored_prefix(self) -> list[JSON]:
+        head = self._transcript.prefix_head
+        return [] if head is None else await self._read_chain(head)
+
+    async def _read_chain(self, head: str) -> list[JSON]:
+        """A conversation from the store, by its chain head (one step-like read)."""
+        items: list[JSON] = await workflow.execute_activity(
+            TRANSCRIPT_ACTIVITY,
+            head,
+            result_type=list,
+            start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=None,
+            retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
+            summary="load the conversation",
+        )
+        return items
 
     def _due(self) -> bool:
         """Whether this segment should end at the next safe point (deterministic: what

@@ -22,6 +22,7 @@ from tether.adapters.pydantic_ai._workflow_side import (
     TOOL_STEP,
     TetherCapability,
     node_event,
+    resumes_from_tail,
 )
 from tether.core.contract import (
     JSON,
@@ -167,10 +168,15 @@ class PydanticAIAdapter(Adapter):
         # so they run on a worker's thread pool as usual.
         with disable_threads():
             result = await self._run(agent, request, session, deps, history)
+        messages = result.all_messages()
+        if session.resumed_prefix():
+            # The loop held the history's tail: the result holds all of it (one read).
+            earlier = ModelMessagesTypeAdapter.validate_python(await session.stored_prefix())
+            messages = earlier + messages
         return {
             "output": pack(result.output, what="the agent's output"),
             "usage": session.usage(),
-            "messages": ModelMessagesTypeAdapter.dump_python(result.all_messages(), mode="json"),
+            "messages": ModelMessagesTypeAdapter.dump_python(messages, mode="json"),
         }
 
     async def _run(
@@ -196,6 +202,7 @@ class PydanticAIAdapter(Adapter):
             stream_events=bool(opts.get(STREAMED_OPTION)),
             # Streamed runs publish the graph's nodes: they run in one segment.
             checkpoints=not opts.get(STREAMED_OPTION),
+            tail_only=resumes_from_tail(agent),
         )
         user_prompt = request.input
         saved = session.resumed()

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
-from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, ToolDenied
+from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults, RunContext, ToolDenied
 from pydantic_ai._run_context import get_current_run_context
-from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.capabilities import AbstractCapability, CombinedCapability
 from pydantic_ai.capabilities.abstract import CapabilityOrdering
 from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry
 from pydantic_ai.messages import (
@@ -142,7 +142,12 @@ class StepModel(WrapperModel):
         if self._streams.checkpoints:
             # A step boundary: a long run may continue as new here (Pydantic AI resumes
             # from the message history, ending with this request, and the run's usage).
-            await self._session.checkpoint(loop_state, transcript=transcript)
+            await self._session.checkpoint(
+                loop_state,
+                transcript=transcript,
+                prefixed=True,
+                tail_only=self._streams.tail_only,
+            )
         outcome = await self._session.step(
             MODEL_STEP,
             payload,
@@ -150,6 +155,7 @@ class StepModel(WrapperModel):
             summary=f"model: {self._agent}",
             policy=MODEL_POLICY,
             transcript=transcript,
+            prefixed=True,  # the run's own history (tools run nested agents on workers)
         )
         response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
         assert isinstance(response, ModelResponse)
@@ -198,6 +204,9 @@ class StreamState:
     provider_streams: bool = True
     checkpoints: bool = False
     """Whether the run's loop marks its step boundaries (a long run continues as new there)."""
+    tail_only: bool = False
+    """Whether a continued segment's loop may resume from the history's tail (see
+    ``resumes_from_tail``)."""
 
 
 @dataclass
@@ -319,12 +328,15 @@ class TetherCapability(AbstractCapability[Any]):
         stream_text: bool = False,
         stream_events: bool = False,
         checkpoints: bool = False,
+        tail_only: bool = False,
     ) -> None:
         self._session = session
         self._agent = agent_name
         self._model = model
         self._wait_for_deferred = wait_for_deferred
-        self._streams = StreamState(text=stream_text, raw=stream_events, checkpoints=checkpoints)
+        self._streams = StreamState(
+            text=stream_text, raw=stream_events, checkpoints=checkpoints, tail_only=tail_only
+        )
         self._as_json = MessagesJson()  # one per run: the history's JSON, dumped once
 
     async def handle_deferred_tool_calls(
@@ -334,7 +346,11 @@ class TetherCapability(AbstractCapability[Any]):
         if not self._wait_for_deferred:
             return None
         return await wait_for_results(
-            self._session, requests, ctx, checkpoints=self._streams.checkpoints
+            self._session,
+            requests,
+            ctx,
+            checkpoints=self._streams.checkpoints,
+            tail_only=self._streams.tail_only,
         )
 
     def get_ordering(self) -> CapabilityOrdering | None:
@@ -359,6 +375,35 @@ class TetherCapability(AbstractCapability[Any]):
         )
 
 
+_TAIL_SAFE = frozenset({"ToolSearch", "PendingMessageDrainCapability", "TetherCapability"})
+"""Capabilities that do not read a run's earlier history (tool search does only to keep the
+tools it found, and finds none where no tool loads on demand, checked below)."""
+
+
+def resumes_from_tail(agent: Agent[Any, Any]) -> bool:
+    """Whether the agent's loop can go on from the end of its history alone, so that a
+    continued segment holds the tail only (the rest stays in the store; steps read it
+    whole). Not when anything in the loop reads the history further back: a capability
+    not known not to (history processors, hooks), a dynamic system prompt (matched against
+    the history), a tool that loads on demand (tool search remembers what it found there),
+    a toolset other than functions (MCP servers' tools may load on demand)."""
+    if agent._system_prompt_dynamic_functions:
+        return False
+    pending: list[Any] = [agent._root_capability]
+    while pending:
+        capability = pending.pop()
+        if isinstance(capability, CombinedCapability):
+            pending.extend(capability.capabilities)
+        elif type(capability).__name__ not in _TAIL_SAFE:
+            return False
+    for toolset in agent.toolsets:
+        if not isinstance(toolset, FunctionToolset):
+            return False
+        if any(getattr(tool, "defer_loading", False) for tool in toolset.tools.values()):
+            return False
+    return True
+
+
 def loop_state() -> dict[str, Any]:
     """The loop's state at a step boundary besides its message history (which crosses as
     the checkpoint's transcript): the run's usage so far (usage limits count it)."""
@@ -372,6 +417,7 @@ async def wait_for_results(
     requests: DeferredToolRequests,
     ctx: RunContext[Any] | None = None,
     checkpoints: bool = False,
+    tail_only: bool = False,
 ) -> DeferredToolResults:
     """Wait durably for a person's answer to each deferred call; the results continue the run."""
     approvals = [
@@ -403,7 +449,13 @@ async def wait_for_results(
         # answered in the next segment (which resumes from the response that asked for
         # them; no call of it ran yet, so none runs twice).
         transcript = messages_json(ctx.messages)
-        await session.checkpoint(loop_state, transcript=transcript, asking=approvals + questions)
+        await session.checkpoint(
+            loop_state,
+            transcript=transcript,
+            asking=approvals + questions,
+            prefixed=True,
+            tail_only=tail_only,
+        )
     results = DeferredToolResults()
     for request in approvals:
         answer = await session.wait(request)
