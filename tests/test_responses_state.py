@@ -366,9 +366,74 @@ async def test_pydantic_ai_lost_state_falls_back_to_the_whole_history(
     ok = [r for r in requests if r.status == 200]
     assert [r.turn for r in ok] == list(range(6))
     assert ok[3].previous_response_id is None and len(input_of(ok[3])) == 7
-    # Pydantic AI continues only from a response it recorded a history digest for, which an
-    # unchained request does not get: the next request is whole too, then the chain resumes.
-    assert ok[4].previous_response_id is None and len(input_of(ok[4])) == 9
-    assert ok[5].previous_response_id == "resp_gpt_test_4"
+    # The whole request's response is stored with all of that history: the chain goes on
+    # from it at once, each request sending the two messages after the previous response.
+    assert ok[4].previous_response_id == "resp_gpt_test_3" and len(input_of(ok[4])) == 1
+    assert ok[5].previous_response_id == "resp_gpt_test_4" and len(input_of(ok[5])) == 1
     [fallback] = [e for e in events if e.type == "model.state_fallback"]
     assert fallback.data["fallback"] == "full"
+
+
+async def test_pydantic_ai_chain_goes_on_across_continue_as_new(
+    runtime: Runtime, task_queue: str, worker: Worker
+) -> None:
+    """Each segment's first request continues the response the previous segment stored:
+    the run carries which response that is (a request whose history a worker did not read
+    whole has no digest Pydantic AI could match), so no request is sent whole again."""
+    with ScriptedModelServer(loop_script(10)) as server:
+        durable = tether.durable(
+            pai_agent("pai-continued", server),
+            runtime=runtime,
+            task_queue=task_queue,
+            local_worker=False,
+        )
+        handle = await durable.start("look up", continue_as_new=tether.ContinueAsNew(every_steps=4))
+        result = await handle.result()
+        raw = await handle.raw_result()
+        chained = served(server)
+
+    assert result.output == "looked up 9"
+    assert raw.segments >= 3
+    assert [r.turn for r in chained] == list(range(10))
+    assert chained[0].previous_response_id is None
+    for before, req in itertools.pairwise(chained):
+        assert req.previous_response_id == f"resp_gpt_test_{before.turn}"
+        assert [item["type"] for item in input_of(req)] == ["function_call_output"]
+    assert len(result.all_messages()) == 20
+
+
+def test_pydantic_ai_history_with_a_part_read_further_back_is_sent_whole() -> None:
+    """A part that Pydantic AI reads past the last stored response (here a compaction, as
+    a settings change or an instruction baseline would be) ends chaining for the run: its
+    requests go out whole, Pydantic AI deciding what to send."""
+    from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.messages import ToolReturnPart as Return
+
+    from tether.adapters.pydantic_ai._workflow_side import MessagesJson, StreamState
+
+    settings: Any = {"openai_previous_response_id": "auto"}
+    as_json = MessagesJson()
+    streams = StreamState(tail_only=True)
+    messages: list[Any] = [ModelRequest.user_text_prompt("go")]
+    for turn in range(3):
+        transcript = as_json(messages)
+        chain = streams.continued(messages, transcript, settings, 0)
+        assert (chain is None) == (turn == 0)
+        response = ModelResponse(
+            parts=[ToolCallPart("lookup", {"i": turn}, tool_call_id=f"c{turn}")],
+            provider_response_id=f"resp_{turn}",
+        )
+        streams.answered(transcript, response, settings, 0)
+        messages += [response, ModelRequest(parts=[Return("lookup", "r", tool_call_id=f"c{turn}")])]
+
+    compacted = ModelResponse(parts=[TextPart("x")], provider_response_id="resp_c")
+    dumped = as_json([*messages, compacted])
+    dumped[-1]["parts"][0]["part_kind"] = "compaction"  # as a compaction response is stored
+    messages.append(compacted)
+    streams.answered(dumped[:-1], compacted, settings, 0)
+    messages.append(ModelRequest.user_text_prompt("more"))
+    assert streams.continued(messages, [*dumped, {"parts": []}], settings, 0) is None
+    assert not streams.chainable
+    # Not for an agent whose loop may rewrite its history, nor without the setting.
+    assert StreamState().continued(messages, as_json(messages), settings, 0) is None
+    assert streams.continued(messages, as_json(messages), {}, 0) is None

@@ -212,6 +212,7 @@ class PydanticAIAdapter(Adapter):
             # response whose calls wait for people) and the run's usage so far.
             user_prompt = None
             history = ModelMessagesTypeAdapter.validate_python(session.resumed_transcript())
+            capability.resume(saved, tail=session.resumed_prefix() > 0)
         kwargs: dict[str, Any] = dict(
             deps=deps,
             message_history=history,

@@ -160,12 +160,19 @@ def _retry_after(exc: Exception) -> float | None:
 async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     agent = _agent(ctx)
     model = resolve_model(agent, payload.get("model_override"))
-    messages = _messages(ctx.transcript())
     params = _params.validate_python(ctx.shared(payload["params_ref"]))
     fallback: dict[str, str] = {}
     settings = payload.get("settings")
-    if isinstance(settings, dict) and settings.get("openai_previous_response_id"):
-        _steady_timestamps(messages)
+    after = await _continued(model, ctx, payload.get("chain"))
+    if after is not None:
+        # Only the messages after the stored response: its id is the seed Pydantic AI
+        # continues from (the run checked the history before it is what the provider holds).
+        messages = after
+        settings = {**settings, "openai_previous_response_id": payload["chain"]["response_id"]}
+    else:
+        messages = _messages(await ctx.transcript_items())
+        if isinstance(settings, dict) and settings.get("openai_previous_response_id"):
+            _steady_timestamps(messages)
     state: dict[str, Any] | None = None
 
     async def request(settings: Any) -> ModelResponse:
@@ -190,6 +197,8 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
                 f"({exc.status_code} previous_response_not_found); the whole history was sent",
             }
             unchained = {k: v for k, v in settings.items() if k != "openai_previous_response_id"}
+            if payload.get("chain") is not None:
+                messages = _messages(await ctx.transcript_items())
             response = await request(unchained)
     except Exception as exc:
         classified = _classify(exc)
@@ -203,6 +212,28 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
     if state is not None:
         value["state"] = state
     return StepOutcome(value=value)
+
+
+async def _continued(
+    model: Model, ctx: StepContext, chain: dict[str, Any] | None
+) -> list[ModelMessage] | None:
+    """The messages after the stored response the run chained this request to, read from
+    the store from that response on; None when the whole history is needed (no chain, a
+    model that is not the Responses API's, or a history that does not match)."""
+    if chain is None:
+        return None
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+
+    if not isinstance(model, OpenAIResponsesModel):
+        return None
+    head, *after = ModelMessagesTypeAdapter.validate_python(
+        await ctx.transcript_items(int(chain["from"]))
+    )
+    if not after or not isinstance(head, ModelResponse):
+        return None
+    if head.provider_response_id != chain["response_id"]:
+        return None
+    return after
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -36,7 +36,7 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool, 
 from pydantic_core import to_jsonable_python
 
 from tether.adapters.pydantic_ai._mcp import replace_mcp, routes_to_mcp
-from tether.core.contract import MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
+from tether.core.contract import JSON, MODEL_POLICY, TOOL_POLICY, RunSession, WaitRequest
 from tether.core.events import MODEL_STATE_FALLBACK, MODEL_UNSTREAMED
 from tether.core.values import unpack
 from tether.human import human_input_of
@@ -139,11 +139,16 @@ class StepModel(WrapperModel):
         if streams.provider_streams and (streams.raw or streams.text):
             payload["stream"] = "raw" if streams.raw else True
         transcript = self._as_json(messages)
+        chain = streams.continued(messages, transcript, model_settings, self._prefix())
+        if chain is not None:
+            # The provider holds the history up to its response: the step's worker reads
+            # and sends only what follows it.
+            payload["chain"] = {"response_id": chain.response_id, "from": chain.at}
         if self._streams.checkpoints:
             # A step boundary: a long run may continue as new here (Pydantic AI resumes
             # from the message history, ending with this request, and the run's usage).
             await self._session.checkpoint(
-                loop_state,
+                functools.partial(loop_state, streams, chain),
                 transcript=transcript,
                 prefixed=True,
                 tail_only=self._streams.tail_only,
@@ -156,9 +161,11 @@ class StepModel(WrapperModel):
             policy=MODEL_POLICY,
             transcript=transcript,
             prefixed=True,  # the run's own history (tools run nested agents on workers)
+            transcript_from=chain.at if chain is not None else 0,
         )
         response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
         assert isinstance(response, ModelResponse)
+        streams.answered(transcript, response, model_settings, self._prefix())
         usage = response.usage
         if outcome.value.get("stream_fallback"):
             # Asked once: the run's later model steps make plain requests.
@@ -186,6 +193,10 @@ class StepModel(WrapperModel):
         )
         return response
 
+    def _prefix(self) -> int:
+        """Where this segment's history starts in the run's (after a tail-only resume)."""
+        return self._session.resumed_prefix()
+
     def prepare_request(
         self,
         model_settings: ModelSettings | None,
@@ -207,6 +218,103 @@ class StreamState:
     tail_only: bool = False
     """Whether a continued segment's loop may resume from the history's tail (see
     ``resumes_from_tail``)."""
+    chain: ResponseChain | None = None
+    """The provider-stored response the next request may continue (Responses state)."""
+    chainable: bool = True
+    """False once the history holds a part a request reads beyond its last response."""
+    scanned: int = 0
+
+    def continued(
+        self,
+        messages: list[ModelMessage],
+        transcript: list[Any],
+        settings: ModelSettings | None,
+        prefix: int,
+    ) -> ResponseChain | None:
+        """The stored response this request continues, when its worker may send only the
+        messages after it (as Pydantic AI's ``openai_previous_response_id`` does, but
+        without reading, parsing and digesting the history before it on the worker).
+
+        Decided here, from the run's own record, where the whole history is at hand: the
+        response is this run's, the history before it is what its request sent, and no part
+        that Pydantic AI reads further back (settings deltas, compaction, instruction
+        baselines) has ever been in the run's history; nor anything in the agent's loop
+        that rewrites history (``resumes_from_tail``).
+        """
+        if not self.tail_only or not _chains(settings):
+            return None
+        if self.scanned > len(transcript):
+            self.scanned = 0
+        for item in transcript[self.scanned :]:
+            parts = item.get("parts", ()) if isinstance(item, dict) else ()
+            if any(not isinstance(p, dict) or p.get("part_kind") not in _PLAIN for p in parts):
+                self.chainable = False
+        self.scanned = max(0, len(transcript) - MessagesJson.RECENT)
+        chain = self.chain
+        if chain is None or not self.chainable:
+            return None
+        at = chain.at - prefix
+        if at < 0 or at + 1 >= len(messages):
+            return None
+        response = messages[at]
+        if not isinstance(response, ModelResponse):
+            return None
+        if response.provider_response_id != chain.response_id:
+            return None
+        if chain.sent is not None and transcript[:at] != chain.sent:
+            return None
+        return chain
+
+    def answered(
+        self,
+        transcript: list[Any],
+        response: ModelResponse,
+        settings: ModelSettings | None,
+        prefix: int,
+    ) -> None:
+        """Remember the response a next request may continue (it follows ``transcript``)."""
+        self.chain = None
+        if self.tail_only and _chains(settings) and response.provider_response_id:
+            self.chain = ResponseChain(
+                prefix + len(transcript), response.provider_response_id, list(transcript)
+            )
+
+
+@dataclass(frozen=True)
+class ResponseChain:
+    """A response the provider stores, and where it sits in the run's history."""
+
+    at: int
+    """Its position in the run's whole history (earlier segments' included)."""
+    response_id: str
+    sent: list[Any] | None
+    """The history its request sent (this segment's part); None when carried over from
+    the previous segment, whose boundary checked it."""
+
+    def carried(self) -> dict[str, Any]:
+        return {"at": self.at, "response_id": self.response_id}
+
+    @classmethod
+    def resumed(cls, saved: Any) -> ResponseChain | None:
+        if not isinstance(saved, dict) or "at" not in saved:
+            return None
+        return cls(int(saved["at"]), str(saved["response_id"]), None)
+
+
+_PLAIN = frozenset(
+    {"system-prompt", "user-prompt", "tool-return", "retry-prompt", "text", "tool-call", "thinking"}
+)
+"""Message parts that no request reads past the last stored response: a history of only
+these may be continued from that response with the messages after it."""
+
+
+def _chains(settings: ModelSettings | None) -> bool:
+    """Whether requests continue the provider's stored responses (Responses API state)."""
+    return bool(
+        settings
+        and settings.get("openai_previous_response_id")
+        and not settings.get("openai_conversation_id")
+    )
 
 
 @dataclass
@@ -339,6 +447,14 @@ class TetherCapability(AbstractCapability[Any]):
         )
         self._as_json = MessagesJson()  # one per run: the history's JSON, dumped once
 
+    def resume(self, loop: dict[str, Any], tail: bool) -> None:
+        """A continued segment: the stored response its first request may continue.
+        Resumed from the tail, the history before it was read for plain parts by an earlier
+        segment (a checkpoint of an earlier version did not say: no chaining)."""
+        self._streams.chain = ResponseChain.resumed(loop.get("chain"))
+        if tail:
+            self._streams.chainable = bool(loop.get("chainable", False))
+
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
     ) -> DeferredToolResults | None:
@@ -351,6 +467,7 @@ class TetherCapability(AbstractCapability[Any]):
             ctx,
             checkpoints=self._streams.checkpoints,
             tail_only=self._streams.tail_only,
+            streams=self._streams,
         )
 
     def get_ordering(self) -> CapabilityOrdering | None:
@@ -404,12 +521,18 @@ def resumes_from_tail(agent: Agent[Any, Any]) -> bool:
     return True
 
 
-def loop_state() -> dict[str, Any]:
+def loop_state(streams: StreamState | None = None, chain: ResponseChain | None = None) -> JSON:
     """The loop's state at a step boundary besides its message history (which crosses as
-    the checkpoint's transcript): the run's usage so far (usage limits count it)."""
+    the checkpoint's transcript): the run's usage so far (usage limits count it), and the
+    stored response the boundary's request continues (Responses state)."""
     ctx = get_current_run_context()
     usage = to_jsonable_python(ctx.usage) if ctx is not None else None
-    return {"usage": usage}
+    state: dict[str, Any] = {"usage": usage}
+    if streams is not None:
+        state["chainable"] = streams.chainable
+        if chain is not None:
+            state["chain"] = chain.carried()
+    return state
 
 
 async def wait_for_results(
@@ -418,6 +541,7 @@ async def wait_for_results(
     ctx: RunContext[Any] | None = None,
     checkpoints: bool = False,
     tail_only: bool = False,
+    streams: StreamState | None = None,
 ) -> DeferredToolResults:
     """Wait durably for a person's answer to each deferred call; the results continue the run."""
     approvals = [
@@ -450,7 +574,7 @@ async def wait_for_results(
         # them; no call of it ran yet, so none runs twice).
         transcript = messages_json(ctx.messages)
         await session.checkpoint(
-            loop_state,
+            functools.partial(loop_state, streams, streams.chain if streams else None),
             transcript=transcript,
             asking=approvals + questions,
             prefixed=True,
