@@ -369,6 +369,48 @@ async def test_plugin_on_a_worker_of_a_tether_client_works(
     assert AgentRun in config["workflows"]
 
 
+async def test_a_users_worker_gets_tethers_recovery_timing(
+    runtime: Runtime, store: BlobStore, task_queue: str
+) -> None:
+    """The worker settings a run's recovery in seconds depends on, where the worker keeps
+    the SDK's defaults: beats out within 0.5 s, a dead worker's cache let go after 3 s, a
+    run activation allowed 10 s. A value the user set is kept."""
+    from datetime import timedelta
+
+    from tether.core.runtime import ACTIVATION_LIMIT
+
+    worker = Worker(
+        runtime.client,
+        task_queue=task_queue,
+        workflows=[SupportTicket],
+        activities=[lookup_customer],
+        plugins=[TetherPlugin(store=store)],
+    )
+    config = worker.config(active_config=True)
+    assert config["max_heartbeat_throttle_interval"] == timedelta(seconds=0.5)
+    assert config["sticky_queue_schedule_to_start_timeout"] == timedelta(seconds=3)
+    async with worker:
+        inner = worker._workflow_worker
+        assert inner is not None
+        for _ in range(100):  # set as the worker starts running (the plugins' run_worker)
+            if inner._deadlock_timeout_seconds == ACTIVATION_LIMIT:
+                break
+            await asyncio.sleep(0.05)
+        assert inner._deadlock_timeout_seconds == ACTIVATION_LIMIT
+
+    own = Worker(
+        runtime.client,
+        task_queue=task_queue,
+        workflows=[SupportTicket],
+        activities=[lookup_customer],
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=7),
+        plugins=[TetherPlugin(store=store)],
+    )
+    mine = own.config(active_config=True)
+    assert mine["sticky_queue_schedule_to_start_timeout"] == timedelta(seconds=7)
+    assert mine["max_heartbeat_throttle_interval"] == timedelta(seconds=0.5)
+
+
 async def test_run_agent_outside_a_workflow_says_what_to_use() -> None:
     with pytest.raises(ConfigurationError, match=r"tether.durable\(agent\).run"):
         await run_agent("weather", "hi")

@@ -17,9 +17,11 @@ See docs/temporal-integration.md.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from temporalio.converter import (
 )
 from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError, FailureError
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import ReplayerConfig, WorkerConfig, WorkflowRunner
+from temporalio.worker import ReplayerConfig, Worker, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from tether.core import codec, registry, tracing
@@ -42,7 +44,13 @@ from tether.core.contract import Budget, WaitPolicy
 from tether.core.converter import EXTERNAL_THRESHOLD, TetherPayloadConverter, data_converter
 from tether.core.handle import RUN_TASK_TIMEOUT, DurableAgent
 from tether.core.run import WORKFLOW_NAME, AgentRun, RunResult
-from tether.core.runtime import step_kinds, worker_options
+from tether.core.runtime import (
+    HEARTBEAT_SEND_INTERVAL,
+    STICKY_TIMEOUT,
+    patient_deadlock_detection,
+    step_kinds,
+    worker_options,
+)
 from tether.core.store import BlobStore, default_home
 from tether.errors import AgentRunFailedError, ConfigurationError
 
@@ -58,6 +66,13 @@ PLUGIN_NAME = "tether.TetherPlugin"
 
 PASSTHROUGH_MODULES = ("tether",)
 """Modules the plugin passes through the workflow sandbox (plus each agent's framework)."""
+
+SPEEDS: dict[str, timedelta] = {
+    "max_heartbeat_throttle_interval": HEARTBEAT_SEND_INTERVAL,
+    "sticky_queue_schedule_to_start_timeout": STICKY_TIMEOUT,
+}
+"""Worker settings the plugin sets where the worker keeps the SDK's default (a value of the
+user's is kept): those of a ``tether worker``."""
 
 
 class TetherPlugin(SimplePlugin):
@@ -175,6 +190,14 @@ class TetherPlugin(SimplePlugin):
         if AgentRun in workflows:
             return config  # already applied (the plugin on both the client and the worker)
         options = worker_options(self.store)
+        # Timing a run's recovery depends on, where the worker keeps the SDK's defaults: a
+        # step's beat goes out within 0.5 s (the SDK may hold it up to 0.8 x the 3 s
+        # heartbeat timeout, which a loaded machine turns into a lost step), and a run
+        # whose worker died leaves that worker's cache after 3 s, not 10.
+        sdk = inspect.signature(Worker.__init__).parameters
+        for name, ours in SPEEDS.items():
+            if config.get(name, sdk[name].default) == sdk[name].default:
+                config[name] = ours  # type: ignore[literal-required]
         config["workflows"] = [*workflows, *options["workflows"]]
         config["activities"] = [*config.get("activities", ()), *options["activities"]]
         config["interceptors"] = [*config.get("interceptors", ()), *options["interceptors"]]
@@ -182,6 +205,12 @@ class TetherPlugin(SimplePlugin):
             extra = tracing.worker_interceptors(client, step_kinds())
             config["interceptors"] = [*config.get("interceptors", ()), *extra]
         return config
+
+    async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
+        # A run activation may compute up to 10 s (a continued segment restoring its loop,
+        # a replay on a loaded machine), not the SDK's 2 s: core/runtime.py.
+        patient_deadlock_detection(worker)
+        await super().run_worker(worker, next)
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
         for durable in self.agents:

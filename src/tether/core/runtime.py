@@ -50,7 +50,7 @@ machine. Past 2 s such an activation failed its task, the worker could not evict
 must still finish within the run task timeout (10 s), so a real deadlock is still caught."""
 
 
-def _patient_deadlock_detection(worker: Worker) -> None:
+def patient_deadlock_detection(worker: Worker) -> None:
     """Raise the SDK's deadlock limit to :data:`ACTIVATION_LIMIT`. The SDK has no setting
     for it (only ``debug_mode``, which turns detection off): this sets its workflow worker's
     attribute, and leaves the SDK's 2 s when that attribute is not there."""
@@ -60,6 +60,11 @@ def _patient_deadlock_detection(worker: Worker) -> None:
     ):
         inner._deadlock_timeout_seconds = ACTIVATION_LIMIT
 
+
+STICKY_TIMEOUT = timedelta(seconds=3)
+"""How long a run's next task waits on the cache of the worker that ran its last one before
+any worker may take it (the SDK's default is 10 s): the time a run loses when that worker
+died between two tasks."""
 
 HEARTBEAT_SEND_INTERVAL = timedelta(seconds=0.5)
 """Longest pause between two heartbeats a worker sends for one running step. Steps beat six
@@ -229,12 +234,12 @@ class Runtime:
             workflow_runner=UnsandboxedWorkflowRunner(),
             max_cached_workflows=max_cached_runs,
             max_concurrent_activities=max_steps,
-            sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+            sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
             graceful_shutdown_timeout=timedelta(seconds=2),
             # Steps beat from a thread (core/steps.py); core sends a beat at most this often.
             max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
         )
-        _patient_deadlock_detection(worker)
+        patient_deadlock_detection(worker)
         return worker
 
     async def pollers(self, queue: str) -> int:
