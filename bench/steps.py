@@ -139,7 +139,10 @@ def per_call(stamps: list[tuple[float, float]]) -> tuple[list[float], list[float
 
 
 def window(values: list[float], at: int, size: int) -> float | None:
-    part = [v for v in values[at - 1 : at - 1 + size] if v == v]  # skip NaN
+    """Median of ``size`` calls from call ``at`` on (ending at the last call when the run
+    ends sooner: ``--calls 1001`` gives call 1,000 the window of calls 991-1,000)."""
+    first = max(0, min(at - 1, len(values) - size))
+    part = [v for v in values[first : first + size] if v == v]  # skip NaN
     return statistics.median(part) if len(part) >= max(1, size // 2) else None
 
 
@@ -268,7 +271,8 @@ async def bench(args: argparse.Namespace) -> None:
     if args.png:
         plot(args.png, results)
     if args.json:
-        text = json.dumps({"args": vars(args), **summary}, indent=2)
+        series = {k: [r.get("stamps", []) for r in v] for k, v in results.items()}
+        text = json.dumps({"args": vars(args), **summary, "stamps": series})
         Path(args.json).write_text(text)  # noqa: ASYNC240 - once, at the end
 
 
