@@ -59,13 +59,36 @@ AGENTS = {
 }
 
 
-def bucket_of(stack: str) -> str:
+IDLE = (
+    "EpollSelector.select (",
+    "_worker (concurrent/futures/thread.py",
+    "_Heartbeats._run (",
+    "Condition.wait (",
+)
+"""Innermost frames of a thread that waits (py-spy samples some of them as running): left
+out, so the worker's CPU time is split over the samples that did work."""
+
+
+def bucket_of(stack: str) -> str | None:
+    frames = stack.split(";")
+    if frames and any(frames[-1].startswith(idle) for idle in IDLE):
+        return None
     side = next((name for name, marker in SIDES if marker in stack), "worker")
-    for frame in reversed(stack.split(";")):
+    in_asyncio = False
+    for frame in reversed(frames):
+        if "asyncio/" in frame:
+            in_asyncio = True  # the event loop's part of whatever called it
+            continue
         for name, patterns in PARTS:
             if any(p in frame for p in patterns):
+                # Writing a request body to the socket is sending it (HTTP); other event
+                # loop work is the loop's own.
+                if in_asyncio and name not in ("HTTP", "provider client"):
+                    return f"{side}: asyncio"
                 return f"{side}: {name}"
-    return f"{side}: {OTHER}"
+        if in_asyncio:
+            return f"{side}: asyncio"
+    return f"{side}: asyncio" if in_asyncio else f"{side}: {OTHER}"
 
 
 def read_raw(path: Path) -> collections.Counter[str]:
@@ -75,8 +98,9 @@ def read_raw(path: Path) -> collections.Counter[str]:
         return out
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            out[bucket_of(stack)] += int(count)
+        part = bucket_of(stack) if stack and count.isdigit() else None
+        if part is not None:
+            out[part] += int(count)
     return out
 
 
