@@ -156,6 +156,10 @@ async def cmd_runs_show(args: argparse.Namespace) -> int:
         print(f"agent    {desc.agent or '?'}")
         print(f"status   {desc.status}")
         print(f"started  {desc.started or '-'}   closed {desc.closed or '-'}")
+        if desc.problem:
+            print(f"problem  {desc.problem}")
+        if desc.error:
+            print(f"error    {desc.error}")
         tokens = {s.step: s for s in usage}
         rows = []
         for t in timeline:
