@@ -216,7 +216,9 @@ class RunHandle:
             ended = {CancelledError: "Cancelled", TerminatedError: "Terminated"}
             if isinstance(cause, CancelledError | TerminatedError | TimeoutError):
                 error_type = ended.get(type(cause), "TimedOut")
-                message = f"{message or error_type}. Fix: `tether runs retry {self.id}`"
+                message = message or str(error_type)
+                if "Fix:" not in message:  # a reason that names its own fix keeps it
+                    message = f"{message}. Fix: `tether runs retry {self.id}`"
             kind = _RUN_ERRORS.get(error_type or "", RunFailedError)
             raise kind(self.id, message, error_type=error_type) from exc
 
