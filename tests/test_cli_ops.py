@@ -229,6 +229,13 @@ async def test_show_lists_attempts_in_progress(
         assert re.search(r": attempt ([2-8]) of 8 ", line), line
         assert "step 1 " in line and "(openai_agents.model)" in line, line
         assert "last error:" in line and "500" in line, line
+        now = re.search(r": attempt (\d+) of", line)
+        assert now, line
+        failed_before = int(now[1]) - 1
+        total = next(x for x in out.splitlines() if x.startswith("total "))
+        # The failed attempts of the step still retrying count, not "0 failed attempts".
+        found = re.search(r"\+(\d+) of steps still retrying", total)
+        assert found and int(found[1]) >= failed_before, total
         shown = await tether_cli("runs", "show", run, "--json", env=env)
         attempts = json.loads(shown.stdout)["attempts"]
         assert attempts[0]["name"] == "openai_agents.model"
