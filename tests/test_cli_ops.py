@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -227,8 +229,66 @@ async def test_show_lists_attempts_in_progress(
         assert re.search(r": attempt ([2-8]) of 8 ", line), line
         assert "step 1 " in line and "(openai_agents.model)" in line, line
         assert "last error:" in line and "500" in line, line
+        now = re.search(r": attempt (\d+) of", line)
+        assert now, line
+        failed_before = int(now[1]) - 1
+        total = next(x for x in out.splitlines() if x.startswith("total "))
+        # The failed attempts of the step still retrying count, not "0 failed attempts".
+        found = re.search(r"\+(\d+) of steps still retrying", total)
+        assert found and int(found[1]) >= failed_before, total
         shown = await tether_cli("runs", "show", run, "--json", env=env)
         attempts = json.loads(shown.stdout)["attempts"]
         assert attempts[0]["name"] == "openai_agents.model"
         assert attempts[0]["attempt"] >= 2
         await tether_cli("runs", "terminate", run, env=env)
+
+
+async def test_show_says_why_a_run_waits_and_how_an_ended_run_ended(
+    worker_env: dict[str, str],
+) -> None:
+    # No worker hosts the agent, and this CLI does not host it either: the run waits.
+    run = uid("cli-unhosted")
+    started = await tether_cli(
+        "run", WEATHER, "alerts?", "--id", run, "--no-local-worker", "--no-wait", env=worker_env
+    )
+    assert started.returncode == 0, started.stderr
+    queue = agent_queue(worker_env["TETHER_TASK_QUEUE"], "weather")
+    out = await until("problem  ", "runs", "show", run, env=worker_env)
+    assert "status   running" in out, out
+    problem = next(line for line in out.splitlines() if line.startswith("problem  "))
+    assert f"no worker hosts agent 'weather' on queue {queue!r}" in problem, problem
+    assert f"`tether worker {WEATHER}`" in problem, problem
+    ended = await tether_cli(
+        "runs", "terminate", run, "--reason", "nobody hosts it", env=worker_env
+    )
+    assert ended.returncode == 0, ended.stderr
+    # Still no worker to answer for the run: the engine's record says how it ended, and the
+    # run's input names its agent.
+    show = await tether_cli("runs", "show", run, env=worker_env)
+    assert show.returncode == 0, show.stderr
+    lines = show.stdout.splitlines()
+    assert "agent    weather" in lines, show.stdout
+    assert "status   terminated" in lines, show.stdout
+    error = next(line for line in lines if line.startswith("error    "))
+    assert "Terminated" in error and "nobody hosts it" in error, error
+    assert not any(line.startswith("problem  ") for line in lines), show.stdout
+
+
+async def test_a_reader_that_goes_away_is_not_an_error(worker_env: dict[str, str]) -> None:
+    """`tether runs list | head -1`: the pipe closes before tether writes; no error line."""
+
+    def run_with_closed_reader() -> tuple[int, str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether.cli", "runs", "list"],
+            env=worker_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before anything is written
+        err = proc.stderr.read().decode()
+        return proc.wait(timeout=400), err
+
+    code, err = await asyncio.to_thread(run_with_closed_reader)
+    assert code == 141, err
+    assert err == "", err

@@ -154,7 +154,8 @@ def gone(pid: int) -> bool:
     return not is_engine_process(pid)
 
 
-def test_kill_9_of_tether_dev_leaves_no_engine_behind(tether: Tether) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP], ids=["kill-9", "hup"])
+def test_kill_9_of_tether_dev_leaves_no_engine_behind(tether: Tether, sig: signal.Signals) -> None:
     port, ui_port = free_port(), free_port()
     dev = tether.spawn("dev", "--port", str(port), "--ui-port", str(ui_port), log="dev.log")
     record = tether.ready_record(dev, "dev.log")
@@ -165,9 +166,9 @@ def test_kill_9_of_tether_dev_leaves_no_engine_behind(tether: Tether) -> None:
     assert f"127.0.0.1:{port}" in out and f"http://127.0.0.1:{ui_port}" in out
     assert str(tether.home / RECORD_NAME) in out
 
-    os.kill(dev.pid, signal.SIGKILL)
+    os.kill(dev.pid, sig)  # SIGHUP: its terminal closed
     dev.wait(30)
-    wait_for(lambda: gone(record.pid), f"engine pid {record.pid} to exit after kill -9")
+    wait_for(lambda: gone(record.pid), f"engine pid {record.pid} to exit after {sig.name}")
     assert engines_on(tether.db) == []
 
 

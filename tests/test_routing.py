@@ -205,3 +205,27 @@ async def test_a_context_type_no_worker_can_import_is_refused_at_start() -> None
     durable = tether.durable(agent, local_worker=False)
     with pytest.raises(StepInputError, match=r"inside a function.*Fix: define the type"):
         await durable.start("hi", context=Local("ada"))
+
+
+async def test_events_of_an_ended_run_its_queue_workers_cannot_replay(
+    runtime: Runtime, task_queue: str
+) -> None:
+    """A run's events are read by a query, which a worker answers by replaying the run. When
+    the only worker on its (pinned) queue lacks the agent, that replay fails; reading the
+    events of the ended run then stops instead of raising, and its result is still read."""
+    from tether.core import registry
+
+    with ScriptedModelServer({"*": [Turn.text("hosted")]}) as server:
+        wanted = Agent(name=f"gone-{task_queue}", model=responses_model(server))
+        durable = tether.durable(wanted, runtime=runtime, task_queue=task_queue, local_worker=False)
+        async with runtime.worker(task_queue=task_queue):
+            handle = await durable.start("hi")
+            await handle.raw_result()
+    registry.clear()
+    other = pydantic_ai.Agent("test", name=f"other-{task_queue}")
+    tether.durable(other, runtime=runtime, task_queue=task_queue, local_worker=False)
+    async with runtime.worker(task_queue=task_queue):  # a fresh worker: it must replay
+        events = [e async for e in handle.events()]
+        raw = await handle.raw_result()
+    assert events == []  # none could be read here (the run's result can)
+    assert raw.output["final_output"]["data"] == "hosted"

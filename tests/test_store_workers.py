@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ from temporalio.client import Client
 
 import tether
 from s3 import S3Server
+from test_cli import tether_cli
 from tether.core.runtime import Runtime, agent_queue
 from tether.core.steps import BLOB_MISSING
 from tether.core.store import PAYLOAD_MISSING
 from tether.testing import ScriptedModelServer, ToolCall, Turn, WorkerProcess, worker_processes
 from tether.testing._history import history_stats
-from workers import DELAY, executed, wait_for_completed_steps
+from workers import DELAY, executed, wait_for_completed_steps, wait_until_polling
 
 # Worker subprocesses take seconds to start (minutes on a loaded 2-core machine): generous
 # bounds, never tight wall-clock limits.
@@ -200,6 +202,20 @@ async def test_missing_large_payload_fails_the_run_with_the_fix(
         # replays the run (the SDK cannot fail a run mid-replay), it is terminated with the
         # same reason (docs/operations.md, "Lost blobs"). Which comes first is a race.
         assert (await handle.describe()).status in ("failed", "terminated")
+        # `tether runs follow` on it, answered by a fresh worker with B's store (one that
+        # must replay the run for the query, and cannot: the payload is missing): how the
+        # run ended, in one line, not a replay error called a bug.
+        b.kill()
+        since = datetime.now(UTC)
+        procs.append(WorkerProcess(["apps.store_apps:reporter"], env_b, tmp_path / "b2.log"))
+        await wait_until_polling(runtime.client, durable.task_queue, since=since)
+        follow = await tether_cli("runs", "follow", handle.id, env=env_b)
+        assert follow.returncode == 2, follow.stderr
+        assert "Traceback" not in follow.stderr, follow.stderr
+        last = follow.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"tether: error: run {handle.id!r} failed"), follow.stderr
+        assert store_b in last and "TETHER_STORE" in last, last
+        assert "likely a bug" not in follow.stderr, follow.stderr
 
 
 def _chain_text(exc: BaseException) -> str:

@@ -45,14 +45,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         configure(args.log_level, args.log_format)
     try:
-        if args.is_async:
-            return int(asyncio.run(args.func(args)))
-        return int(args.func(args))
+        code = int(asyncio.run(args.func(args))) if args.is_async else int(args.func(args))
+        sys.stdout.flush()  # here, so a reader gone early is handled below, not at exit
+        return code
     except TetherError as exc:
         print(f"tether: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`tether runs list | head`): not an error of
+        # ours. Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a process killed by it
     except Exception as exc:
         # One line naming cause and fix; the traceback only when asked for.
         if os.environ.get("TETHER_DEBUG"):

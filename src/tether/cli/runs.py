@@ -156,6 +156,10 @@ async def cmd_runs_show(args: argparse.Namespace) -> int:
         print(f"agent    {desc.agent or '?'}")
         print(f"status   {desc.status}")
         print(f"started  {desc.started or '-'}   closed {desc.closed or '-'}")
+        if desc.problem:
+            print(f"problem  {desc.problem}")
+        if desc.error:
+            print(f"error    {desc.error}")
         tokens = {s.step: s for s in usage}
         rows = []
         for t in timeline:
@@ -205,10 +209,13 @@ async def cmd_runs_show(args: argparse.Namespace) -> int:
         if desc.ledger:
             total = desc.ledger
             cost = f"${total.cost:.6f}" if total.cost is not None else "unknown (model not priced)"
+            # Attempts of steps still retrying are not in the ledger until the step ends.
+            retrying = sum(a.attempt - 1 for a in desc.attempts if a.attempt > 1)
+            more = f" (+{retrying} of steps still retrying, above)" if retrying else ""
             print(
                 f"\ntotal    {total.requests} model requests, {total.input_tokens} in / "
                 f"{total.output_tokens} out tokens, cost {cost}, "
-                f"{total.failed_attempts} failed attempts"
+                f"{total.failed_attempts} failed attempts{more}"
             )
         for f in desc.failures:
             print(f"  failure: {f.get('step')}: {f.get('type')}: {f.get('message')}")

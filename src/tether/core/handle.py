@@ -125,6 +125,9 @@ class RunDescription:
     :data:`~tether.core.run.STATUS_RECENT`); :meth:`RunHandle.timeline` pages through all."""
     waits_total: int = 0
     failures_total: int = 0
+    error: str | None = None
+    """How a run that ended without completing ended (its error type and message), read
+    from the engine: known even when no worker hosting its agent is up to answer."""
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,9 @@ class RunHandle:
             ended = {CancelledError: "Cancelled", TerminatedError: "Terminated"}
             if isinstance(cause, CancelledError | TerminatedError | TimeoutError):
                 error_type = ended.get(type(cause), "TimedOut")
-                message = f"{message or error_type}. Fix: `tether runs retry {self.id}`"
+                message = message or str(error_type)
+                if "Fix:" not in message:  # a reason that names its own fix keeps it
+                    message = f"{message}. Fix: `tether runs retry {self.id}`"
             kind = _RUN_ERRORS.get(error_type or "", RunFailedError)
             raise kind(self.id, message, error_type=error_type) from exc
 
@@ -276,9 +281,13 @@ class RunHandle:
                 state = {}
         if desc.status == WorkflowExecutionStatus.RUNNING and state.get("phase") == "waiting":
             status = "waiting"
-        if problem is not None and not state.get("agent"):
+        if not state.get("agent") and (problem is not None or self._agent is None):
+            # No worker answered (none hosts the agent): the run's input names it.
             request = await self.request()
             state["agent"] = request.agent if request else None
+        error = None
+        if status not in ("running", "completed"):
+            error = await self._ended_with()
         return RunDescription(
             run_id=self.id,
             agent=state.get("agent") or (self._agent.name if self._agent else None),
@@ -300,6 +309,7 @@ class RunHandle:
             timeline_total=int(state.get("timeline_total", len(state.get("timeline", [])))),
             waits_total=int(state.get("waits_total", len(state.get("waits", [])))),
             failures_total=int(state.get("failures_total", len(state.get("failures", [])))),
+            error=error,
         )
 
     async def timeline(self, offset: int = 0, limit: int = 100) -> TimelinePage:
@@ -429,6 +439,19 @@ class RunHandle:
             f"no live worker has taken the run's task for {waited.total_seconds():.0f}s (queue "
             f"{queue!r} lists pollers, but they may be dead). Fix: start `tether worker {spec}`"
         )
+
+    async def _ended_with(self) -> str | None:
+        """``type: message`` of how an ended run failed (None when it completed)."""
+        try:
+            await self.raw_result()
+        except RunFailedError as exc:
+            kind = exc.error_type
+            if not kind or exc.reason.startswith(f"{kind}:"):
+                return exc.reason
+            return f"{kind}: {exc.reason}"
+        except Exception:
+            return None
+        return None
 
     async def _nobody_polls(self, raw: DescribeWorkflowExecutionResponse) -> bool:
         """The run's task waits on a queue no worker polls (so a query would only time out)."""

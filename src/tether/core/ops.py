@@ -426,6 +426,15 @@ async def read_events(
             closed = await _closed(handle)
             await asyncio.sleep(max(delay, 0.25))
             continue
+        except WorkflowQueryFailedError:
+            # A worker took the query but could not replay the run (its code changed, or a
+            # payload the run needs is missing from its store): an ended run's events cannot
+            # be read here, so stop (the caller reads how it ended); a running one may
+            # reach a worker that can, so keep asking.
+            if await _closed(handle):
+                return
+            await asyncio.sleep(max(delay, 0.25))
+            continue
         for wire in result.items:
             payload = Payload()
             payload.ParseFromString(base64.b64decode(wire.data))

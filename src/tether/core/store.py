@@ -544,7 +544,7 @@ def _missing_payload_message(ref: str, store: BlobStore) -> str:
         "this worker does not share; no retry can bring it back, so this run cannot continue. "
         "Fix: give every worker and client of the namespace the same TETHER_STORE (e.g. "
         "s3://bucket/tether; see docs/storage.md) and do not delete blobs of runs that may "
-        "still resume; then start the run again (`tether runs retry --from-start`), or reset "
+        "still resume; then start the run again (`tether runs retry RUN --from-start`), or reset "
         "it to before the step whose result is missing"
     )
 
