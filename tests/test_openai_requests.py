@@ -118,3 +118,58 @@ async def test_a_conversation_that_is_not_plain_json_takes_the_usual_path(
         usual, fast = server.requests
     assert fast.body == usual.body
     assert walked, "the model object was not transformed the client's usual way"
+
+
+async def test_the_agents_sdk_sends_a_plain_conversation_without_copying_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Agents SDK's Responses model sends the same request inside plain_conversation,
+    without its two recursive copies of the input; items it edits in place (provider_data)
+    are still copied, so the caller's items are never changed."""
+    import agents.util._json as sdk_json
+    from agents import ModelSettings, ModelTracing, OpenAIResponsesModel
+
+    from tether.adapters._openai_requests import install_sdk
+
+    assert install_sdk()
+    copies: list[int] = []
+    real = sdk_json._to_dump_compatible_internal
+
+    def counting(obj: Any) -> Any:
+        copies.append(1)
+        return real(obj)
+
+    monkeypatch.setattr(sdk_json, "_to_dump_compatible_internal", counting)
+    items = _responses_input(100)
+    foreign = [*items, {"role": "user", "content": "more", "provider_data": {"model": "x"}}]
+    with ScriptedModelServer(responder=_answer) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="k")
+        model = OpenAIResponsesModel(model="m", openai_client=client)
+
+        async def send(conversation: list[dict[str, Any]]) -> int:
+            copies.clear()
+            await model.get_response(
+                None,
+                conversation,
+                ModelSettings(),
+                [],
+                None,
+                [],
+                ModelTracing.DISABLED,
+                previous_response_id=None,
+                conversation_id=None,
+                prompt=None,
+            )  # type: ignore[arg-type]
+            return len(copies)
+
+        usual = await send(items)
+        with plain_conversation():
+            fast = await send(items)
+            edited = await send(foreign)
+        await client.close()
+        first, second, third = server.requests
+    assert first.body == second.body and second.body["input"] == items
+    assert usual > len(items) and fast == 0, (usual, fast)
+    assert edited > len(items)  # copied: the SDK drops provider_data from what it sends
+    assert "provider_data" not in third.body["input"][-1]
+    assert foreign[-1]["provider_data"] == {"model": "x"}  # the caller's item untouched

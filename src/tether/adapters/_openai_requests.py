@@ -16,6 +16,13 @@ client behaves exactly as before. The hook replaces the module-level
 ``async_maybe_transform`` name the two resource modules call; if a future client moves it,
 the hook is not installed and requests take the client's usual path
 (:func:`fast_path_installed` says which, and a test pins it for the installed version).
+
+The OpenAI Agents SDK copies the conversation twice more before a request
+(``agents.util._json._to_dump_compatible``: a recursive walk turning tuples and other
+iterables into lists, once as it takes the input and once as it builds the request), 50 ms
+per model call at 2,000 items. Inside :func:`plain_conversation`, a list of plain dicts that
+the SDK will not edit in place (no ``provider_data``, no placeholder id) is handed on as a
+new list of the same items instead; anything else is copied as before.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ _ACTIVE: ContextVar[bool] = ContextVar("tether_plain_conversation", default=Fals
 _FIELDS = ("input", "messages")
 _MODULES = ("openai.resources.responses.responses", "openai.resources.chat.completions.completions")
 _installed: bool | None = None
+_DUMP_MODULES = ("agents.items", "agents.models.openai_responses")
+_SDK_PLACEHOLDER_ID = "__fake_id__"  # agents.models.fake_id.FAKE_RESPONSES_ID
+_dump_installed: bool | None = None
 
 Transform = Callable[[object, object], Awaitable[object]]
 
@@ -78,6 +88,49 @@ def install() -> bool:
         if not getattr(original, "__tether_hook__", False):
             setattr(module, "async_maybe_transform", _hooked(original))  # noqa: B010
     _installed = True
+    return True
+
+
+def _untouched(value: Any) -> bool:
+    """Plain dict items the SDK neither converts nor edits in place (it deletes
+    ``provider_data`` and placeholder ids from the items it sends)."""
+    return isinstance(value, list) and all(
+        type(item) is dict and "provider_data" not in item and item.get("id") != _SDK_PLACEHOLDER_ID
+        for item in value
+    )
+
+
+def _dump_hooked(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def dump(obj: Any) -> Any:
+        if _ACTIVE.get() and _untouched(obj):
+            return list(obj)
+        return original(obj)
+
+    dump.__tether_hook__ = True  # type: ignore[attr-defined]
+    return dump
+
+
+def install_sdk() -> bool:
+    """Hook the OpenAI Agents SDK's input copy (once per process); whether it is hooked."""
+    global _dump_installed
+    if _dump_installed is not None:
+        return _dump_installed
+    try:
+        modules = [importlib.import_module(name) for name in _DUMP_MODULES]
+    except ImportError:
+        _dump_installed = False
+        return False
+    originals: list[Callable[[Any], Any]] = []
+    for module in modules:
+        original = getattr(module, "_to_dump_compatible", None)
+        if not callable(original):
+            _dump_installed = False
+            return False
+        originals.append(original)
+    for module, original in zip(modules, originals, strict=True):
+        if not getattr(original, "__tether_hook__", False):
+            setattr(module, "_to_dump_compatible", _dump_hooked(original))  # noqa: B010
+    _dump_installed = True
     return True
 
 

@@ -30,7 +30,7 @@ from agents.tool_context import ToolContext
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
-from tether.adapters._openai_requests import plain_conversation
+from tether.adapters._openai_requests import install_sdk, plain_conversation
 from tether.adapters.openai_agents._graph import index_agents
 from tether.core import registry
 from tether.core.contract import JSON, StepContext, StepError, StepOutcome
@@ -174,6 +174,8 @@ async def model_step(ctx: StepContext, payload: JSON) -> StepOutcome:
         else:
             state = {"fallback": "full", "reason": "the model is not a Responses API model"}
             model_input = await ctx.transcript_items()
+
+    install_sdk()  # the SDK hands a plain conversation on without copying it twice
 
     async def request(model_input: Any, previous_response_id: Any) -> ModelResponse:
         with plain_conversation():
