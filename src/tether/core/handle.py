@@ -286,7 +286,12 @@ class RunHandle:
             request = await self.request()
             state["agent"] = request.agent if request else None
         error = None
-        if status not in ("running", "completed"):
+        if desc.status not in (
+            WorkflowExecutionStatus.RUNNING,
+            WorkflowExecutionStatus.COMPLETED,
+            WorkflowExecutionStatus.CONTINUED_AS_NEW,
+        ):
+            # Ended, not completed (a waiting run is running: its result would never come).
             error = await self._ended_with()
         return RunDescription(
             run_id=self.id,
