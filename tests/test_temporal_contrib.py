@@ -352,16 +352,22 @@ async def test_plugin_on_a_worker_whose_client_lacks_it_is_refused(
         )
 
 
-async def test_plugin_on_a_worker_of_a_tether_client_works(
-    runtime: Runtime, store: BlobStore, task_queue: str
-) -> None:
-    worker = Worker(
+def users_worker(runtime: Runtime, store: BlobStore, task_queue: str, **options: Any) -> Worker:
+    """A worker of the user's own workflow and activity, with the plugin."""
+    return Worker(
         runtime.client,
         task_queue=task_queue,
         workflows=[SupportTicket],
         activities=[lookup_customer],
         plugins=[TetherPlugin(store=store)],
+        **options,
     )
+
+
+async def test_plugin_on_a_worker_of_a_tether_client_works(
+    runtime: Runtime, store: BlobStore, task_queue: str
+) -> None:
+    worker = users_worker(runtime, store, task_queue)
     config = worker.config(active_config=True)
     tether_steps = worker_options(store)["activities"]
     assert len(tether_steps) >= 4  # both adapters' model and tool steps, at least
@@ -379,13 +385,7 @@ async def test_a_users_worker_gets_tethers_recovery_timing(
 
     from tether.core.runtime import ACTIVATION_LIMIT
 
-    worker = Worker(
-        runtime.client,
-        task_queue=task_queue,
-        workflows=[SupportTicket],
-        activities=[lookup_customer],
-        plugins=[TetherPlugin(store=store)],
-    )
+    worker = users_worker(runtime, store, task_queue)
     config = worker.config(active_config=True)
     assert config["max_heartbeat_throttle_interval"] == timedelta(seconds=0.5)
     assert config["sticky_queue_schedule_to_start_timeout"] == timedelta(seconds=3)
@@ -398,13 +398,8 @@ async def test_a_users_worker_gets_tethers_recovery_timing(
             await asyncio.sleep(0.05)
         assert inner._deadlock_timeout_seconds == ACTIVATION_LIMIT
 
-    own = Worker(
-        runtime.client,
-        task_queue=task_queue,
-        workflows=[SupportTicket],
-        activities=[lookup_customer],
-        sticky_queue_schedule_to_start_timeout=timedelta(seconds=7),
-        plugins=[TetherPlugin(store=store)],
+    own = users_worker(
+        runtime, store, task_queue, sticky_queue_schedule_to_start_timeout=timedelta(seconds=7)
     )
     mine = own.config(active_config=True)
     assert mine["sticky_queue_schedule_to_start_timeout"] == timedelta(seconds=7)

@@ -67,28 +67,28 @@ def _hooked(original: Transform) -> Transform:
     return transform
 
 
+def _hook(modules: tuple[str, ...], name: str, wrap: Callable[[Any], Any]) -> bool:
+    """Replace the module-level function ``name`` of each module by ``wrap(original)``;
+    False (nothing replaced) when a module or the function is not there."""
+    try:
+        found = [importlib.import_module(module) for module in modules]
+    except ImportError:
+        return False
+    originals = [getattr(module, name, None) for module in found]
+    if not all(callable(original) for original in originals):
+        return False
+    for module, original in zip(found, originals, strict=True):
+        if not getattr(original, "__tether_hook__", False):
+            setattr(module, name, wrap(original))
+    return True
+
+
 def install() -> bool:
     """Hook the client's request transform (once per process); whether it is hooked."""
     global _installed
-    if _installed is not None:
-        return _installed
-    try:
-        modules = [importlib.import_module(name) for name in _MODULES]
-    except ImportError:
-        _installed = False
-        return False
-    originals: list[Transform] = []
-    for module in modules:
-        original = getattr(module, "async_maybe_transform", None)
-        if not callable(original):
-            _installed = False
-            return False
-        originals.append(original)
-    for module, original in zip(modules, originals, strict=True):
-        if not getattr(original, "__tether_hook__", False):
-            setattr(module, "async_maybe_transform", _hooked(original))  # noqa: B010
-    _installed = True
-    return True
+    if _installed is None:
+        _installed = _hook(_MODULES, "async_maybe_transform", _hooked)
+    return _installed
 
 
 def _untouched(value: Any) -> bool:
@@ -113,25 +113,9 @@ def _dump_hooked(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def install_sdk() -> bool:
     """Hook the OpenAI Agents SDK's input copy (once per process); whether it is hooked."""
     global _dump_installed
-    if _dump_installed is not None:
-        return _dump_installed
-    try:
-        modules = [importlib.import_module(name) for name in _DUMP_MODULES]
-    except ImportError:
-        _dump_installed = False
-        return False
-    originals: list[Callable[[Any], Any]] = []
-    for module in modules:
-        original = getattr(module, "_to_dump_compatible", None)
-        if not callable(original):
-            _dump_installed = False
-            return False
-        originals.append(original)
-    for module, original in zip(modules, originals, strict=True):
-        if not getattr(original, "__tether_hook__", False):
-            setattr(module, "_to_dump_compatible", _dump_hooked(original))  # noqa: B010
-    _dump_installed = True
-    return True
+    if _dump_installed is None:
+        _dump_installed = _hook(_DUMP_MODULES, "_to_dump_compatible", _dump_hooked)
+    return _dump_installed
 
 
 def fast_path_installed() -> bool:
