@@ -226,10 +226,11 @@ async def _continued(
 
     if not isinstance(model, OpenAIResponsesModel):
         return None
-    head, *after = ModelMessagesTypeAdapter.validate_python(
-        await ctx.transcript_items(int(chain["from"]))
-    )
-    if not after or not isinstance(head, ModelResponse):
+    items = await ctx.transcript_items(int(chain["from"]))
+    if len(items) < 2:
+        return None
+    head, *after = ModelMessagesTypeAdapter.validate_python(items)
+    if not isinstance(head, ModelResponse):
         return None
     if head.provider_response_id != chain["response_id"]:
         return None
