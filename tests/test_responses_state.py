@@ -58,7 +58,8 @@ def lookup_agent(name: str, server: ScriptedModelServer, *, chat: bool = False) 
     return Agent(name=name, instructions="Look records up.", tools=[lookup], model=model)
 
 
-def wrap(agent: Agent[Any], runtime: Runtime, task_queue: str) -> tether.DurableAgent:
+def wrap(agent: Any, runtime: Runtime, task_queue: str) -> tether.DurableAgent:
+    """Any framework's agent, run by the test's worker only."""
     return tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
 
 
@@ -328,12 +329,7 @@ async def test_pydantic_ai_auto_setting_sends_only_new_messages(
     runtime: Runtime, task_queue: str, worker: Worker
 ) -> None:
     with ScriptedModelServer(loop_script(30)) as server:
-        durable = tether.durable(
-            pai_agent("pai-chained", server),
-            runtime=runtime,
-            task_queue=task_queue,
-            local_worker=False,
-        )
+        durable = wrap(pai_agent("pai-chained", server), runtime, task_queue)
         result = await durable.run("look up")
         chained = served(server)
 
@@ -350,12 +346,7 @@ async def test_pydantic_ai_lost_state_falls_back_to_the_whole_history(
     runtime: Runtime, task_queue: str, worker: Worker
 ) -> None:
     with ScriptedModelServer(loop_script(6)) as server:
-        durable = tether.durable(
-            pai_agent("pai-expiring", server, expire_at=2),
-            runtime=runtime,
-            task_queue=task_queue,
-            local_worker=False,
-        )
+        durable = wrap(pai_agent("pai-expiring", server, expire_at=2), runtime, task_queue)
         handle = await durable.start("look up")
         result = await handle.result()
         events = await all_events(handle)
@@ -381,12 +372,7 @@ async def test_pydantic_ai_chain_goes_on_across_continue_as_new(
     the run carries which response that is (a request whose history a worker did not read
     whole has no digest Pydantic AI could match), so no request is sent whole again."""
     with ScriptedModelServer(loop_script(10)) as server:
-        durable = tether.durable(
-            pai_agent("pai-continued", server),
-            runtime=runtime,
-            task_queue=task_queue,
-            local_worker=False,
-        )
+        durable = wrap(pai_agent("pai-continued", server), runtime, task_queue)
         handle = await durable.start("look up", continue_as_new=tether.ContinueAsNew(every_steps=4))
         result = await handle.result()
         raw = await handle.raw_result()

@@ -28,6 +28,7 @@ new list of the same items instead; anything else is copied as before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -36,11 +37,8 @@ from typing import Any
 _ACTIVE: ContextVar[bool] = ContextVar("tether_plain_conversation", default=False)
 _FIELDS = ("input", "messages")
 _MODULES = ("openai.resources.responses.responses", "openai.resources.chat.completions.completions")
-_installed: bool | None = None
 _DUMP_MODULES = ("agents.items", "agents.models.openai_responses")
 _SDK_PLACEHOLDER_ID = "__fake_id__"  # agents.models.fake_id.FAKE_RESPONSES_ID
-_dump_installed: bool | None = None
-
 Transform = Callable[[object, object], Awaitable[object]]
 
 
@@ -83,12 +81,10 @@ def _hook(modules: tuple[str, ...], name: str, wrap: Callable[[Any], Any]) -> bo
     return True
 
 
+@functools.cache
 def install() -> bool:
     """Hook the client's request transform (once per process); whether it is hooked."""
-    global _installed
-    if _installed is None:
-        _installed = _hook(_MODULES, "async_maybe_transform", _hooked)
-    return _installed
+    return _hook(_MODULES, "async_maybe_transform", _hooked)
 
 
 def _untouched(value: Any) -> bool:
@@ -110,12 +106,10 @@ def _dump_hooked(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return dump
 
 
+@functools.cache
 def install_sdk() -> bool:
     """Hook the OpenAI Agents SDK's input copy (once per process); whether it is hooked."""
-    global _dump_installed
-    if _dump_installed is None:
-        _dump_installed = _hook(_DUMP_MODULES, "_to_dump_compatible", _dump_hooked)
-    return _dump_installed
+    return _hook(_DUMP_MODULES, "_to_dump_compatible", _dump_hooked)
 
 
 def fast_path_installed() -> bool:
