@@ -94,3 +94,90 @@ async def test_steps_heartbeat_through_the_sdk_core_not_the_loop(
         durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
         assert (await durable.run("go")).final_output == "done"
     assert found == [True]
+
+
+async def test_a_step_that_starts_after_its_heartbeat_timeout_leaves_the_work_to_the_next_attempt(
+    runtime: Runtime, task_queue: str
+) -> None:
+    """A busy worker may start a step's code after the engine has already given the step to a
+    next attempt (on another worker, a second model or tool call). The late attempt asks the
+    engine first and does no work; the next attempt does it, once.
+
+    The first attempt of the tool step is held 3.5 s before its code runs (the heartbeat
+    timeout is 2 s); the next attempt is held until the first has started and returned.
+    Without the check the first attempt would run the tool and the next one join it."""
+    import asyncio
+    from typing import Any
+
+    from agents import Agent, OpenAIResponsesModel, function_tool
+    from openai import AsyncOpenAI
+    from temporalio import activity
+    from temporalio.worker import (
+        ActivityInboundInterceptor,
+        ExecuteActivityInput,
+        Interceptor,
+        UnsandboxedWorkflowRunner,
+        Worker,
+    )
+
+    import tether
+    from tether.adapters.openai_agents._workflow_side import TOOL_STEP
+    from tether.core.runtime import HEARTBEAT_SEND_INTERVAL, worker_options
+    from tether.testing import ScriptedModelServer, ToolCall, Turn
+
+    first_done = asyncio.Event()
+    ran_in: list[int] = []
+
+    class Late(ActivityInboundInterceptor):
+        async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+            info = activity.info()
+            if info.activity_type != TOOL_STEP:
+                return await self.next.execute_activity(input)
+            if info.attempt == 1:
+                await asyncio.sleep(3.5)
+                try:
+                    return await self.next.execute_activity(input)
+                finally:
+                    first_done.set()
+            await first_done.wait()
+            return await self.next.execute_activity(input)
+
+    class Hold(Interceptor):
+        def intercept_activity(
+            self, next: ActivityInboundInterceptor
+        ) -> ActivityInboundInterceptor:
+            return Late(next)
+
+    @function_tool
+    async def lookup() -> str:
+        """Look the record up."""
+        step = tether.current_step()
+        assert step is not None
+        ran_in.append(step.attempt)
+        return "found"
+
+    script = [Turn.tool_calls(ToolCall("lookup", {})), Turn.text("done")]
+    with ScriptedModelServer(script) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
+        agent = Agent(
+            name="late",
+            tools=[lookup],
+            model=OpenAIResponsesModel(model="gpt-late", openai_client=client),
+        )
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        options = worker_options(runtime.store)
+        worker = Worker(
+            runtime.client,
+            task_queue=task_queue,
+            workflows=options["workflows"],
+            activities=options["activities"],
+            interceptors=[*options["interceptors"], Hold()],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
+        )
+        async with worker:
+            result = await durable.run("go")
+        assert result.final_output == "done"
+        assert len(server.requests) == 2
+    assert len(ran_in) == 1, ran_in
+    assert ran_in[0] >= 2, "the late first attempt ran the tool"

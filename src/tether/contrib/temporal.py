@@ -191,7 +191,7 @@ class TetherPlugin(SimplePlugin):
             return config  # already applied (the plugin on both the client and the worker)
         options = worker_options(self.store)
         # Timing a run's recovery depends on, where the worker keeps the SDK's defaults: a
-        # step's beat goes out within 0.5 s (the SDK may hold it up to 0.8 x the 3 s
+        # step's beat goes out within 0.5 s (the SDK may hold it up to 0.8 x the 2 s
         # heartbeat timeout, which a loaded machine turns into a lost step), and a run
         # whose worker died leaves that worker's cache after 3 s, not 10.
         sdk = inspect.signature(Worker.__init__).parameters

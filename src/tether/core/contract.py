@@ -57,7 +57,7 @@ class StepPolicy:
     """
 
     start_to_close: timedelta = timedelta(minutes=10)
-    heartbeat: timedelta = timedelta(seconds=3)
+    heartbeat: timedelta = timedelta(seconds=2)
     max_attempts: int = 5
     initial_interval: timedelta = timedelta(seconds=1)
     backoff: float = 2.0

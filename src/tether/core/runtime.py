@@ -69,8 +69,8 @@ died between two tasks."""
 HEARTBEAT_SEND_INTERVAL = timedelta(seconds=0.5)
 """Longest pause between two heartbeats a worker sends for one running step. Steps beat six
 times per heartbeat timeout (core/steps.py); core sends a beat at most this often (and at most
-every 0.8 x the timeout), so at the default 3 s timeout every beat goes out, and a beat may be
-2.5 s late (a slow RPC, a loaded machine) before the engine takes the step for lost."""
+every 0.8 x the timeout), so at the default 2 s timeout the engine sees four beats per timeout,
+and a beat may be 1.5 s late (a slow RPC, a loaded machine) before the step is taken for lost."""
 
 
 def agent_queue(prefix: str, agent: str) -> str:

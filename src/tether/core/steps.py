@@ -31,10 +31,14 @@ from typing import Any
 from pydantic_core import to_json
 from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
+from temporalio.api.workflowservice.v1 import (
+    RecordActivityTaskHeartbeatRequest,
+    ResetStickyTaskQueueRequest,
+)
 from temporalio.bridge.proto import ActivityHeartbeat
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.service import RPCError, RPCStatusCode
 
 from tether.core import registry
 from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest, TranscriptRef
@@ -75,13 +79,13 @@ KEEP_FINISHED_MAX = 2000
 STORE_RETRY_MAX = 30.0
 """Longest pause between two tries of a failing store read or write inside a step."""
 BEATS_PER_TIMEOUT = 6
-"""A running step beats this many times per heartbeat timeout (every 0.5 s at the default
-3 s), the first one as soon as its code starts: the engine sees a beat at least every 0.5 s
-(the worker sends each at once, see ``HEARTBEAT_SEND_INTERVAL`` in core/runtime.py), so a beat
-may be 2.5 s late, and a step's code may start 3 s after the engine handed it to the worker
-(a busy event loop), before a running step is taken for lost. At 2.5 s with a first beat after
-0.5 s, ``bench/exactly_once.py -n 1000`` at load 9-12 saw 5-8 attempts of 3,000 retried while
-they ran; at 3 s none (as at the earlier 4 s with a beat sent every 2 s)."""
+"""A running step beats this many times per heartbeat timeout, the first one as soon as its
+code starts; the worker sends a beat at most every ``HEARTBEAT_SEND_INTERVAL`` (0.5 s, see
+core/runtime.py), so the engine sees four beats per timeout at the default 2 s."""
+LATE_START = 0.25
+"""A step whose code starts later than this share of its heartbeat timeout after the engine
+handed the attempt over (a busy worker's event loop) asks the engine whether the attempt is
+still its own before doing any work (:func:`_still_current`)."""
 BEAT_TICK = 0.1
 """How often the heartbeat thread looks for a step due to beat (seconds)."""
 
@@ -384,6 +388,50 @@ async def _beat(every: float) -> None:
         activity.heartbeat()
 
 
+async def _still_current(info: activity.Info, heartbeat: timedelta) -> bool:
+    """Whether this attempt is still the engine's to run, asked only when its code starts late.
+
+    The engine counts the heartbeat timeout from the moment it handed the attempt to this
+    worker; a worker whose event loop is busy (hundreds of steps at once on a loaded machine)
+    may start the step's code a good part of that timeout later, when the engine may already
+    have given the step to another worker. A late start therefore beats once, synchronously,
+    before any work: the engine answers "not found" when the attempt is no longer current
+    (the step is not run here: the next attempt runs it, no second model or tool call), and
+    otherwise counts the timeout afresh from that beat. An on-time start costs nothing; an
+    unreachable engine counts as current (the step runs, as it would without the check).
+    Lateness compares the engine's clock with this host's: a skewed clock only makes the
+    check run more or less often.
+    """
+    started = info.started_time
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    late = (datetime.now(UTC) - started).total_seconds()
+    if late <= heartbeat.total_seconds() * LATE_START or not info.task_token:
+        return True
+    try:
+        client = activity.client()
+        await client.workflow_service.record_activity_task_heartbeat(
+            RecordActivityTaskHeartbeatRequest(
+                task_token=info.task_token, namespace=info.namespace, identity=client.identity
+            ),
+            timeout=heartbeat,
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            logger.info(
+                "step attempt %d of %s started %.1fs late, after the engine gave the step to "
+                "a next attempt: not run here",
+                info.attempt,
+                info.activity_type,
+                late,
+            )
+            return False
+        logger.debug("late step start: the engine was not asked", exc_info=True)
+    except Exception:
+        logger.debug("late step start: the engine was not asked", exc_info=True)
+    return True
+
+
 async def _store_retrying(op: Callable[[], Awaitable[Any]], what: str, deadline: float) -> Any:
     """``op()``, retried with backoff while the store fails (disk full, permission, network)
     and the step's own deadline allows: a store outage is waited out, not a step failure."""
@@ -485,6 +533,13 @@ def build_activity(
                 info.attempt,
             )
         else:
+            if not await _still_current(info, definition.policy.heartbeat):
+                raise ApplicationError(
+                    f"step {request.step} of run {request.run_id}: attempt {info.attempt} "
+                    "started after its heartbeat timeout; the engine runs the next attempt",
+                    type="TetherAttemptSuperseded",
+                    category=ApplicationErrorCategory.BENIGN,
+                )
             task = asyncio.get_running_loop().create_task(work(request, deadline))
             _attempts.put(key, task)
         record = _core_recorder()
