@@ -173,3 +173,55 @@ async def test_the_agents_sdk_sends_a_plain_conversation_without_copying_it(
     assert edited > len(items)  # copied: the SDK drops provider_data from what it sends
     assert "provider_data" not in third.body["input"][-1]
     assert foreign[-1]["provider_data"] == {"model": "x"}  # the caller's item untouched
+
+
+_FIRST_CALLS = """
+import asyncio, sys
+from pydantic._internal import _generate_schema
+from openai import AsyncOpenAI
+from tether.adapters import _openai_requests
+from tether.testing import ScriptedModelServer, ToolCall, Turn
+
+if sys.argv[1] == "warm":
+    _openai_requests.warm_up("responses")
+    _openai_requests.warm_up("chat")
+built = []
+original = _generate_schema.GenerateSchema.generate_schema
+def counted(self, obj):
+    built.append(obj)
+    return original(self, obj)
+_generate_schema.GenerateSchema.generate_schema = counted
+
+async def main():
+    script = [Turn.tool_calls(ToolCall("lookup", {"i": 1})), Turn.text("done")]
+    with ScriptedModelServer({"r": script, "c": script}) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
+        with _openai_requests.plain_conversation():
+            for _ in script:
+                await client.responses.create(model="r", input=[{"role": "user", "content": "go"}])
+                await client.chat.completions.create(
+                    model="c", messages=[{"role": "user", "content": "go"}]
+                )
+asyncio.run(main())
+print(len(built))
+"""
+
+
+@pytest.mark.parametrize("warm", ["warm", "cold"])
+def test_a_worker_warm_up_leaves_a_first_model_call_nothing_to_build(warm: str) -> None:
+    """A new worker's first model step is the step a run resumed after a crash waits for.
+    Without the warm-up, the OpenAI client builds its response validators there (0.3 s on
+    a quiet 2-core machine); after it, the first replies (a tool call, a text) of both
+    APIs build no Pydantic schema. Run in a fresh interpreter: this one is warm already."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALLS, warm], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    built = int(proc.stdout.split()[-1])
+    if warm == "warm":
+        assert built == 0
+    else:
+        assert built > 0  # the check sees the builds the warm-up saves

@@ -126,3 +126,95 @@ def plain_conversation() -> Iterator[None]:
         yield
     finally:
         _ACTIVE.reset(token)
+
+
+_SAMPLE_USAGE = {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}
+_SAMPLES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    # A response holding the item kinds a model step most often gets back.
+    "responses": (
+        "openai.types.responses",
+        "Response",
+        {
+            "id": "resp_warm",
+            "object": "response",
+            "created_at": 0,
+            "model": "warm",
+            "status": "completed",
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "text": {"format": {"type": "text"}},
+            "metadata": {},
+            "reasoning": {"effort": "medium", "summary": "auto"},
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "output": [
+                {"type": "reasoning", "id": "rs_warm", "summary": []},
+                {
+                    "type": "message",
+                    "id": "msg_warm",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "", "annotations": []}],
+                },
+                {
+                    "type": "function_call",
+                    "id": "fc_warm",
+                    "call_id": "call_warm",
+                    "name": "warm",
+                    "arguments": "{}",
+                    "status": "completed",
+                },
+            ],
+            "usage": {
+                **_SAMPLE_USAGE,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        },
+    ),
+    "chat": (
+        "openai.types.chat",
+        "ChatCompletion",
+        {
+            "id": "chatcmpl_warm",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "warm",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [
+                            {
+                                "id": "call_warm",
+                                "type": "function",
+                                "function": {"name": "warm", "arguments": "{}"},
+                            }
+                        ],
+                    },
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        },
+    ),
+}
+
+
+def warm_up(api: str) -> None:
+    """Load what the OpenAI client loads at its first request and first response of ``api``
+    ("responses" or "chat"), so that a worker's first model step does not pay it.
+
+    The client imports the API's resource module at its first call, and builds the
+    validators of a response's item types (Pydantic schemas, some of them deferred) when it
+    first reads one: 0.3 s on a quiet 2-core machine, paid by the first model step of every
+    new worker, which is the step a run resumed after a crash waits for. Reading a sample
+    response here (in the worker's warm-up thread, see ``Adapter.warm_up``) builds them.
+    """
+    install()  # imports both resource modules
+    module, name, sample = _SAMPLES[api]
+    model = getattr(importlib.import_module(module), name)
+    model.construct(**sample)

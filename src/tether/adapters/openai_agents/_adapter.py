@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import typing
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ import agents
 from agents import Agent, FunctionTool, RunConfig, Runner, RunState
 from agents.run import set_default_agent_runner
 
+from tether.adapters import _openai_requests
 from tether.adapters.openai_agents import _mcp, _worker_side
 from tether.adapters.openai_agents._graph import index_agents
 from tether.adapters.openai_agents._stream_codec import STREAM_EVENT, encode_event
@@ -97,8 +97,14 @@ class OpenAIAgentsAdapter(Adapter):
             raise ConfigurationError("; ".join(problems))
 
     def warm_up(self) -> None:
-        # The OpenAI client imports its Responses resource at its first call.
-        importlib.import_module("openai.resources.responses.responses")
+        # What a worker's first model step would otherwise load: the OpenAI client's
+        # Responses resource and response validators, the request hooks, and the SDK's
+        # shared HTTP client (its TLS context reads the CA bundle, 45 ms).
+        _openai_requests.warm_up("responses")
+        _openai_requests.install_sdk()
+        from agents.models.openai_provider import shared_http_client
+
+        shared_http_client()
 
     def steps(self) -> Sequence[StepDefinition]:
         return (

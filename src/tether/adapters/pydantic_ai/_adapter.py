@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,10 +91,14 @@ class PydanticAIAdapter(Adapter):
         _mcp.check_or_raise(agent)
 
     def warm_up(self) -> None:
-        # The OpenAI client (Pydantic AI's OpenAIChatModel) imports its chat resource at its
-        # first call; skipped when the openai extra is not installed.
+        # What the OpenAI client loads at its first call and response, for both of Pydantic
+        # AI's OpenAI models ("openai:" names the Responses one, compatible providers use
+        # chat); skipped when the openai extra is not installed.
         with contextlib.suppress(ImportError):
-            importlib.import_module("openai.resources.chat.completions.completions")
+            from tether.adapters import _openai_requests
+
+            _openai_requests.warm_up("responses")
+            _openai_requests.warm_up("chat")
 
     def steps(self) -> Sequence[StepDefinition]:
         return (
