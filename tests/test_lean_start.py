@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.core.devserver import EmbeddedEngine
 from tether.core.runtime import Runtime, agent_queue
 from tether.plugins import framework_loaded, installed, loaded
 from workers import WorkerProcess, wait_until_polling, worker_processes
@@ -103,3 +104,54 @@ def test_a_plugin_naming_no_framework_is_always_loaded() -> None:
 
     # Once both frameworks are imported, both adapters are loaded.
     assert set(loaded().adapters) == set(installed().adapters) >= {"openai_agents", "pydantic_ai"}
+
+
+_BUILD_ID = """
+import sys
+import temporalio.worker._worker as sdk_worker
+from tether.core import runtime
+
+def refused(*args, **kwargs):
+    raise AssertionError("the SDK's default build id was computed")
+
+sdk_worker.load_default_build_id = refused
+sys.path.insert(0, sys.argv[1])
+import user_tools  # the user's own module: its source is part of the build id
+
+first = runtime.build_id()
+runtime.build_id.cache_clear()
+assert runtime.build_id() == first
+open(user_tools.__file__, "a").write("\\nCHANGED = True\\n")
+runtime.build_id.cache_clear()
+assert runtime.build_id() != first, "a change to the user's code changes the build id"
+
+import asyncio
+from temporalio.worker import Worker
+
+async def build() -> None:
+    rt = await runtime.Runtime.start(address=sys.argv[2], store=sys.argv[3])
+    worker = rt._temporal_worker("q", 10, 10)
+    assert isinstance(worker, Worker)
+    await rt.close()
+
+asyncio.run(build())
+print(first)
+"""
+
+
+def test_a_worker_takes_tethers_build_id_not_the_sdks_scan_of_every_module(
+    engine: EmbeddedEngine, tmp_path: Path
+) -> None:
+    """Temporal's SDK derives a worker's default build id by reading the code of every loaded
+    module (0.6 s of a `tether worker` start here). Tether's workers carry their own: the
+    versions of the packages, and the source of the user's own modules."""
+    (tmp_path / "user_tools").mkdir()
+    (tmp_path / "user_tools" / "__init__.py").write_text("def lookup() -> str:\n    return 'x'\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", _BUILD_ID, str(tmp_path), engine.address, str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("tether-")

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
+import importlib.metadata
 import logging
 import os
+import sys
+import sysconfig
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +64,37 @@ def patient_deadlock_detection(worker: Worker) -> None:
         getattr(inner, "_deadlock_timeout_seconds", None), int | float
     ):
         inner._deadlock_timeout_seconds = ACTIVATION_LIMIT
+
+
+@functools.cache
+def build_id() -> str:
+    """The build id of this process's workers: what code they run, computed cheaply.
+
+    Without one, Temporal's SDK derives it by reading the code of every loaded module (some
+    two thousand with a framework and its provider client: 0.6 s of a worker's start on a
+    2-core machine, more where bytecode is not cached). Here it is a hash of the installed
+    versions of Tether, Temporal's SDK and the frameworks, and of the source of this
+    process's own modules (those outside the interpreter's and the environment's library
+    directories: the user's agents and tools). Only informational unless worker versioning
+    is on, which Tether's workers do not use.
+    """
+    digest = hashlib.md5(usedforsecurity=False)
+    for dist in ("tether", "temporalio", "openai-agents", "pydantic-ai-slim", "openai"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            digest.update(f"{dist}=={importlib.metadata.version(dist)};".encode())
+    paths = sysconfig.get_paths()
+    dirs = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
+    dirs.append(os.path.dirname(os.path.dirname(__file__)))  # Tether itself (its version)
+    skip = tuple({*dirs, *map(os.path.realpath, dirs)})
+    for name, module in sorted(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not path or not path.endswith(".py") or path.startswith(skip):
+            continue
+        if os.path.realpath(path).startswith(skip):
+            continue
+        with contextlib.suppress(OSError):
+            digest.update(name.encode() + Path(path).read_bytes())
+    return f"tether-{digest.hexdigest()[:16]}"
 
 
 STICKY_TIMEOUT = timedelta(seconds=3)
@@ -234,6 +270,7 @@ class Runtime:
             workflow_runner=UnsandboxedWorkflowRunner(),
             max_cached_workflows=max_cached_runs,
             max_concurrent_activities=max_steps,
+            build_id=build_id(),
             sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
             graceful_shutdown_timeout=timedelta(seconds=2),
             # Steps beat from a thread (core/steps.py); core sends a beat at most this often.
