@@ -41,7 +41,10 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # that runs it: the run task (the framework's loop, replayable) or a step (an activity).
 PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("openai request transform", ("openai/_utils/_transform",)),
-    ("HTTP", ("httpx/", "httpcore/", "h11/", "anyio/", "ssl.py", "socket.py")),
+    (
+        "HTTP",
+        ("httpx/", "httpcore/", "httpx2/", "httpcore2/", "h11/", "anyio/", "ssl.py", "socket.py"),
+    ),
     ("provider client", ("openai/", "pydantic_ai/models/")),
     ("transcript", ("tether/core/conversation", "tether/core/store")),
     ("events", ("tether/core/events", "workflow_streams")),

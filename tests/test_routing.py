@@ -229,3 +229,30 @@ async def test_events_of_an_ended_run_its_queue_workers_cannot_replay(
         raw = await handle.raw_result()
     assert events == []  # none could be read here (the run's result can)
     assert raw.output["final_output"]["data"] == "hosted"
+
+
+async def test_a_run_beside_a_worker_this_process_built_uses_that_worker(
+    runtime: Runtime,
+) -> None:
+    """A script that builds its worker and runs the agent in one process: the run uses that
+    worker (before, its own local worker collided with it in the engine SDK, a Rust error
+    and backtrace). The other order, a worker built after a run started one, is refused
+    with the fix."""
+    from tether.errors import ConfigurationError
+
+    queue = f"beside-{uuid.uuid4().hex[:8]}"
+    with ScriptedModelServer([Turn.text("hello")]) as server:
+        agent = Agent(name="beside", model=responses_model(server))
+        durable = tether.durable(agent, runtime=runtime, task_queue=queue)  # local worker on
+        async with runtime.worker(task_queue=queue):
+            assert (await durable.run("hi")).final_output == "hello"
+        assert not runtime.hosts(queue)
+
+    queue = f"after-{uuid.uuid4().hex[:8]}"
+    with ScriptedModelServer([Turn.text("hello")]) as server:
+        agent = Agent(name="after", model=responses_model(server))
+        durable = tether.durable(agent, runtime=runtime, task_queue=queue)
+        assert (await durable.run("hi")).final_output == "hello"
+        assert runtime.hosts(queue)
+        with pytest.raises(ConfigurationError, match="local_worker=False"):
+            runtime.worker(task_queue=queue)

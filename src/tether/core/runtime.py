@@ -144,6 +144,8 @@ class Runtime:
     keyring: Keyring | None = None
     """The encryption keyring of history, store and secrets (None: encryption off)."""
     _local: dict[str, tuple[Worker, asyncio.Task[None]]] = field(default_factory=dict)
+    _built: dict[str, list[Worker]] = field(default_factory=dict)
+    """Workers :meth:`worker` built, by queue: a run started here needs no local worker."""
     _polled: dict[str, float] = field(default_factory=dict)
     """When (loop time) each queue was last seen polled: many answers ask once."""
 
@@ -248,9 +250,18 @@ class Runtime:
                     "a worker needs at least one agent to host. Fix: wrap it first "
                     "(tether.durable(agent)) or pass agents=[...]"
                 )
-        return AgentWorker(
-            [self._temporal_worker(q, max_cached_runs, max_concurrent_steps) for q in queues]
-        )
+        taken = sorted(q for q in queues if q in self._local)
+        if taken:
+            raise ConfigurationError(
+                f"this process already polls {', '.join(map(repr, taken))}: a run started "
+                "here before any worker existed started one (tether.durable's local "
+                "worker). Fix: build the worker before the first run, or pass "
+                "local_worker=False to tether.durable()"
+            )
+        workers = [self._temporal_worker(q, max_cached_runs, max_concurrent_steps) for q in queues]
+        for queue, built in zip(queues, workers, strict=True):
+            self._built.setdefault(queue, []).append(built)
+        return AgentWorker(workers)
 
     def _temporal_worker(self, queue: str, max_cached_runs: int, max_steps: int) -> Worker:
         options = worker_options(self.store)
@@ -310,6 +321,10 @@ class Runtime:
         """
         if queue in self._local:
             return False
+        built = self._built.get(queue, [])
+        built[:] = [w for w in built if not w.is_shutdown]
+        if built:
+            return False  # a worker this process built polls it (or will, once it runs)
         worker = self._temporal_worker(queue, DEFAULT_MAX_CACHED_RUNS, 100)
         self._local[queue] = (worker, asyncio.create_task(worker.run()))
         await asyncio.sleep(0)
