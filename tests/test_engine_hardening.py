@@ -97,3 +97,16 @@ async def test_runtime_keeps_its_default_home_private(
         assert rt.store.is_local and rt.store.root.is_relative_to(home)
     finally:
         await rt.close()
+
+
+async def test_a_private_in_memory_engine_leaves_no_log_behind(tmp_path: Path) -> None:
+    """A bench's or a test's in-memory engine writes its log beside the others in the state
+    directory while it runs; stopped after serving, it removes it (a hundred benches left a
+    hundred logs in ~/.tether before)."""
+    engine = EmbeddedEngine(state_dir=tmp_path, persist=False, ui=False)
+    await engine.start()
+    try:
+        assert engine.log_path.exists()
+    finally:
+        engine.stop()
+    assert not engine.log_path.exists()

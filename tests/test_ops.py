@@ -355,3 +355,30 @@ def test_without_a_failed_step_the_reset_point_is_the_last_task() -> None:
     plan = plan_reset("r", events)
     assert plan.event_id == 10 and plan.step is None
     assert "no step failed" in plan.note
+
+
+async def test_events_of_an_ended_run_no_worker_polls_for_end_without_waiting_on_a_query(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ended run's events are read by a query that a worker answers by replaying it. With
+    no worker polling its queue, the query could only wait out its timeout (twice: `tether
+    runs follow` of such a run took about 21 s); the reader now ends at once, and the
+    caller reads how the run ended from the engine."""
+    from tether.core import ops
+
+    queue = f"unhosted-{uuid.uuid4().hex[:8]}"  # no worker ever polls it
+    with ScriptedModelServer([Turn.text("never asked")]) as server:
+        durable = wrap(lookup_agent(server, [], "ops-unhosted"), runtime, queue)
+        handle = await durable.start("hello?", id=f"ops-unhosted-{uuid.uuid4().hex[:6]}")
+        await handle.terminate("nobody hosts it")
+    asked: list[str] = []
+    real_query = ops.query
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        asked.append(str(args[1]))
+        return await real_query(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "query", counted)
+    assert [e async for e in handle.events()] == []
+    assert asked == []
+    assert (await handle.describe()).status == "terminated"

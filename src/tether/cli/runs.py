@@ -281,7 +281,14 @@ async def cmd_runs_follow(args: argparse.Namespace) -> int:
         handle = await get_run(args.run_id, runtime)
         desc = await handle.describe()  # RunNotFoundError before anything is printed
         print(f"run {handle.id} ({desc.agent or '?'}): {desc.status}", file=sys.stderr)
-        await follow_events(handle, after=args.after, out=sys.stdout)
+        last = await follow_events(handle, after=args.after, out=sys.stdout)
+        if last is None and desc.status != "running":
+            print(
+                "(no events shown: an ended run's events are read through a worker that "
+                "hosts its agent, and none answered. Fix: start one, `tether worker "
+                "MODULE:OBJECT`, and follow again)",
+                file=sys.stderr,
+            )
         result = _final_output(await handle.result())  # RunFailedError for a failed run
         print(result if isinstance(result, str) else json.dumps(jsonable(result), indent=2))
         return 0

@@ -540,6 +540,7 @@ class EmbeddedEngine:
         merged = {**FAST_DISPATCH, **(dynamic_config or {})}
         self.dynamic_config = {k: v for k, v in merged.items() if v is not None}
         self.registered = persist or register
+        self._served = False
         self.fallback_ports = fallback_ports
         self.process: subprocess.Popen[bytes] | None = None
         self.started: str | None = None
@@ -630,6 +631,7 @@ class EmbeddedEngine:
             self._record(ready=False)
             await self._wait_ready(timeout)
             self._record(ready=True)
+            self._served = True
         except BaseException:
             self.stop()
             raise
@@ -726,13 +728,19 @@ class EmbeddedEngine:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server by its process id (the whole process group it leads).
 
-        Then remove its ``engine.json`` and release the state directory's lock.
+        Then remove its ``engine.json`` and release the state directory's lock. A private
+        in-memory engine (a test's, a bench's) that started and served also leaves no log
+        behind: nothing it held outlives it. A log of an engine that failed to start is kept
+        (its error names it).
         """
         try:
             self._stop_process(timeout)
         finally:
             self._release()
             self._stop_watchdog()
+            if self._served and not self.registered and self.db_path is None:
+                with contextlib.suppress(OSError):
+                    self.log_path.unlink()
 
     def _stop_watchdog(self) -> None:
         watchdog, self._watchdog = self._watchdog, None

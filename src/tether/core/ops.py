@@ -14,9 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.common.v1 import Payload, WorkflowExecution
-from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType
+from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType, TaskQueueType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    ResetWorkflowExecutionRequest,
+)
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -400,6 +404,8 @@ async def read_events(
     next_check = loop.time() + idle_interval
     closed = False
     segments = Segments(client, run_id)
+    if await _unreadable(client, handle):
+        return
     while True:
         try:
             result: PollResult = await query(
@@ -420,10 +426,10 @@ async def read_events(
             if exc.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.PERMISSION_DENIED):
                 raise
             # No worker right now (a crash, a restart) or the first run task has not
-            # completed yet: the run goes on, so keep asking.
-            if closed:
+            # completed yet: the run goes on, so keep asking. An ended run that no worker
+            # answered for will not be answered by asking again.
+            if closed or await _closed(handle):
                 return
-            closed = await _closed(handle)
             await asyncio.sleep(max(delay, 0.25))
             continue
         except WorkflowQueryFailedError:
@@ -528,6 +534,29 @@ def first_of(segment: dict[str, Any], key: str) -> int:
     if key == "first_entry" and key not in segment:
         return int(segment["first_step"]) - 1
     return int(segment[key])
+
+
+async def _unreadable(client: Client, handle: Any) -> bool:
+    """Whether the run has ended and no worker polls its queue: its events are read by a
+    query that a worker answers by replaying it, and without one the query would only wait
+    out its timeout. (The caller reads how the run ended from the engine.)"""
+    try:
+        desc = await handle.describe()
+    except RPCError:
+        return False  # the query's own error handling says what is wrong
+    if desc.status is None or desc.status == WorkflowExecutionStatus.RUNNING:
+        return False
+    try:
+        resp = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=desc.task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+    except RPCError:
+        return False
+    return not resp.pollers
 
 
 async def _closed(handle: Any) -> bool:
