@@ -65,6 +65,21 @@ async def tether_side(args: argparse.Namespace) -> dict[str, Any]:
     return {"s": wall}
 
 
+async def plain_side(args: argparse.Namespace) -> dict[str, Any]:
+    """The same agent run by its framework alone, in this process: no engine, no
+    durability (what the loop costs before anyone makes it durable)."""
+    import _profile_agents as agents
+
+    t = time.perf_counter()
+    if args.system == "plain_openai":
+        from agents import Runner
+
+        await Runner.run(agents.openai_agent, "go", max_turns=1_000_000)
+    else:
+        await agents.pydantic_agent.run("go", usage_limits=UsageLimits(request_limit=None))
+    return {"s": time.perf_counter() - t}
+
+
 NATIVE_AGENTS: list[Any] = []
 
 
@@ -111,6 +126,8 @@ async def main(args: argparse.Namespace) -> None:
         "tether_openai": tether_side,
         "tether_pydantic": tether_side,
         "native_pydantic": native_pydantic,
+        "plain_openai": plain_side,
+        "plain_pydantic": plain_side,
     }
     print(json.dumps(await sides[args.system](args)), flush=True)
 

@@ -8,7 +8,9 @@ server, runs interleaved.
 
 Each side runs in its own process (a worker and the run's client): Tether with the OpenAI
 Agents SDK and with Pydantic AI, Temporal's `OpenAIAgentsPlugin` (in bench/.venv-native),
-Pydantic AI's `TemporalDurability`, and the floor (a workflow of 2N-1 no-op activities). Every
+Pydantic AI's `TemporalDurability`, the floor (a workflow of 2N-1 no-op activities), and each
+framework alone (the same agent run by its own loop, no engine: what the loop costs before
+anyone makes it durable; the model server's answers are in it, as in every side). Every
 model call but the last asks for one tool whose result is --result-bytes long. The model
 server stamps each request with the time and the side process's CPU time (from /proc), so
 for model call k the wall time and the CPU time from call k to call k+1 are the cost of one
@@ -40,14 +42,24 @@ from tether.testing import RecordedRequest, ScriptedModelServer, Turn
 
 HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
-SYSTEMS = ("floor", "tether_openai", "native_openai", "tether_pydantic", "native_pydantic")
-TOOL = {"tether_openai": "lookup", "native_openai": "lookup"}  # else lookup_record
+SYSTEMS = (
+    "floor",
+    "tether_openai",
+    "native_openai",
+    "plain_openai",
+    "tether_pydantic",
+    "native_pydantic",
+    "plain_pydantic",
+)
+TOOL = {"tether_openai": "lookup", "native_openai": "lookup", "plain_openai": "lookup"}
 LABEL = {
     "floor": "bare engine floor",
     "tether_openai": "Tether + OpenAI Agents SDK",
     "native_openai": "native OpenAIAgentsPlugin",
     "tether_pydantic": "Tether + Pydantic AI",
     "native_pydantic": "native TemporalDurability",
+    "plain_openai": "OpenAI Agents SDK alone (not durable)",
+    "plain_pydantic": "Pydantic AI alone (not durable)",
 }
 
 
@@ -188,17 +200,27 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -
             f"| {LABEL[system]} | " + " | ".join(cells) + f" | {row['reached']} | {row['note']} |"
         )
     if floor_ms is not None:
-        print("\nRatios (wall per call): Tether / floor, Tether / native")
-        for mine, theirs in (
-            ("tether_openai", "native_openai"),
-            ("tether_pydantic", "native_pydantic"),
+        print(
+            "\nRatios (wall per call): Tether / floor, Tether / native, Tether / the framework "
+            "alone, and Tether's time over the framework alone's against the floor's"
+        )
+        for mine, theirs, alone in (
+            ("tether_openai", "native_openai", "plain_openai"),
+            ("tether_pydantic", "native_pydantic", "plain_pydantic"),
         ):
             for m in marks:
                 t = table.get(mine, {}).get(f"wall@{m}")
                 n = table.get(theirs, {}).get(f"wall@{m}")
+                a = table.get(alone, {}).get(f"wall@{m}")
                 floor_text = f"{t / (2 * floor_ms):.2f}x floor" if t else "-"
                 native_text = f"{t / n:.2f}x native" if t and n else "- native"
-                print(f"  {LABEL[mine]} @ call {m}: {floor_text}, {native_text}")
+                alone_text = (
+                    f", {t / a:.2f}x the framework alone; over it {t - a:+.1f} ms per call "
+                    f"= {(t - a) / (2 * floor_ms):.2f}x the floor's {2 * floor_ms:.1f} ms"
+                    if t and a
+                    else ""
+                )
+                print(f"  {LABEL[mine]} @ call {m}: {floor_text}, {native_text}{alone_text}")
     return {"floor_ms_per_activity": floor_ms, "table": table}
 
 
