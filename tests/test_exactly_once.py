@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,19 @@ from tether.core.store import BlobStore
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from exactly_once import measure
+
+
+def _one_tool_agent(server: Any, name: str, tool: Any) -> Any:
+    """An OpenAI Agents SDK agent with one tool, answered by ``server``."""
+    from agents import Agent, OpenAIResponsesModel
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
+    return Agent(
+        name=name,
+        tools=[tool],
+        model=OpenAIResponsesModel(model=f"gpt-{name}", openai_client=client),
+    )
 
 
 async def _measure(
@@ -68,8 +82,7 @@ async def test_steps_heartbeat_through_the_sdk_core_not_the_loop(
 ) -> None:
     """The heartbeat thread reaches the SDK's core recorder (a private path): should an SDK
     release change it, steps fall back to loop heartbeats, and this test says so."""
-    from agents import Agent, OpenAIResponsesModel, function_tool
-    from openai import AsyncOpenAI
+    from agents import function_tool
 
     import tether
     from tether.core import steps
@@ -85,12 +98,7 @@ async def test_steps_heartbeat_through_the_sdk_core_not_the_loop(
 
     script = [Turn.tool_calls(ToolCall("probe", {})), Turn.text("done")]
     with ScriptedModelServer(script) as server:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
-        agent = Agent(
-            name="probe",
-            tools=[probe],
-            model=OpenAIResponsesModel(model="gpt-probe", openai_client=client),
-        )
+        agent = _one_tool_agent(server, "probe", probe)
         durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
         assert (await durable.run("go")).final_output == "done"
     assert found == [True]
@@ -107,10 +115,8 @@ async def test_a_step_that_starts_after_its_heartbeat_timeout_leaves_the_work_to
     timeout is 2 s); the next attempt is held until the first has started and returned.
     Without the check the first attempt would run the tool and the next one join it."""
     import asyncio
-    from typing import Any
 
-    from agents import Agent, OpenAIResponsesModel, function_tool
-    from openai import AsyncOpenAI
+    from agents import function_tool
     from temporalio import activity
     from temporalio.worker import (
         ActivityInboundInterceptor,
@@ -158,12 +164,7 @@ async def test_a_step_that_starts_after_its_heartbeat_timeout_leaves_the_work_to
 
     script = [Turn.tool_calls(ToolCall("lookup", {})), Turn.text("done")]
     with ScriptedModelServer(script) as server:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="t", max_retries=0)
-        agent = Agent(
-            name="late",
-            tools=[lookup],
-            model=OpenAIResponsesModel(model="gpt-late", openai_client=client),
-        )
+        agent = _one_tool_agent(server, "late", lookup)
         durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
         options = worker_options(runtime.store)
         worker = Worker(
