@@ -128,7 +128,6 @@ def plain_conversation() -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
-_SAMPLE_USAGE = {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}
 _SAMPLES: dict[str, tuple[str, str, dict[str, Any]]] = {
     # A response holding the item kinds a model step most often gets back.
     "responses": (
@@ -167,7 +166,9 @@ _SAMPLES: dict[str, tuple[str, str, dict[str, Any]]] = {
                 },
             ],
             "usage": {
-                **_SAMPLE_USAGE,
+                "input_tokens": 1,
+                "output_tokens": 1,
+                "total_tokens": 2,
                 "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                 "output_tokens_details": {"reasoning_tokens": 0},
             },

@@ -547,16 +547,22 @@ async def _unreadable(client: Client, handle: Any) -> bool:
     if desc.status is None or desc.status == WorkflowExecutionStatus.RUNNING:
         return False
     try:
-        resp = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=desc.task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
-        )
+        return await pollers(client, desc.task_queue) == 0
     except RPCError:
         return False
-    return not resp.pollers
+
+
+async def pollers(client: Client, queue: str) -> int:
+    """How many workers the engine lists as polling ``queue`` for run tasks (a killed worker
+    stays listed for minutes: see ``RunHandle.unserved_work`` for liveness)."""
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return len(resp.pollers)
 
 
 async def _closed(handle: Any) -> bool:

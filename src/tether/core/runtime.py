@@ -24,14 +24,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from tether.core import codec, ledger, registry, sealed, tracing
+from tether.core import codec, ledger, ops, registry, sealed, tracing
 from tether.core.codec import Keyring
 from tether.core.contract import Adapter
 from tether.core.converter import data_converter
@@ -293,14 +290,7 @@ class Runtime:
     async def pollers(self, queue: str) -> int:
         """How many workers the engine lists as polling ``queue`` for run tasks (a killed
         worker stays listed for minutes: see ``RunHandle.unserved_work`` for liveness)."""
-        resp = await self.client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=self.client.namespace,
-                task_queue=TaskQueue(name=queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
-        )
-        return len(resp.pollers)
+        return await ops.pollers(self.client, queue)
 
     async def polled(self, queue: str, fresh_for: float = POLLERS_FRESH_FOR) -> bool:
         """Whether a worker polls ``queue``, answered from a check made in the last
