@@ -47,21 +47,18 @@ async def tether_side(args: argparse.Namespace) -> dict[str, Any]:
     from tether.core.runtime import Runtime
     from tether.core.store import BlobStore
 
-    runtime = await Runtime.start(
-        address=args.address, store=BlobStore(tempfile.mkdtemp(prefix="tether-steps-"))
-    )
-    queue = f"steps-{uuid.uuid4().hex[:6]}"
-    t = time.perf_counter()
-    if args.system == "tether_openai":
-        durable = tether.durable(agents.openai_agent, runtime=runtime, task_queue=queue)
-        await durable.run("go", max_turns=1_000_000)
-    else:
-        from pydantic_ai.usage import UsageLimits
-
-        durable = tether.durable(agents.pydantic_agent, runtime=runtime, task_queue=queue)
-        await durable.run("go", usage_limits=UsageLimits(request_limit=None))
-    wall = time.perf_counter() - t
-    await runtime.close()
+    with tempfile.TemporaryDirectory(prefix="tether-steps-") as store:
+        runtime = await Runtime.start(address=args.address, store=BlobStore(store))
+        queue = f"steps-{uuid.uuid4().hex[:6]}"
+        t = time.perf_counter()
+        if args.system == "tether_openai":
+            durable = tether.durable(agents.openai_agent, runtime=runtime, task_queue=queue)
+            await durable.run("go", max_turns=1_000_000)
+        else:
+            durable = tether.durable(agents.pydantic_agent, runtime=runtime, task_queue=queue)
+            await durable.run("go", usage_limits=UsageLimits(request_limit=None))
+        wall = time.perf_counter() - t
+        await runtime.close()
     return {"s": wall}
 
 
