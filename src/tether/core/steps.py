@@ -416,8 +416,8 @@ async def _still_current(info: activity.Info, heartbeat: timedelta) -> bool:
             ),
             timeout=heartbeat,
         )
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
+    except Exception as exc:
+        if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
             logger.info(
                 "step attempt %d of %s started %.1fs late, after the engine gave the step to "
                 "a next attempt: not run here",
@@ -426,8 +426,6 @@ async def _still_current(info: activity.Info, heartbeat: timedelta) -> bool:
                 late,
             )
             return False
-        logger.debug("late step start: the engine was not asked", exc_info=True)
-    except Exception:
         logger.debug("late step start: the engine was not asked", exc_info=True)
     return True
 
