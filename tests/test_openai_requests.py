@@ -4,13 +4,15 @@ the provider receives exactly the request the client's usual path sends."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import openai._utils._transform as transform
 import pytest
 from openai import AsyncOpenAI
 from pydantic import BaseModel
+from typing_extensions import TypedDict
 
+from tether.adapters import _openai_requests
 from tether.adapters._openai_requests import fast_path_installed, plain_conversation
 from tether.testing import RecordedRequest, ScriptedModelServer, Turn
 
@@ -96,6 +98,48 @@ async def test_chat_request_is_the_same_and_skips_the_walk(walked: list[int]) ->
         first, second = server.requests
     assert first.body == second.body
     assert usual > len(messages) and fast < 50, (usual, fast)
+
+
+async def test_plain_json_fields_without_renamed_keys_are_sent_as_they_are(
+    walked: list[int],
+) -> None:
+    # Twenty tools: the client walked each against its union of tool types at every request.
+    tools = [
+        {"type": "function", "name": f"tool_{i}", "parameters": {"type": "object"}}
+        for i in range(20)
+    ]
+    options: dict[str, Any] = {"tool_choice": "auto", "reasoning": {"effort": "low"}}
+    with ScriptedModelServer(responder=_answer) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="k")
+        await client.responses.create(model="m", input="go", tools=tools, **options)  # type: ignore[arg-type]
+        usual = len(walked)
+        walked.clear()
+        with plain_conversation():
+            await client.responses.create(model="m", input="go", tools=tools, **options)  # type: ignore[arg-type]
+        fast = len(walked)
+        await client.close()
+        first, second = server.requests
+    assert first.body == second.body
+    assert second.body["tools"] == tools
+    # Only the (empty) rest of the parameters is walked, not each tool.
+    assert usual > len(tools) and fast <= 1, (usual, fast)
+
+
+class _Card(TypedDict):
+    card_id: Annotated[str, transform.PropertyInfo(alias="cardID")]
+
+
+class _Params(TypedDict, total=False):
+    cards: list[_Card]
+    note: dict[str, str]
+
+
+async def test_a_field_whose_type_renames_keys_is_still_transformed() -> None:
+    hooked = _openai_requests._hooked(transform.async_maybe_transform)
+    data = {"cards": [{"card_id": "c1"}], "note": {"card_id": "kept"}}
+    with plain_conversation():
+        out = await hooked(data, _Params)
+    assert out == {"cards": [{"cardID": "c1"}], "note": {"card_id": "kept"}}
 
 
 class Note(BaseModel):

@@ -47,8 +47,8 @@ def normalize_usage(usage: Mapping[str, int]) -> dict[str, int]:
 _warming: threading.Thread | None = None
 
 
-def warm_up() -> None:
-    """Load the price table now, in a background thread (once per process).
+def warm_up() -> threading.Thread:
+    """Load the price table now, in a background thread (once per process); the thread.
 
     Pricing runs in the run task, and the table's first import takes 0.5 s on a quiet machine
     and over 2 s on a loaded one: Temporal's deadlock detector then fails the task
@@ -64,6 +64,7 @@ def warm_up() -> None:
             daemon=True,
         )
         _warming.start()
+    return _warming
 
 
 def price(

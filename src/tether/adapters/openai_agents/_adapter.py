@@ -103,8 +103,12 @@ class OpenAIAgentsAdapter(Adapter):
         _openai_requests.warm_up("responses")
         _openai_requests.install_sdk()
         from agents.models.openai_provider import shared_http_client
+        from agents.tracing import get_trace_provider
 
         shared_http_client()
+        # The SDK's trace provider, made by a run's first trace: its exporter's HTTP client
+        # reads the CA bundle too (40 ms in the first run task), tracing on or off.
+        get_trace_provider()
 
     def steps(self) -> Sequence[StepDefinition]:
         return (

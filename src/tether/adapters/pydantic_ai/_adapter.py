@@ -91,6 +91,9 @@ class PydanticAIAdapter(Adapter):
         _mcp.check_or_raise(agent)
 
     def warm_up(self) -> None:
+        # Pydantic AI builds its message schema at first use (50 ms): the run's first model
+        # request dumps the history with it, the step validates it.
+        ModelMessagesTypeAdapter.validate_python([])
         # What the OpenAI client loads at its first call and response, for both of Pydantic
         # AI's OpenAI models ("openai:" names the Responses one, compatible providers use
         # chat); skipped when the openai extra is not installed.
@@ -99,6 +102,12 @@ class PydanticAIAdapter(Adapter):
 
             _openai_requests.warm_up("responses")
             _openai_requests.warm_up("chat")
+            # Pydantic AI validates each Chat Completions reply again with a class of its
+            # own (7 ms to build at the first reply); a private name, so only if found.
+            with contextlib.suppress(ImportError):
+                from pydantic_ai.models.openai._chat_completions import LenientChatCompletion
+
+                LenientChatCompletion.model_validate(_openai_requests.sample_response("chat"))
 
     def steps(self) -> Sequence[StepDefinition]:
         return (

@@ -1,0 +1,72 @@
+"""A worker's warm-up: what its first tasks would build lazily is built when the worker is,
+and what it loaded is then kept out of the garbage collector's full passes.
+
+Each case runs in a fresh interpreter: this one has built everything already."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+_SCRIPT = r"""
+import contextlib, gc, sys, tempfile, threading
+import pydantic_ai
+from pydantic._internal import _generate_schema
+from pydantic_ai.messages import ModelMessagesTypeAdapter
+from temporalio.api.common.v1 import Payload
+from tether.core import converter, runtime
+from tether.core.contract import RunRequest, StepOutcome, StepRequest, WaitAnswer
+from tether.core.store import BlobStore
+
+if sys.argv[1] == "warm":
+    runtime.worker_options(BlobStore(tempfile.mkdtemp()))
+    for thread in threading.enumerate():
+        if thread.name == "tether-warm-up":
+            thread.join(120)
+built = []
+original = _generate_schema.GenerateSchema.generate_schema
+def counted(self, obj):
+    built.append(obj)
+    return original(self, obj)
+_generate_schema.GenerateSchema.generate_schema = counted
+
+# What a run's first task and first steps decode, and Pydantic AI's message history.
+empty = Payload(metadata={"encoding": b"json/plain"}, data=b"null")
+for type_ in (RunRequest, StepRequest, StepOutcome, WaitAnswer):
+    with contextlib.suppress(Exception):
+        converter._JSON.from_payload(empty, type_)
+ModelMessagesTypeAdapter.validate_python([])
+print(len(built), gc.get_freeze_count())
+"""
+
+
+def _run(mode: str, **env: str) -> tuple[int, int]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    built, frozen = proc.stdout.split()[-2:]
+    return int(built), int(frozen)
+
+
+def test_a_worker_builds_its_run_and_step_validators_before_its_first_task() -> None:
+    built, frozen = _run("warm")
+    assert built == 0
+    assert frozen > 100_000  # modules, classes and schemas of every framework loaded
+
+
+def test_without_a_worker_the_first_decode_builds_them() -> None:
+    built, frozen = _run("cold")
+    assert built > 0  # the check above sees the builds the warm-up saves
+    assert frozen == 0
+
+
+def test_the_heap_freeze_can_be_turned_off() -> None:
+    built, frozen = _run("warm", TETHER_GC_FREEZE="0")
+    assert built == 0
+    assert frozen == 0
