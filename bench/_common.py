@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,14 @@ from temporalio.client import Client
 
 from tether.testing import ToolCall, Turn, history_stats
 
+NOOP_STARTS: list[float] = []
+"""When each no-op activity of this process ran (``time.perf_counter``, which is the
+system's monotonic clock: comparable across processes on one machine)."""
+
 
 @activity.defn(name="bench.noop")
 async def noop(i: int) -> int:
+    NOOP_STARTS.append(time.perf_counter())
     return i
 
 

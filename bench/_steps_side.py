@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -13,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from _common import Floor, noop
+from _common import NOOP_STARTS, Floor, noop
 from pydantic_ai import Agent
 from pydantic_ai.durable_exec.temporal import (
     PydanticAIPlugin,
@@ -37,7 +38,9 @@ async def floor(args: argparse.Namespace) -> dict[str, Any]:
         await client.execute_workflow(
             Floor.run, activities, id=f"floor-{uuid.uuid4().hex[:8]}", task_queue=queue
         )
-        return {"s": time.perf_counter() - t, "activities": activities}
+        wall = time.perf_counter() - t
+        # Each even activity stands where a model step stands in a tool loop.
+        return {"s": wall, "activities": activities, "stamps": NOOP_STARTS[0::2]}
 
 
 async def tether_side(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,16 +67,27 @@ async def tether_side(args: argparse.Namespace) -> dict[str, Any]:
 
 async def plain_side(args: argparse.Namespace) -> dict[str, Any]:
     """The same agent run by its framework alone, in this process: no engine, no
-    durability (what the loop costs before anyone makes it durable)."""
+    durability (what the loop costs before anyone makes it durable). ``hooked_*``: the
+    same, with requests on the path a Tether model step sends them (the OpenAI client's
+    and the Agents SDK's walks over the conversation skipped), so that what Tether adds
+    is the side's time over the floor's plus this one's."""
     import _profile_agents as agents
 
-    t = time.perf_counter()
-    if args.system == "plain_openai":
-        from agents import Runner
+    from tether.adapters import _openai_requests
 
-        await Runner.run(agents.openai_agent, "go", max_turns=1_000_000)
-    else:
-        await agents.pydantic_agent.run("go", usage_limits=UsageLimits(request_limit=None))
+    hooked = args.system.startswith("hooked_")
+    if hooked:  # the request path a Tether model step takes (the client's walks skipped)
+        _openai_requests.install()
+        _openai_requests.install_sdk()
+    t = time.perf_counter()
+    with _openai_requests.plain_conversation() if hooked else contextlib.nullcontext():
+        if args.system.endswith("_openai"):
+            from agents import Runner
+
+            await Runner.run(agents.openai_agent, "go", max_turns=1_000_000)
+        else:
+            limits = UsageLimits(request_limit=None)
+            await agents.pydantic_agent.run("go", usage_limits=limits)
     return {"s": time.perf_counter() - t}
 
 
@@ -125,6 +139,8 @@ async def main(args: argparse.Namespace) -> None:
         "native_pydantic": native_pydantic,
         "plain_openai": plain_side,
         "plain_pydantic": plain_side,
+        "hooked_openai": plain_side,
+        "hooked_pydantic": plain_side,
     }
     print(json.dumps(await sides[args.system](args)), flush=True)
 

@@ -47,11 +47,18 @@ SYSTEMS = (
     "tether_openai",
     "native_openai",
     "plain_openai",
+    "hooked_openai",
     "tether_pydantic",
     "native_pydantic",
     "plain_pydantic",
+    "hooked_pydantic",
 )
-TOOL = {"tether_openai": "lookup", "native_openai": "lookup", "plain_openai": "lookup"}
+TOOL = {
+    "tether_openai": "lookup",
+    "native_openai": "lookup",
+    "plain_openai": "lookup",
+    "hooked_openai": "lookup",
+}
 LABEL = {
     "floor": "bare engine floor",
     "tether_openai": "Tether + OpenAI Agents SDK",
@@ -60,6 +67,8 @@ LABEL = {
     "native_pydantic": "native TemporalDurability",
     "plain_openai": "OpenAI Agents SDK alone (not durable)",
     "plain_pydantic": "Pydantic AI alone (not durable)",
+    "hooked_openai": "OpenAI Agents SDK alone, Tether's request path",
+    "hooked_pydantic": "Pydantic AI alone, Tether's request path",
 }
 
 
@@ -158,6 +167,29 @@ def window(values: list[float], at: int, size: int) -> float | None:
     return statistics.median(part) if len(part) >= max(1, size // 2) else None
 
 
+def floor_per_call(run: dict[str, Any], at: int, size: int) -> float | None:
+    """The floor run's wall per two activities (a model step and a tool step's worth) at
+    activity pair ``at``: the same window statistic as the sides' model calls. Runs without
+    per-activity stamps give their whole run's mean."""
+    if run.get("stamps"):
+        return window(per_call(run["stamps"])[0], at, size)
+    return 2 * run["s"] * 1000 / run["activities"] if "s" in run else None
+
+
+def paired_ratios(
+    results: dict[str, list[dict[str, Any]]], system: str, at: int, size: int
+) -> list[float]:
+    """Per round, the side's wall per call at call ``at`` over the floor's in the same
+    round: the machine's load drifts over minutes, and a round's runs are adjacent."""
+    out = []
+    for mine, floor in zip(results.get(system, []), results.get("floor", []), strict=False):
+        wall = window(per_call(mine.get("stamps", []))[0], at, size)
+        base = floor_per_call(floor, at, size)
+        if wall is not None and base:
+            out.append(wall / base)
+    return out
+
+
 def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     marks = [m for m in (10, 100, 1000) if m < args.calls]
     table: dict[str, Any] = {}
@@ -173,9 +205,16 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -
         f"{args.window}-call windows, medians over {args.repeat} runs; "
         f"{args.result_bytes}-byte tool results\n"
     )
+    floor_at: dict[int, float] = {}
+    for m in marks:
+        calls = [floor_per_call(r, m, args.window) for r in results.get("floor", [])]
+        if any(c is not None for c in calls):
+            floor_at[m] = statistics.median(c for c in calls if c is not None)
     if floor_ms is not None:
+        steady = ", ".join(f"{floor_at[m]:.1f} ms per call at call {m}" for m in floor_at)
         print(
-            f"bare engine floor: {floor_ms:.1f} ms per activity ({2 * floor_ms:.1f} ms per call)\n"
+            f"bare engine floor: whole run {floor_ms:.1f} ms per activity "
+            f"({2 * floor_ms:.1f} ms per call); two activities' window, as the sides: {steady}\n"
         )
     head = " | ".join(f"wall@{m}" for m in marks) + " | " + " | ".join(f"cpu@{m}" for m in marks)
     print(f"| side | {head} | reached | note |")
@@ -208,20 +247,36 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -
             ("tether_openai", "native_openai", "plain_openai"),
             ("tether_pydantic", "native_pydantic", "plain_pydantic"),
         ):
+            hooked = alone.replace("plain_", "hooked_")
             for m in marks:
                 t = table.get(mine, {}).get(f"wall@{m}")
                 n = table.get(theirs, {}).get(f"wall@{m}")
                 a = table.get(alone, {}).get(f"wall@{m}")
-                floor_text = f"{t / (2 * floor_ms):.2f}x floor" if t else "-"
+                base = floor_at.get(m, 2 * floor_ms)
+                floor_text = f"{t / base:.2f}x floor" if t else "-"
                 native_text = f"{t / n:.2f}x native" if t and n else "- native"
                 alone_text = (
                     f", {t / a:.2f}x the framework alone; over it {t - a:+.1f} ms per call "
-                    f"= {(t - a) / (2 * floor_ms):.2f}x the floor's {2 * floor_ms:.1f} ms"
+                    f"= {(t - a) / base:.2f}x the floor's {base:.1f} ms"
                     if t and a
                     else ""
                 )
                 print(f"  {LABEL[mine]} @ call {m}: {floor_text}, {native_text}{alone_text}")
-    return {"floor_ms_per_activity": floor_ms, "table": table}
+                h = table.get(hooked, {}).get(f"wall@{m}")
+                if t and h:
+                    print(
+                        f"    over the floor plus the framework alone on Tether's request path "
+                        f"({base:.1f} + {h:.1f} ms): {t - base - h:+.1f} ms per call"
+                    )
+                paired = paired_ratios(results, mine, m, args.window)
+                if paired:
+                    table.setdefault(mine, {})[f"paired@{m}"] = paired
+                    print(
+                        f"    paired with the floor run of the same round: median "
+                        f"{statistics.median(paired):.2f}x floor ({min(paired):.2f}-"
+                        f"{max(paired):.2f}) over {len(paired)} rounds"
+                    )
+    return {"floor_ms_per_activity": floor_ms, "floor_ms_per_call_at": floor_at, "table": table}
 
 
 def plot(path: str, results: dict[str, list[dict[str, Any]]]) -> None:
@@ -281,7 +336,10 @@ async def bench(args: argparse.Namespace) -> None:
                     out = await asyncio.to_thread(
                         run_side, system, lane, args, engine.address, server.base_url, stamps
                     )
-                    out["stamps"] = stamps.seen.get(lane, [])
+                    if system == "floor":  # the side's own activity times
+                        out["stamps"] = [(t, float("nan")) for t in out.get("stamps", [])]
+                    else:
+                        out["stamps"] = stamps.seen.get(lane, [])
                     results.setdefault(system, []).append(out)
                     note = f" ({out['error']})" if out.get("error") else ""
                     print(
