@@ -149,3 +149,45 @@ def test_a_tail_after_a_stored_prefix_references_the_whole_conversation() -> Non
     # Without a stored prefix, prefixed means nothing.
     plain = Transcript().reference(whole[:3], prefixed=True)
     assert (plain.base, plain.length) == (None, 3)
+
+
+def test_frozen_items_give_the_same_references_as_copies() -> None:
+    # An adapter's own JSON: an unchanged item is handed again as the same object, an edit
+    # is a new object (never a change in place).
+    rng = random.Random(11)
+    items: list[Any] = []
+    copied, frozen = Transcript(), Transcript()
+    for step in range(300):
+        move = rng.random()
+        if move < 0.75 or len(items) < 3:
+            items = [*items, _item(step), _item(step + 1000)]
+        elif move < 0.85:
+            items = list(items)
+            items[rng.randrange(len(items))] = {"role": "user", "content": f"edited {step}"}
+        elif move < 0.95:
+            items = items[: rng.randrange(1, len(items))]
+        assert frozen.reference(items, frozen=True) == copied.reference(items), f"step {step}"
+
+
+class _Compared(dict[str, Any]):
+    """A JSON item that counts how often its value is compared."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _Compared.compared += 1
+        return dict.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_frozen_items_already_recorded_are_not_compared_by_value() -> None:
+    items: list[Any] = [_Compared(_item(i)) for i in range(100)]
+    t, copies = Transcript(), Transcript()
+    t.reference(items, frozen=True)
+    copies.reference(items)
+    _Compared.compared = 0
+    t.reference([*items, _item(100)], frozen=True)
+    assert _Compared.compared == 0  # the same objects: passed over by identity
+    copies.reference([*items, _item(100)])
+    assert _Compared.compared >= 100  # the record's copies: every item compared

@@ -107,30 +107,36 @@ def _find_alias(annotation: object, seen: set[int]) -> bool:
     return any(_find_alias(a, seen) for a in args)
 
 
-def _fields(expected_type: object) -> Mapping[str, object]:
-    """The declared type of each top-level field of a request's parameters."""
+def _fields(expected_type: object) -> Mapping[str, bool]:
+    """For each top-level field of a request's parameters, whether the transform can only
+    send a plain JSON value of it unchanged (its declared type renames no key). Worked out
+    once per parameters type: hashing a declared type (a union of typed dicts) costs more
+    than a request's walk of most fields."""
     from typing_extensions import get_type_hints, is_typeddict
 
     try:
-        if expected_type not in _hints:
-            _hints[expected_type] = (
+        known = _sendable.get(expected_type)
+        if known is None:
+            hints = (
                 get_type_hints(expected_type, include_extras=True)
                 if is_typeddict(expected_type)
                 else {}
             )
-        return _hints[expected_type]
+            known = {key: not _renames_keys(hint) for key, hint in hints.items()}
+            _sendable[expected_type] = known
+        return known
     except Exception:
         return {}
 
 
-_hints: dict[object, Mapping[str, object]] = {}
+_sendable: dict[object, Mapping[str, bool]] = {}
 
 
-def _as_is(key: str, value: Any, fields: Mapping[str, object]) -> bool:
+def _as_is(key: str, value: Any, fields: Mapping[str, bool]) -> bool:
     """Whether the transform would send this field unchanged."""
     if key in _FIELDS:
         return _plain(value)  # the conversation: plain items, item types without aliases
-    return key in fields and not _renames_keys(fields[key]) and _json(value)
+    return fields.get(key, False) and _json(value)
 
 
 def _hooked(original: Transform) -> Transform:
@@ -325,5 +331,4 @@ def warm_up(api: str) -> None:
     # Which request fields the hook may send as they are (30 ms for the Responses API).
     module, names = _PARAMS[api]
     for name in names:
-        for annotation in _fields(getattr(importlib.import_module(module), name)).values():
-            _renames_keys(annotation)
+        _fields(getattr(importlib.import_module(module), name))

@@ -408,6 +408,7 @@ class RunSession(Protocol):
         info: Mapping[str, JSON] | None = None,
         prefixed: bool = False,
         transcript_from: int = 0,
+        frozen: bool = False,
     ) -> StepOutcome:
         """Run one step. ``info`` (e.g. ``{"tool": name, "call_id": id, "args": ...}``) is
         published with the step's events. ``transcript`` is the conversation the step
@@ -417,7 +418,10 @@ class RunSession(Protocol):
         step needs only the items from that position of the whole conversation on (a
         request continuing a provider-held conversation): its worker reads no more unless
         it asks (:meth:`StepContext.transcript_items`), so a worker new to a long run does
-        not read all of it, nor keep it in memory."""
+        not read all of it, nor keep it in memory. ``frozen``: the transcript's items are
+        JSON the adapter made and never changes afterwards, handed again as the same objects
+        while they stay the same: the run keeps them rather than copies, and finds what
+        earlier steps stored by identity instead of comparing every item's value."""
         ...
 
     async def wait(self, request: WaitRequest) -> WaitAnswer:

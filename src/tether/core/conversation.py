@@ -124,10 +124,15 @@ class Transcript:
             return  # the loop resumed with another conversation: sent whole, as usual
         self.adopt(head, json.loads(encoded))
 
-    def reference(self, items: Sequence[Any], *, prefixed: bool = False) -> TranscriptRef:
+    def reference(
+        self, items: Sequence[Any], *, prefixed: bool = False, frozen: bool = False
+    ) -> TranscriptRef:
         """The (base, delta) form of ``items`` against what earlier steps stored.
         ``prefixed``: ``items`` are the loop's own conversation, which follows the stored
-        prefix if the run holds its tail only (see :meth:`adopt_prefix`)."""
+        prefix if the run holds its tail only (see :meth:`adopt_prefix`). ``frozen``: the
+        caller never changes these items (JSON it made): the record keeps them, not copies,
+        and the next call's prefix check passes over the same objects by identity (list
+        equality compares identity first) instead of comparing their values."""
         lane = self._lanes[prefixed]
         if self._seeded is not None and not lane.offset:
             self._adopt_seed(items)
@@ -145,7 +150,8 @@ class Transcript:
             insort(lane.lengths, length)
         lane.heads[length] = head
         self._segments.setdefault(head, (base, delta))
-        lane.items = lane.items[: base_len - lane.offset] + delta
+        kept = list(items[base_len - lane.offset :]) if frozen else delta
+        lane.items = lane.items[: base_len - lane.offset] + kept
         self._last = lane
         return TranscriptRef(base=base, delta=delta, head=head, length=length)
 

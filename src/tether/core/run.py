@@ -611,6 +611,7 @@ class AgentRun:
         info: Mapping[str, JSON] | None = None,
         prefixed: bool = False,
         transcript_from: int = 0,
+        frozen: bool = False,
     ) -> StepOutcome:
         if kind == "model" and self._over_budget is not None:
             raise BudgetExceeded(self._over_budget)
@@ -624,7 +625,7 @@ class AgentRun:
         self.publish(f"{kind}.started", detail)
         tref = None
         if transcript is not None:
-            tref = self._transcript.reference(transcript, prefixed=prefixed)
+            tref = self._transcript.reference(transcript, prefixed=prefixed, frozen=frozen)
             if transcript_from:
                 tref = replace(tref, start=transcript_from)
             self._segment_items += len(transcript) + STEP_ITEMS

@@ -230,6 +230,7 @@ class StepModel(Model):
             prefixed=main,
             # A chained request needs only the items after the previous response.
             transcript_from=int(chain["new_from"]) if chain is not None else 0,
+            frozen=items is not None,  # jsonable()'s own copies, reused while unchanged
         )
         value = outcome.value
         usage = _usage.validate_python(value["usage"])

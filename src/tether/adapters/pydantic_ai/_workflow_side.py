@@ -162,6 +162,7 @@ class StepModel(WrapperModel):
             transcript=transcript,
             prefixed=True,  # the run's own history (tools run nested agents on workers)
             transcript_from=chain.at if chain is not None else 0,
+            frozen=True,  # MessagesJson's own dicts, reused while a message is unchanged
         )
         response = ModelMessagesTypeAdapter.validate_python([outcome.value["response"]])[0]
         assert isinstance(response, ModelResponse)
