@@ -12,6 +12,7 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
+from fresh import run_fresh
 from tether.adapters import _openai_requests
 from tether.adapters._openai_requests import fast_path_installed, plain_conversation
 from tether.testing import RecordedRequest, ScriptedModelServer, Turn
@@ -219,9 +220,8 @@ async def test_the_agents_sdk_sends_a_plain_conversation_without_copying_it(
     assert foreign[-1]["provider_data"] == {"model": "x"}  # the caller's item untouched
 
 
-_FIRST_CALLS = """
+_WARM_UP = """
 import asyncio, sys
-from pydantic._internal import _generate_schema
 from openai import AsyncOpenAI
 from tether.adapters import _openai_requests
 from tether.testing import ScriptedModelServer, ToolCall, Turn
@@ -229,13 +229,9 @@ from tether.testing import ScriptedModelServer, ToolCall, Turn
 if sys.argv[1] == "warm":
     _openai_requests.warm_up("responses")
     _openai_requests.warm_up("chat")
-built = []
-original = _generate_schema.GenerateSchema.generate_schema
-def counted(self, obj):
-    built.append(obj)
-    return original(self, obj)
-_generate_schema.GenerateSchema.generate_schema = counted
+"""
 
+_FIRST_CALLS = """
 async def main():
     script = [Turn.tool_calls(ToolCall("lookup", {"i": 1})), Turn.text("done")]
     with ScriptedModelServer({"r": script, "c": script}) as server:
@@ -257,14 +253,7 @@ def test_a_worker_warm_up_leaves_a_first_model_call_nothing_to_build(warm: str) 
     Without the warm-up, the OpenAI client builds its response validators there (0.3 s on
     a quiet 2-core machine); after it, the first replies (a tool call, a text) of both
     APIs build no Pydantic schema. Run in a fresh interpreter: this one is warm already."""
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [sys.executable, "-c", _FIRST_CALLS, warm], capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr
-    built = int(proc.stdout.split()[-1])
+    built = int(run_fresh(_WARM_UP, _FIRST_CALLS, warm)[-1])
     if warm == "warm":
         assert built == 0
     else:

@@ -6,14 +6,11 @@ Each case runs in a fresh interpreter: this one has built everything already."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from fresh import run_fresh
 
-_SCRIPT = r"""
+_SETUP = """
 import contextlib, gc, sys, tempfile, threading
 import pydantic_ai
-from pydantic._internal import _generate_schema
 from pydantic_ai.messages import ModelMessagesTypeAdapter
 from temporalio.api.common.v1 import Payload
 from tether.core import converter, runtime
@@ -25,13 +22,9 @@ if sys.argv[1] == "warm":
     for thread in threading.enumerate():
         if thread.name == "tether-warm-up":
             thread.join(120)
-built = []
-original = _generate_schema.GenerateSchema.generate_schema
-def counted(self, obj):
-    built.append(obj)
-    return original(self, obj)
-_generate_schema.GenerateSchema.generate_schema = counted
+"""
 
+_FIRST_TASKS = """
 # What a run's first task and first steps decode, and Pydantic AI's message history.
 empty = Payload(metadata={"encoding": b"json/plain"}, data=b"null")
 for type_ in (RunRequest, StepRequest, StepOutcome, WaitAnswer):
@@ -43,15 +36,7 @@ print(len(built), gc.get_freeze_count(), gc.get_threshold()[0])
 
 
 def _run(mode: str, **env: str) -> tuple[int, int, int]:
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, mode],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **env},
-    )
-    assert proc.returncode == 0, proc.stderr
-    built, frozen, young = proc.stdout.split()[-3:]
+    built, frozen, young = run_fresh(_SETUP, _FIRST_TASKS, mode, **env)[-3:]
     return int(built), int(frozen), int(young)
 
 
