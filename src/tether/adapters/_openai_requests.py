@@ -64,23 +64,13 @@ def _json(value: Any) -> bool:
     return False
 
 
-_renames: dict[object, bool] = {}
-
-
 def _renames_keys(annotation: object) -> bool:
     """Whether the client's transform may rename a key of a value of this declared type: a
     ``PropertyInfo`` alias anywhere in it. Unsure (an unreadable type) counts as yes."""
     try:
-        known = _renames.get(annotation)
-    except TypeError:  # unhashable
+        return _find_alias(annotation, set())
+    except Exception:
         return True
-    if known is None:
-        try:
-            known = _find_alias(annotation, set())
-        except Exception:
-            known = True
-        _renames[annotation] = known
-    return known
 
 
 def _find_alias(annotation: object, seen: set[int]) -> bool:
