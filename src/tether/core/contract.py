@@ -84,7 +84,12 @@ nothing needs to cool down, so the retry starts at once on a live worker. Errors
 policy's own interval: the step sets it on the failure it reports (core/steps.py)."""
 
 MODEL_POLICY = StepPolicy(max_attempts=8, max_interval=timedelta(seconds=60))
-TOOL_POLICY = StepPolicy(max_attempts=3)
+TOOL_POLICY = StepPolicy(max_attempts=3, heartbeat=timedelta(seconds=3))
+"""Tool steps keep a 3 s heartbeat timeout. A tool that blocks its worker's event loop
+stalls every step the worker is handed meanwhile, before their heartbeats can start; each
+such attempt times out and counts as one of the three. With 2 s, a 6 s block used them all
+and failed runs that had nothing to do with the blocking tool; 3 s leaves 9 s. (The engine
+counts lost attempts with failed ones: making them count apart is the better fix.)"""
 
 
 @dataclass(frozen=True, kw_only=True)
