@@ -71,6 +71,9 @@ def worker_env(
             "TETHER_STORE": store.url,
             "TETHER_TASK_QUEUE": task_queue,
             "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
+            # A crash in native code (once: SIGSEGV in `tether run`'s first model step, not
+            # reproduced) leaves each thread's Python stack on stderr, which tests print.
+            "PYTHONFAULTHANDLER": "1",
         }
     )
     yield env

@@ -18,8 +18,14 @@ from temporalio.converter import StorageDriverStoreContext as StoreCtx
 from temporalio.exceptions import ApplicationError
 
 from s3 import S3Server
-from tether.core.contract import TOOL_POLICY, StepDefinition, StepOutcome, StepRequest
-from tether.core.conversation import Transcript, items_from, materialize
+from tether.core.contract import (
+    TOOL_POLICY,
+    StepDefinition,
+    StepOutcome,
+    StepRequest,
+    TranscriptRef,
+)
+from tether.core.conversation import SegmentWrite, Transcript, items_from, materialize
 from tether.core.converter import data_converter
 from tether.core.steps import build_activity
 from tether.core.store import (
@@ -64,6 +70,14 @@ async def test_put_get_missing(store_url: str) -> None:
     assert not await store.has("0" * 64)
 
 
+async def step_reads(store: BlobStore, ref: TranscriptRef) -> list[Any]:
+    """What a step does with its transcript: read it, and store its new segment."""
+    write = SegmentWrite(store, ref)
+    items = await materialize(store, ref)
+    await write.stored()
+    return items
+
+
 async def test_a_second_store_on_the_same_url_sees_the_chain(store_url: str) -> None:
     """What one worker wrote, another worker (its own store object, cold cache) reads."""
     writer = await open_store(store_url)
@@ -71,7 +85,7 @@ async def test_a_second_store_on_the_same_url_sees_the_chain(store_url: str) -> 
     items: list[object] = []
     for turn in range(5):
         items = [*items, {"role": "user", "turn": turn}, {"role": "assistant", "turn": turn}]
-        await materialize(writer, transcript.reference(items))
+        await step_reads(writer, transcript.reference(items))
     reader = await open_store(store_url)
     assert reader is not writer
     head = transcript.reference(items).head
@@ -90,7 +104,7 @@ async def test_a_step_reads_the_end_of_a_long_chain_only(
     items: list[object] = []
     for turn in range(40):
         items = [*items, {"role": "user", "turn": turn}, {"role": "assistant", "turn": turn}]
-        await materialize(writer, transcript.reference(items))
+        await step_reads(writer, transcript.reference(items))
     items = [*items, {"role": "user", "turn": 40}]
     ref = replace(transcript.reference(items), start=77)
     reader = await open_store(store_url)

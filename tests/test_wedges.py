@@ -87,6 +87,88 @@ async def test_a_full_disk_delays_the_run_and_never_reruns_the_tool(
         await runtime.close()
 
 
+class HeldSegments(BlobStore):
+    """A store whose transcript segment writes wait for ``release``, after refusing the
+    first ``refuse`` of them (as a store that drops connections would)."""
+
+    def __init__(self, location: Path, refuse: int = 0) -> None:
+        super().__init__(location)
+        self.release = asyncio.Event()
+        self.refuse = refuse
+        self.refused = 0
+        self.held = 0
+
+    async def put_segment(self, parent: str | None, items: Any) -> str:
+        if self.refused < self.refuse:
+            self.refused += 1
+            raise StoreUnavailableError(self.name, "write", "segment", "connection reset")
+        self.held += 1
+        await self.release.wait()
+        return await super().put_segment(parent, items)
+
+
+async def _two_turn_run(
+    engine: EmbeddedEngine, store: BlobStore, task_queue: str, lane: str, watch: Any
+) -> tuple[Any, ScriptedModelServer]:
+    @function_tool
+    def lookup(name: str) -> str:
+        """A record."""
+        return f"{name}: ok"
+
+    script = [Turn.tool_calls(ToolCall("lookup", {"name": "a"})), Turn.text("done")]
+    runtime = await Runtime.start(address=engine.address, store=store)
+    try:
+        with ScriptedModelServer(script) as server:
+            agent = Agent(name=f"seg-{lane}", tools=[lookup], model=model(server, lane))
+            durable = tether.durable(
+                agent, runtime=runtime, task_queue=task_queue, local_worker=False
+            )
+            async with runtime.worker(task_queue=task_queue):
+                handle = await durable.start("go", id=f"{lane}-{uuid.uuid4().hex[:6]}")
+                await watch(server)
+                result = await asyncio.wait_for(handle.result(), 180)
+        return result, server
+    finally:
+        await runtime.close()
+
+
+async def test_a_model_request_does_not_wait_for_its_transcript_write(
+    engine: EmbeddedEngine, tmp_path: Path, task_queue: str
+) -> None:
+    store = HeldSegments(tmp_path / "store")
+
+    async def watch(server: ScriptedModelServer) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while server.count() < 1:
+            assert loop.time() < deadline, "the model was not asked while the write was held"
+            await asyncio.sleep(0.05)
+        # The provider has the request; the step's segment is still being written.
+        assert store.held >= 1
+        await asyncio.sleep(0.5)
+        assert server.count() == 1  # the step waits for its write before it completes
+        store.release.set()
+
+    result, server = await _two_turn_run(engine, store, task_queue, "gpt-held", watch)
+    assert result.final_output == "done"
+    assert server.count() == 2
+
+
+async def test_a_failed_transcript_write_is_retried_without_asking_the_model_again(
+    engine: EmbeddedEngine, tmp_path: Path, task_queue: str
+) -> None:
+    store = HeldSegments(tmp_path / "store", refuse=2)
+    store.release.set()
+
+    async def watch(server: ScriptedModelServer) -> None:
+        return None
+
+    result, server = await _two_turn_run(engine, store, task_queue, "gpt-refused", watch)
+    assert result.final_output == "done"
+    assert store.refused == 2  # the first step's write failed twice, then was stored
+    assert server.count() == 2  # one request per turn: the first was not sent again
+
+
 async def test_a_lost_large_blob_fails_the_run_naming_blob_store_and_fix(
     engine: EmbeddedEngine, tmp_path: Path, task_queue: str
 ) -> None:

@@ -9,6 +9,7 @@ step, whatever the conversation's length.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from bisect import bisect_right, insort
 from collections.abc import Sequence
@@ -167,15 +168,49 @@ class Transcript:
 
 
 async def materialize(store: BlobStore, ref: TranscriptRef) -> list[Any]:
-    """Step side: store the new segment and return the conversation from ``ref.start`` on
-    (the whole of it when 0)."""
-    if ref.head != ref.base:
-        await store.put_segment(ref.base, ref.delta)
+    """Step side: the conversation from ``ref.start`` on (the whole of it when 0). Its new
+    segment is written by :class:`SegmentWrite`, while the step works."""
     if ref.start > 0:
         return await items_from(store, ref, ref.start)
     items = await store.load_chain(ref.base) + list(ref.delta)
     store.remember(ref.head, items)
     return items
+
+
+class SegmentWrite:
+    """Step side: the write of a step's new transcript segment (``ref.delta`` after
+    ``ref.base``), started when the step reads its inputs and awaited before its result is
+    recorded (:meth:`stored`). The model request does not wait for it: with a remote store
+    the write takes a network round trip, and with a local one a file write (0.5 ms)."""
+
+    def __init__(self, store: BlobStore, ref: TranscriptRef) -> None:
+        self._store = store
+        self._ref = ref
+        self._task: asyncio.Future[str] | None = None
+        if ref.head != ref.base:
+            self._start()
+
+    def _start(self) -> None:
+        task = asyncio.ensure_future(self._store.put_segment(self._ref.base, self._ref.delta))
+        task.add_done_callback(_retrieved)  # a step that failed first never awaits it
+        self._task = task
+
+    async def stored(self) -> None:
+        """Wait until the segment is in the store; a failed write is tried again (the caller
+        retries :class:`~tether.errors.StoreUnavailableError` while the step may)."""
+        task = self._task
+        if task is None:
+            return
+        if task.done() and (task.cancelled() or task.exception() is not None):
+            self._start()
+            task = self._task
+            assert task is not None
+        await asyncio.shield(task)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def items_from(store: BlobStore, ref: TranscriptRef, start: int) -> list[Any]:

@@ -42,7 +42,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from tether.core import registry
 from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest, TranscriptRef
-from tether.core.conversation import items_from, materialize
+from tether.core.conversation import SegmentWrite, items_from, materialize
 from tether.core.events import EVENTS_TOPIC
 from tether.core.sealed import unseal_tree
 from tether.core.store import (
@@ -274,6 +274,9 @@ class _ActivityStepContext:
         self._values: dict[str, JSON] = {}
         self._transcript: list[JSON] = []
         self._transcript_start = 0  # where the prefetched part of the conversation starts
+        self.segment: SegmentWrite | None = None
+        """The write of the step's new transcript segment, awaited before its result is
+        recorded (``run_step``)."""
         self._stream: WorkflowStreamClient | None = None
         self._flusher: asyncio.Future[WorkflowStreamClient] | None = None
 
@@ -296,6 +299,8 @@ class _ActivityStepContext:
                 self._values[ref] = await store.get_value(ref)
 
         async def transcript(ref: TranscriptRef) -> None:
+            if self.segment is None:
+                self.segment = SegmentWrite(store, ref)
             self._transcript = await materialize(store, ref)
             self._transcript_start = ref.start
 
@@ -472,7 +477,9 @@ def build_activity(
     """A Temporal activity named ``definition.name`` that runs the step's handler."""
     every = max(definition.policy.heartbeat.total_seconds() / BEATS_PER_TIMEOUT, BEAT_TICK)
 
-    async def work(request: StepRequest, deadline: float) -> StepOutcome:
+    async def work(
+        request: StepRequest, deadline: float
+    ) -> tuple[StepOutcome, SegmentWrite | None]:
         ctx: _ActivityStepContext | None = None
         try:
             payload = request.payload
@@ -495,7 +502,7 @@ def build_activity(
             if outcome.attempt != ctx.attempt:
                 outcome = dataclasses.replace(outcome, attempt=ctx.attempt)
             await ctx.close()
-            return outcome
+            return outcome, ctx.segment
         except BlobMissingError as exc:
             raise ApplicationError(
                 str(exc), exc.ref, type=BLOB_MISSING, non_retryable=True
@@ -556,7 +563,15 @@ def build_activity(
         # while its work runs, so that its result's task goes to live workers (``_unstick``).
         unstick = asyncio.create_task(_unstick(info)) if info.attempt > 1 else None
         try:
-            outcome: StepOutcome = await asyncio.shield(task)
+            outcome: StepOutcome
+            segment: SegmentWrite | None
+            outcome, segment = await asyncio.shield(task)
+            if segment is not None:
+                # Written while the work ran; a retry that joins finished work (its write
+                # failed) writes it again here instead of calling the model a second time.
+                await _store_retrying(
+                    segment.stored, f"step {request.step} transcript not stored", deadline
+                )
             await _store_outcome(outcome, deadline)
             if unstick is not None:
                 await unstick
