@@ -6,6 +6,7 @@ where they are billed (the server) and where the side effect happens (the tool's
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,76 @@ async def test_a_step_that_starts_after_its_heartbeat_timeout_leaves_the_work_to
         assert len(server.requests) == 2
     assert len(ran_in) == 1, ran_in
     assert ran_in[0] >= 2, "the late first attempt ran the tool"
+
+
+async def test_attempts_lost_with_a_worker_do_not_use_up_a_steps_attempts_for_errors(
+    runtime: Runtime, task_queue: str
+) -> None:
+    """A tool step's policy allows three attempts that end in an error. Its first two
+    attempts are lost (held past the heartbeat timeout before their code runs, as when a
+    worker dies or stalls); the tool then fails twice and succeeds at its third run.
+    Counted with the lost ones, the third attempt would have been the last one allowed."""
+    import asyncio
+
+    from agents import function_tool
+    from temporalio import activity
+    from temporalio.worker import (
+        ActivityInboundInterceptor,
+        ExecuteActivityInput,
+        Interceptor,
+        UnsandboxedWorkflowRunner,
+        Worker,
+    )
+
+    import tether
+    from tether.adapters.openai_agents._workflow_side import TOOL_STEP
+    from tether.core.contract import TOOL_POLICY
+    from tether.core.runtime import HEARTBEAT_SEND_INTERVAL, worker_options
+    from tether.testing import ScriptedModelServer, ToolCall, Turn
+
+    assert TOOL_POLICY.max_attempts == 3
+    runs: list[int] = []  # the attempt of each run of the tool
+
+    class Lose(ActivityInboundInterceptor):
+        async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+            if activity.info().activity_type == TOOL_STEP and activity.info().attempt <= 2:
+                # Past the heartbeat timeout, before the step's first beat.
+                await asyncio.sleep(TOOL_POLICY.heartbeat.total_seconds() + 0.6)
+            return await self.next.execute_activity(input)
+
+    class Losing(Interceptor):
+        def intercept_activity(
+            self, next: ActivityInboundInterceptor
+        ) -> ActivityInboundInterceptor:
+            return Lose(next)
+
+    @function_tool
+    async def lookup() -> str:
+        """Look the record up."""
+        step = tether.current_step()
+        assert step is not None
+        runs.append(step.attempt)
+        if len(runs) < 3:
+            raise RuntimeError("the records service is down")
+        return "found"
+
+    script = [Turn.tool_calls(ToolCall("lookup", {})), Turn.text("done")]
+    with ScriptedModelServer(script) as server:
+        agent = _one_tool_agent(server, "lost", lookup)
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        options = worker_options(runtime.store)
+        worker = Worker(
+            runtime.client,
+            task_queue=task_queue,
+            workflows=options["workflows"],
+            activities=options["activities"],
+            interceptors=[*options["interceptors"], Losing()],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
+        )
+        async with worker:
+            result = await durable.run("go")
+        assert result.final_output == "done"
+        tool_output = json.dumps(server.requests[-1].body)
+        assert "found" in tool_output, tool_output
+    assert runs == [3, 4, 5], runs

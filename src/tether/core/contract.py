@@ -53,7 +53,10 @@ class StepPolicy:
     retried after :data:`LOST_STEP_RETRY`; a step that failed with an error waits
     ``initial_interval`` times ``backoff`` per attempt (at most ``max_interval``), or what the
     error asked for (a provider's Retry-After, ``RetryableError(retry_after=...)``).
-    ``max_attempts=0`` is refused: infinite silent retry is a defect.
+
+    ``max_attempts`` counts the attempts that end in an error. Attempts lost with a worker
+    do not count against it: a step may lose :data:`LOST_ATTEMPTS` more. ``max_attempts=0``
+    is refused: infinite silent retry is a defect.
     """
 
     start_to_close: timedelta = timedelta(minutes=10)
@@ -83,13 +86,16 @@ LOST_STEP_RETRY = timedelta(milliseconds=100)
 nothing needs to cool down, so the retry starts at once on a live worker. Errors wait their
 policy's own interval: the step sets it on the failure it reports (core/steps.py)."""
 
+LOST_ATTEMPTS = 10
+"""Attempts a step may lose to timeouts (its worker died, or stalled past its heartbeat
+timeout), on top of its policy's ``max_attempts``, which counts errors only. A worker that
+blocks its event loop a few seconds stalls the steps it was handed meanwhile, before their
+heartbeats start: each such attempt times out. Counted with errors, a 6 s block used up a
+tool step's three attempts and failed a run that had nothing to do with it. The bound
+stays finite: a step that kills every worker it runs on fails after this many losses."""
+
 MODEL_POLICY = StepPolicy(max_attempts=8, max_interval=timedelta(seconds=60))
-TOOL_POLICY = StepPolicy(max_attempts=3, heartbeat=timedelta(seconds=3))
-"""Tool steps keep a 3 s heartbeat timeout. A tool that blocks its worker's event loop
-stalls every step the worker is handed meanwhile, before their heartbeats can start; each
-such attempt times out and counts as one of the three. With 2 s, a 6 s block used them all
-and failed runs that had nothing to do with the blocking tool; 3 s leaves 9 s. (The engine
-counts lost attempts with failed ones: making them count apart is the better fix.)"""
+TOOL_POLICY = StepPolicy(max_attempts=3)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +121,10 @@ class StepRequest:
     """Seconds before the first retry of a step that failed with an error (its policy's
     ``initial_interval``; the engine's retry policy holds :data:`LOST_STEP_RETRY` instead).
     None (a request from before this field): the engine's retry policy paces errors too."""
+    error_attempts: int | None = None
+    """How many attempts of the step may end in an error (its policy's ``max_attempts``); the
+    engine's retry policy allows :data:`LOST_ATTEMPTS` more, for attempts lost to timeouts.
+    None (a request from before this field): the engine's limit counts both."""
 
 
 @dataclass(frozen=True, kw_only=True)

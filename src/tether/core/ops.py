@@ -33,6 +33,7 @@ from temporalio.contrib.workflow_streams import PollInput, PollResult
 from temporalio.service import RPCError, RPCStatusCode
 
 from tether.core import attributes
+from tether.core.contract import LOST_ATTEMPTS
 from tether.core.events import EVENTS_TOPIC, RunEvent
 from tether.errors import RetryUnsafeError, RunNotFoundError, RunStateError
 
@@ -150,7 +151,7 @@ def attempts_in_progress(
                 name=name,
                 summary=match.get("summary"),
                 attempt=max(p.attempt, 1),
-                max_attempts=p.maximum_attempts or None,
+                max_attempts=_error_attempts(p.maximum_attempts),
                 state=state or "scheduled",
                 last_error=message.splitlines()[0][:200] if message else None,
                 next_attempt_at=next_at.isoformat(timespec="seconds") if next_at else None,
@@ -158,6 +159,15 @@ def attempts_in_progress(
             )
         )
     return out
+
+
+def _error_attempts(engine_limit: int) -> int | None:
+    """The step's policy's ``max_attempts`` from the engine's limit, which allows
+    ``LOST_ATTEMPTS`` more for attempts lost with a worker (a limit no larger than that is
+    a step scheduled before lost attempts were counted apart: its own)."""
+    if engine_limit <= 0:
+        return None
+    return engine_limit - LOST_ATTEMPTS if engine_limit > LOST_ATTEMPTS else engine_limit
 
 
 def _state_name(state: Any) -> str:

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.core import events as ev
     from tether.core.contract import (
         JSON,
+        LOST_ATTEMPTS,
         LOST_STEP_RETRY,
         STEP_ITEMS,
         Capability,
@@ -52,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from tether.core.conversation import Transcript
     from tether.core.ledger import Ledger, normalize_usage
     from tether.core.sealed import seal_keys, unseal_tree
-    from tether.core.steps import BLOB_MISSING, TRANSCRIPT_ACTIVITY
+    from tether.core.steps import ATTEMPTS_DETAIL, BLOB_MISSING, TRANSCRIPT_ACTIVITY
     from tether.core.store import PAYLOAD_MISSING, canonical_json, digest
 
 WORKFLOW_NAME = "tether.AgentRun"
@@ -156,6 +157,19 @@ def _payload_missing(exc: BaseException) -> ApplicationError | None:
             return seen
         seen = seen.__cause__
     return None
+
+
+def _attempts_made(exc: ActivityError, policy: StepPolicy) -> int:
+    """How many attempts a failed step made: what its last attempt reported (core/steps.py
+    puts it on the error that ends the step), else what the engine's limit allowed."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        for detail in cause.details:
+            if isinstance(detail, dict) and isinstance(detail.get(ATTEMPTS_DETAIL), int):
+                return int(detail[ATTEMPTS_DETAIL])
+    if exc.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
+        return policy.max_attempts + LOST_ATTEMPTS
+    return 1
 
 
 def _ids(outcome: StepOutcome) -> str | None:
@@ -689,9 +703,7 @@ class AgentRun:
             self._failures.append(
                 {"step": name, "summary": summary, "type": error_type, "message": message}
             )
-            attempts = (
-                policy.max_attempts if exc.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED else 1
-            )
+            attempts = _attempts_made(exc, policy)
             self._record_step(number, kind, name, summary, started, attempts, message, True)
             if kind == "model":
                 self._ledger.step_done(number, summary, attempts, started, self._now(), True)
@@ -750,7 +762,14 @@ class AgentRun:
         # The engine's retry policy paces the retry of a lost step (timed out: its worker
         # died); the step paces errors itself from ``retry_interval`` (core/steps.py).
         lost = min(policy.initial_interval, LOST_STEP_RETRY)
-        request = replace(request, retry_interval=policy.initial_interval.total_seconds())
+        # The engine counts every attempt; the step counts those that end in an error and
+        # stops at the policy's max_attempts itself (core/steps.py), so attempts lost with a
+        # worker come out of LOST_ATTEMPTS, not out of the step's attempts for errors.
+        request = replace(
+            request,
+            retry_interval=policy.initial_interval.total_seconds(),
+            error_attempts=policy.max_attempts,
+        )
         outcome: StepOutcome = await workflow.execute_activity(
             name,
             request,
@@ -761,7 +780,7 @@ class AgentRun:
                 initial_interval=lost,
                 backoff_coefficient=policy.backoff,
                 maximum_interval=policy.max_interval,
-                maximum_attempts=policy.max_attempts,
+                maximum_attempts=policy.max_attempts + LOST_ATTEMPTS,
                 non_retryable_error_types=list(policy.non_retryable_errors) or None,
             ),
             summary=summary[:200],

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic_core import to_json
 from temporalio import activity
-from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.common.v1 import Payload, Payloads, WorkflowExecution
 from temporalio.api.workflowservice.v1 import (
     RecordActivityTaskHeartbeatRequest,
     ResetStickyTaskQueueRequest,
@@ -64,6 +64,11 @@ from tether.errors import (
 logger = logging.getLogger(__name__)
 
 BLOB_MISSING = "TetherBlobMissing"
+ERRORS_DETAIL = "tether_errors"
+"""Heartbeat detail key: how many earlier attempts of the step ended in an error. Each
+attempt beats it, so an attempt lost with its worker leaves the count as it found it."""
+ATTEMPTS_DETAIL = "tether_attempts"
+"""Error detail key: how many attempts the step made, on the error that ends it."""
 DELTA_BATCH = timedelta(milliseconds=200)
 
 LOOP_STALL_LIMIT = 60.0
@@ -139,17 +144,23 @@ class _Heartbeats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._beating: dict[bytes, tuple[Callable[[Any], None], float, float]] = {}
+        self._beating: dict[bytes, tuple[Callable[[Any], None], float, float, list[Payload]]] = {}
         self._thread: threading.Thread | None = None
         self.loop_tick = time.monotonic()
         self._ticker: asyncio.Task[None] | None = None
         self._ticker_loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, token: bytes, record: Callable[[Any], None], every: float) -> None:
+    def add(
+        self,
+        token: bytes,
+        record: Callable[[Any], None],
+        every: float,
+        details: list[Payload] | None = None,
+    ) -> None:
         with self._lock:
             # The first beat at once: the engine counts the timeout from the attempt's start,
             # and a busy worker may start the step's code late.
-            self._beating[token] = (record, every, time.monotonic())
+            self._beating[token] = (record, every, time.monotonic(), details or [])
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="tether-heartbeats", daemon=True
@@ -175,12 +186,12 @@ class _Heartbeats:
             if now - self.loop_tick > LOOP_STALL_LIMIT:
                 continue  # the loop is wedged, not slow: let the engine retry the steps
             with self._lock:
-                for token, (record, every, due) in list(self._beating.items()):
+                for token, (record, every, due, details) in list(self._beating.items()):
                     if now < due:
                         continue
-                    self._beating[token] = (record, every, now + every)
+                    self._beating[token] = (record, every, now + every, details)
                     try:
-                        record(ActivityHeartbeat(task_token=token))
+                        record(ActivityHeartbeat(task_token=token, details=details))
                     except Exception:
                         logger.debug("heartbeat thread: record failed", exc_info=True)
 
@@ -263,14 +274,18 @@ class _ActivityStepContext:
     """What a handler sees. Everything it reads from the store is fetched before it runs
     (:meth:`prefetch`, awaited), so the synchronous accessors adapters call do no I/O."""
 
-    def __init__(self, store: BlobStore, request: StepRequest) -> None:
+    def __init__(self, store: BlobStore, request: StepRequest, errors: int = 0) -> None:
         self._store = store
         self._request = request
         self._agent = registry.lookup(request.agent)
         info = activity.info()
         self._attempt = info.attempt
-        limit = info.retry_policy.maximum_attempts if info.retry_policy else 0
-        self._final = limit > 0 and info.attempt >= limit
+        if request.error_attempts is not None:
+            # The last attempt an error may end (attempts lost with a worker do not count).
+            self._final = errors + 1 >= request.error_attempts
+        else:
+            limit = info.retry_policy.maximum_attempts if info.retry_policy else 0
+            self._final = limit > 0 and info.attempt >= limit
         self._values: dict[str, JSON] = {}
         self._transcript: list[JSON] = []
         self._transcript_start = 0  # where the prefetched part of the conversation starts
@@ -387,13 +402,15 @@ class _ActivityStepContext:
             self._stream = None
 
 
-async def _beat(every: float) -> None:
+async def _beat(every: float, *details: Any) -> None:
     while True:
         await asyncio.sleep(every)
-        activity.heartbeat()
+        activity.heartbeat(*details)
 
 
-async def _still_current(info: activity.Info, heartbeat: timedelta) -> bool:
+async def _still_current(
+    info: activity.Info, heartbeat: timedelta, details: list[Payload] | None = None
+) -> bool:
     """Whether this attempt is still the engine's to run, asked only when its code starts late.
 
     The engine counts the heartbeat timeout from the moment it handed the attempt to this
@@ -417,7 +434,10 @@ async def _still_current(info: activity.Info, heartbeat: timedelta) -> bool:
         client = activity.client()
         await client.workflow_service.record_activity_task_heartbeat(
             RecordActivityTaskHeartbeatRequest(
-                task_token=info.task_token, namespace=info.namespace, identity=client.identity
+                task_token=info.task_token,
+                namespace=info.namespace,
+                identity=client.identity,
+                details=Payloads(payloads=details) if details else None,
             ),
             timeout=heartbeat,
         )
@@ -478,7 +498,7 @@ def build_activity(
     every = max(definition.policy.heartbeat.total_seconds() / BEATS_PER_TIMEOUT, BEAT_TICK)
 
     async def work(
-        request: StepRequest, deadline: float
+        request: StepRequest, deadline: float, errors: int
     ) -> tuple[StepOutcome, SegmentWrite | None]:
         ctx: _ActivityStepContext | None = None
         try:
@@ -487,7 +507,7 @@ def build_activity(
             if isinstance(missing, str):
                 # This worker's store lacks the step's (large) input: no retry can help here.
                 raise ApplicationError(missing, type=PAYLOAD_MISSING, non_retryable=True)
-            ctx = _ActivityStepContext(store, request)
+            ctx = _ActivityStepContext(store, request, errors)
             _current.set(
                 StepInfo(
                     run_id=request.run_id,
@@ -537,20 +557,22 @@ def build_activity(
                 request.run_id,
                 info.attempt,
             )
-        else:
-            if not await _still_current(info, definition.policy.heartbeat):
+        errors = _errors_before(request, info)
+        counted = await _encoded({ERRORS_DETAIL: errors}) if errors else []
+        if task is None:
+            if not await _still_current(info, definition.policy.heartbeat, counted):
                 raise ApplicationError(
                     f"step {request.step} of run {request.run_id}: attempt {info.attempt} "
                     "started after its heartbeat timeout; the engine runs the next attempt",
                     type="TetherAttemptSuperseded",
                     category=ApplicationErrorCategory.BENIGN,
                 )
-            task = asyncio.get_running_loop().create_task(work(request, deadline))
+            task = asyncio.get_running_loop().create_task(work(request, deadline, errors))
             _attempts.put(key, task)
         record = _core_recorder()
         beat: asyncio.Task[None] | None = None
         if record is not None:
-            _heartbeats.add(info.task_token, record, every)
+            _heartbeats.add(info.task_token, record, every, counted)
         else:
             if not _warned_fallback:
                 _warned_fallback = True
@@ -558,7 +580,7 @@ def build_activity(
                     "steps heartbeat from the event loop (the SDK's core recorder was not "
                     "found): a step that blocks the loop may be retried while it runs"
                 )
-            beat = asyncio.create_task(_beat(every))
+            beat = asyncio.create_task(_beat(every, *([{ERRORS_DETAIL: errors}] if errors else [])))
         # A retry (most often: the earlier attempt's worker died) resets the run's sticky queue
         # while its work runs, so that its result's task goes to live workers (``_unstick``).
         unstick = asyncio.create_task(_unstick(info)) if info.attempt > 1 else None
@@ -577,11 +599,19 @@ def build_activity(
                 await unstick
             return outcome
         except Exception as exc:
-            _log_failed_attempt(definition, request, info, exc)
-            paced = _paced(exc, request, info)
-            if paced is exc:
+            paced = _paced(exc, request, info, errors)
+            ended = _counted(paced, request, info, errors)
+            if request.error_attempts is not None and ended is paced and _counts(paced, info):
+                # Not the last: the next attempt finds one more error in the step's details
+                # (core sends the latest beat before this attempt's failure).
+                _heartbeats.remove(info.task_token)
+                if beat is not None:
+                    beat.cancel()
+                await _record_errors(record, info, errors + 1)
+            _log_failed_attempt(definition, request, info, ended)
+            if ended is exc:
                 raise
-            raise paced from paced.__cause__
+            raise ended from ended.__cause__
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             superseded = details is not None and (details.timed_out or details.not_found)
@@ -632,21 +662,26 @@ def _log_failed_attempt(
     )
 
 
-def retry_delay(request: StepRequest, info: activity.Info) -> timedelta | None:
+def retry_delay(
+    request: StepRequest, info: activity.Info, errors: int | None = None
+) -> timedelta | None:
     """How long the engine waits before retrying this attempt after an error: the step's
-    policy (``initial_interval`` times ``backoff`` per attempt, at most ``max_interval``), as
-    the engine would compute it had it held the policy's interval. None when the engine's
-    retry policy holds that interval itself (a request from before ``retry_interval``)."""
+    policy (``initial_interval`` times ``backoff`` per earlier error, at most
+    ``max_interval``). None when the engine's retry policy holds that interval itself (a
+    request from before ``retry_interval``)."""
     policy = info.retry_policy
     if request.retry_interval is None or policy is None:
         return None
-    delay = request.retry_interval * policy.backoff_coefficient ** max(info.attempt - 1, 0)
+    earlier = errors if errors is not None else max(info.attempt - 1, 0)
+    delay = request.retry_interval * policy.backoff_coefficient**earlier
     if policy.maximum_interval is not None:
         delay = min(delay, policy.maximum_interval.total_seconds())
     return timedelta(seconds=delay)
 
 
-def _paced(exc: Exception, request: StepRequest, info: activity.Info) -> Exception:
+def _paced(
+    exc: Exception, request: StepRequest, info: activity.Info, errors: int | None = None
+) -> Exception:
     """``exc`` with the step policy's retry delay on it (``next_retry_delay``).
 
     The engine's retry policy holds :data:`~tether.core.contract.LOST_STEP_RETRY` so that a
@@ -658,7 +693,7 @@ def _paced(exc: Exception, request: StepRequest, info: activity.Info) -> Excepti
         exc.non_retryable or exc.next_retry_delay is not None
     ):
         return exc
-    delay = retry_delay(request, info)
+    delay = retry_delay(request, info, errors)
     if delay is None:
         return exc
     if isinstance(exc, ApplicationError):
@@ -674,6 +709,78 @@ def _paced(exc: Exception, request: StepRequest, info: activity.Info) -> Excepti
     wrapped = ApplicationError(str(exc), type=type(exc).__name__, next_retry_delay=delay)
     wrapped.__cause__ = exc
     return wrapped
+
+
+def _errors_before(request: StepRequest, info: activity.Info) -> int:
+    """How many earlier attempts of this step ended in an error: the count the step's
+    heartbeat details hold (0 when none did, or for a request that does not count them)."""
+    if request.error_attempts is None or info.attempt <= 1:
+        return 0
+    for detail in info.heartbeat_details:
+        if isinstance(detail, dict) and isinstance(detail.get(ERRORS_DETAIL), int):
+            return max(int(detail[ERRORS_DETAIL]), 0)
+    return 0
+
+
+async def _encoded(value: JSON) -> list[Payload]:
+    """``value`` as heartbeat details, encoded (and encrypted) as the engine SDK would."""
+    try:
+        return list(await activity.client().data_converter.encode([value]))
+    except Exception:
+        logger.debug("heartbeat details not encoded", exc_info=True)
+        return []
+
+
+def _counts(exc: Exception, info: activity.Info) -> bool:
+    """Whether the engine retries the step after this error (so the error uses up one of
+    the step's attempts for errors)."""
+    if isinstance(exc, ApplicationError):
+        if exc.non_retryable or exc.category == ApplicationErrorCategory.BENIGN:
+            return False
+        kind = exc.type
+    else:
+        kind = type(exc).__name__
+    policy = info.retry_policy
+    return not (policy is not None and kind in (policy.non_retryable_error_types or ()))
+
+
+def _counted(exc: Exception, request: StepRequest, info: activity.Info, errors: int) -> Exception:
+    """``exc``, final (not retried) when it ends the last attempt the step's policy allows
+    for errors, and naming the attempts made (:data:`ATTEMPTS_DETAIL`) for the run."""
+    if request.error_attempts is None or not _counts(exc, info):
+        return exc
+    if errors + 1 < request.error_attempts:
+        return exc
+    made = {ATTEMPTS_DETAIL: info.attempt}
+    if isinstance(exc, ApplicationError):
+        final = ApplicationError(
+            exc.message,
+            *exc.details,
+            made,
+            type=exc.type,
+            non_retryable=True,
+            category=exc.category,
+        )
+        final.__cause__ = exc.__cause__
+        return final.with_traceback(exc.__traceback__)
+    wrapped = ApplicationError(str(exc), made, type=type(exc).__name__, non_retryable=True)
+    wrapped.__cause__ = exc
+    return wrapped
+
+
+async def _record_errors(
+    record: Callable[[Any], None] | None, info: activity.Info, errors: int
+) -> None:
+    """Leave ``errors`` in the step's heartbeat details for its next attempt."""
+    try:
+        if record is None:
+            activity.heartbeat({ERRORS_DETAIL: errors})
+            return
+        details = await _encoded({ERRORS_DETAIL: errors})
+        if details:
+            record(ActivityHeartbeat(task_token=info.task_token, details=details))
+    except Exception:
+        logger.debug("the error count was not recorded", exc_info=True)
 
 
 UNSTICK_TIMEOUT = timedelta(seconds=2)
