@@ -35,6 +35,54 @@ def _one_tool_agent(server: Any, name: str, tool: Any) -> Any:
     )
 
 
+def _intercepted_worker(runtime: Runtime, task_queue: str, inbound: type[Any]) -> Any:
+    """A worker hosting Tether's runs and steps with ``inbound`` (an
+    ``ActivityInboundInterceptor`` class) in front of every step attempt."""
+    from temporalio.worker import (
+        ActivityInboundInterceptor,
+        Interceptor,
+        UnsandboxedWorkflowRunner,
+        Worker,
+    )
+
+    from tether.core.runtime import HEARTBEAT_SEND_INTERVAL, worker_options
+
+    class Intercepting(Interceptor):
+        def intercept_activity(
+            self, next: ActivityInboundInterceptor
+        ) -> ActivityInboundInterceptor:
+            return inbound(next)  # type: ignore[no-any-return]
+
+    options = worker_options(runtime.store)
+    return Worker(
+        runtime.client,
+        task_queue=task_queue,
+        workflows=options["workflows"],
+        activities=options["activities"],
+        interceptors=[*options["interceptors"], Intercepting()],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
+    )
+
+
+async def _run_lookup(
+    runtime: Runtime, task_queue: str, name: str, lookup: Any, inbound: type[Any]
+) -> list[Any]:
+    """One run of a one-tool agent (the model calls ``lookup`` once, then answers "done") on
+    a worker with ``inbound`` in front of its steps; the model requests it made."""
+    import tether
+    from tether.testing import ScriptedModelServer, ToolCall, Turn
+
+    script = [Turn.tool_calls(ToolCall("lookup", {})), Turn.text("done")]
+    with ScriptedModelServer(script) as server:
+        agent = _one_tool_agent(server, name, lookup)
+        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
+        async with _intercepted_worker(runtime, task_queue, inbound):
+            result = await durable.run("go")
+        assert result.final_output == "done"
+        return list(server.requests)
+
+
 async def _measure(
     engine: EmbeddedEngine, store: BlobStore, tmp_path: Path, n: int, mode: str
 ) -> None:
@@ -122,15 +170,10 @@ async def test_a_step_that_starts_after_its_heartbeat_timeout_leaves_the_work_to
     from temporalio.worker import (
         ActivityInboundInterceptor,
         ExecuteActivityInput,
-        Interceptor,
-        UnsandboxedWorkflowRunner,
-        Worker,
     )
 
     import tether
     from tether.adapters.openai_agents._workflow_side import TOOL_STEP
-    from tether.core.runtime import HEARTBEAT_SEND_INTERVAL, worker_options
-    from tether.testing import ScriptedModelServer, ToolCall, Turn
 
     first_done = asyncio.Event()
     ran_in: list[int] = []
@@ -149,12 +192,6 @@ async def test_a_step_that_starts_after_its_heartbeat_timeout_leaves_the_work_to
             await first_done.wait()
             return await self.next.execute_activity(input)
 
-    class Hold(Interceptor):
-        def intercept_activity(
-            self, next: ActivityInboundInterceptor
-        ) -> ActivityInboundInterceptor:
-            return Late(next)
-
     @function_tool
     async def lookup() -> str:
         """Look the record up."""
@@ -163,24 +200,8 @@ async def test_a_step_that_starts_after_its_heartbeat_timeout_leaves_the_work_to
         ran_in.append(step.attempt)
         return "found"
 
-    script = [Turn.tool_calls(ToolCall("lookup", {})), Turn.text("done")]
-    with ScriptedModelServer(script) as server:
-        agent = _one_tool_agent(server, "late", lookup)
-        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
-        options = worker_options(runtime.store)
-        worker = Worker(
-            runtime.client,
-            task_queue=task_queue,
-            workflows=options["workflows"],
-            activities=options["activities"],
-            interceptors=[*options["interceptors"], Hold()],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-            max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
-        )
-        async with worker:
-            result = await durable.run("go")
-        assert result.final_output == "done"
-        assert len(server.requests) == 2
+    requests = await _run_lookup(runtime, task_queue, "late", lookup, Late)
+    assert len(requests) == 2
     assert len(ran_in) == 1, ran_in
     assert ran_in[0] >= 2, "the late first attempt ran the tool"
 
@@ -199,16 +220,11 @@ async def test_attempts_lost_with_a_worker_do_not_use_up_a_steps_attempts_for_er
     from temporalio.worker import (
         ActivityInboundInterceptor,
         ExecuteActivityInput,
-        Interceptor,
-        UnsandboxedWorkflowRunner,
-        Worker,
     )
 
     import tether
     from tether.adapters.openai_agents._workflow_side import TOOL_STEP
     from tether.core.contract import TOOL_POLICY
-    from tether.core.runtime import HEARTBEAT_SEND_INTERVAL, worker_options
-    from tether.testing import ScriptedModelServer, ToolCall, Turn
 
     assert TOOL_POLICY.max_attempts == 3
     runs: list[int] = []  # the attempt of each run of the tool
@@ -220,12 +236,6 @@ async def test_attempts_lost_with_a_worker_do_not_use_up_a_steps_attempts_for_er
                 await asyncio.sleep(TOOL_POLICY.heartbeat.total_seconds() + 0.6)
             return await self.next.execute_activity(input)
 
-    class Losing(Interceptor):
-        def intercept_activity(
-            self, next: ActivityInboundInterceptor
-        ) -> ActivityInboundInterceptor:
-            return Lose(next)
-
     @function_tool
     async def lookup() -> str:
         """Look the record up."""
@@ -236,23 +246,7 @@ async def test_attempts_lost_with_a_worker_do_not_use_up_a_steps_attempts_for_er
             raise RuntimeError("the records service is down")
         return "found"
 
-    script = [Turn.tool_calls(ToolCall("lookup", {})), Turn.text("done")]
-    with ScriptedModelServer(script) as server:
-        agent = _one_tool_agent(server, "lost", lookup)
-        durable = tether.durable(agent, runtime=runtime, task_queue=task_queue, local_worker=False)
-        options = worker_options(runtime.store)
-        worker = Worker(
-            runtime.client,
-            task_queue=task_queue,
-            workflows=options["workflows"],
-            activities=options["activities"],
-            interceptors=[*options["interceptors"], Losing()],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-            max_heartbeat_throttle_interval=HEARTBEAT_SEND_INTERVAL,
-        )
-        async with worker:
-            result = await durable.run("go")
-        assert result.final_output == "done"
-        tool_output = json.dumps(server.requests[-1].body)
-        assert "found" in tool_output, tool_output
+    requests = await _run_lookup(runtime, task_queue, "lost", lookup, Lose)
+    tool_output = json.dumps(requests[-1].body)
+    assert "found" in tool_output, tool_output
     assert runs == [3, 4, 5], runs
