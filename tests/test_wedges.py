@@ -98,13 +98,13 @@ class HeldSegments(BlobStore):
         self.refused = 0
         self.held = 0
 
-    async def put_segment(self, parent: str | None, items: Any) -> str:
+    async def put_segment(self, data: bytes) -> str:
         if self.refused < self.refuse:
             self.refused += 1
             raise StoreUnavailableError(self.name, "write", "segment", "connection reset")
         self.held += 1
         await self.release.wait()
-        return await super().put_segment(parent, items)
+        return await super().put_segment(data)
 
 
 async def _two_turn_run(

@@ -185,13 +185,15 @@ class SegmentWrite:
 
     def __init__(self, store: BlobStore, ref: TranscriptRef) -> None:
         self._store = store
-        self._ref = ref
         self._task: asyncio.Future[str] | None = None
+        self._data = b""
         if ref.head != ref.base:
+            # Encoded now, before the step's handler gets the items (and may change them).
+            self._data = segment_bytes(ref.base, canonical_json(list(ref.delta)))
             self._start()
 
     def _start(self) -> None:
-        task = asyncio.ensure_future(self._store.put_segment(self._ref.base, self._ref.delta))
+        task = asyncio.ensure_future(self._store.put_segment(self._data))
         task.add_done_callback(_retrieved)  # a step that failed first never awaits it
         self._task = task
 

@@ -463,9 +463,9 @@ class BlobStore:
 
     # -- conversation chains -------------------------------------------------------------
 
-    async def put_segment(self, parent: str | None, items: Sequence[Any]) -> str:
-        """Store one segment; its reference is :func:`segment_ref` of the same content."""
-        data = canonical_json({"parent": parent, "items": list(items)})
+    async def put_segment(self, data: bytes) -> str:
+        """Store one segment, given as :func:`segment_bytes`; its reference is
+        :func:`segment_ref` of the same content."""
         return await self.put(data)
 
     async def load_chain(self, head: str | None) -> list[Any]:
