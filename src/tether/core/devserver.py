@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -99,8 +100,26 @@ def _open_private(path: Path, flags: int) -> int:
     return fd
 
 
+FREE_PORTS = range(20000, 32768)
+"""Where :func:`free_port` looks: below the ports the OS hands to outgoing connections
+(Linux's default range starts at 32768, macOS's at 49152)."""
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Taken from :data:`FREE_PORTS`, not from the OS's own choice (binding port 0): that comes
+    from the range outgoing connections use, so any client socket on the machine could take
+    it before the engine binds it (seen as "address already in use" at the engine's start on
+    a busy machine)."""
+    for _ in range(100):
+        port = random.choice(FREE_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
