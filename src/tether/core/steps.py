@@ -599,7 +599,9 @@ def build_activity(
                 await unstick
             return outcome
         except Exception as exc:
-            paced = _paced(exc, request, info, errors)
+            # Paced by the errors counted so far (by the attempt number for a request
+            # from before error counting, whose errors are not counted).
+            paced = _paced(exc, request, info, errors if request.error_attempts else None)
             ended = _counted(paced, request, info, errors)
             if request.error_attempts is not None and ended is paced and _counts(paced, info):
                 # Not the last: the next attempt finds one more error in the step's details
