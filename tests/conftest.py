@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -92,4 +94,15 @@ async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[AgentWorker
     """An in-process worker on this test's task queue (MCP connections closed after it)."""
     async with runtime.worker(task_queue=task_queue) as w:
         yield w
+        watchdog = asyncio.create_task(_dump_tasks_after(60.0))
+    watchdog.cancel()
     await POOL.close()
+
+
+async def _dump_tasks_after(seconds: float) -> None:
+    """Print every asyncio task's stack when a worker's shutdown takes ``seconds`` (a hung
+    teardown otherwise shows only threads, not what the event loop waits for)."""
+    await asyncio.sleep(seconds)
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}: {task.get_coro()}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)

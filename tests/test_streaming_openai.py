@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 import tether
 from tether.core.runtime import Runtime, agent_queue
 from tether.testing import ScriptedModelServer, ToolCall, Turn, WorkerProcess, worker_processes
-from workers import wait_until_polling
+from workers import steps_ended, wait_until_polling
 
 TEXT = "California has a heat advisory; New York and Texas are quiet today, all day long."
 
@@ -353,6 +353,10 @@ async def test_cancel_ends_the_stream_and_the_run(
                 await result.cancel()  # once the handoff happened
         handle = await result.started()
         description = await handle.describe()
+    # The server's exit answered the held request: the cancelled run's step ends here, not
+    # while the worker shuts down after the test (a step ending during a worker's shutdown
+    # once held the engine's worker shutdown for minutes).
+    await steps_ended()
     assert description.status == "cancelled"
     assert result.is_complete and result.final_output is None
     assert events[-1].type == "agent_updated_stream_event"

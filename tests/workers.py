@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 import tether
 from tether.core.runtime import Runtime, agent_queue
+from tether.core.steps import running_steps
 from tether.testing import ScriptedModelServer, WorkerProcess, worker_processes
 from tether.testing._history import StepRecord, history_stats
 
@@ -35,6 +36,17 @@ async def wait_for_completed_steps(
         if loop.time() > deadline:
             raise AssertionError(f"only {len(done)} of {n} steps completed in {timeout}s")
         await asyncio.sleep(0.02)
+
+
+async def steps_ended(timeout: float = 60.0, settle: float = 1.0) -> None:
+    """Wait until no step's work runs in this process, then ``settle`` seconds for the last
+    attempt's result to reach the engine."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while running_steps():
+        assert loop.time() < deadline, f"a step still runs in this process after {timeout:g}s"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(settle)
 
 
 async def wait_until_polling(

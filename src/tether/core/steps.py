@@ -266,8 +266,17 @@ class _Attempts:
     def __len__(self) -> int:
         return len(self._work)
 
+    def running(self) -> int:
+        return sum(1 for task in self._work.values() if not task.done())
+
 
 _attempts = _Attempts()
+
+
+def running_steps() -> int:
+    """How many steps' work runs in this process now (an attempt the engine gave up on, or
+    whose run ended, may still be running here until its model or tool call returns)."""
+    return _attempts.running()
 
 
 class _ActivityStepContext:
