@@ -21,6 +21,7 @@ from tether.core.ops import plan_reset
 from tether.core.runtime import Runtime
 from tether.errors import RetryUnsafeError, RunFailedError, RunNotFoundError, RunStateError
 from tether.testing import Fault, RecordedRequest, ScriptedModelServer, ToolCall, Turn
+from workers import steps_ended
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
@@ -142,6 +143,9 @@ async def test_cancel_ends_the_run_cancelled_and_retry_resumes_it(
         retried = await handle.retry()
         assert output_of(await retried.result()) == "all quiet"
         assert server.count(turn=0) == 1
+    # The server's exit answered the first run's held request: its step ends here, not
+    # while the worker shuts down after the test.
+    await steps_ended()
     assert ran == ["CA"]
 
 
@@ -172,6 +176,9 @@ async def test_terminate_with_a_reason_then_retry(
         retried = await handle.retry()
         assert output_of(await retried.result()) == "all quiet"
         assert server.count(turn=0) == 1
+    # The server's exit answered the first run's held request: its step ends here, not
+    # while the worker shuts down after the test.
+    await steps_ended()
     assert ran == ["CA"]
 
 
