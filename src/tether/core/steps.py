@@ -84,9 +84,10 @@ KEEP_FINISHED_MAX = 2000
 STORE_RETRY_MAX = 30.0
 """Longest pause between two tries of a failing store read or write inside a step."""
 BEATS_PER_TIMEOUT = 6
-"""A running step beats this many times per heartbeat timeout, the first one as soon as its
-code starts; the worker sends a beat at most every ``HEARTBEAT_SEND_INTERVAL`` (0.5 s, see
-core/runtime.py), so the engine sees four beats per timeout at the default 2 s."""
+"""A running step beats this many times per heartbeat timeout, the first one a sixth of it
+after its code starts (most steps end sooner and send none); the worker sends a beat at most
+every ``HEARTBEAT_SEND_INTERVAL`` (0.5 s, see core/runtime.py), so the engine sees four beats
+per timeout at the default 2 s."""
 LATE_START = 0.25
 """A step whose code starts later than this share of its heartbeat timeout after the engine
 handed the attempt over (a busy worker's event loop) asks the engine whether the attempt is
@@ -158,9 +159,10 @@ class _Heartbeats:
         details: list[Payload] | None = None,
     ) -> None:
         with self._lock:
-            # The first beat at once: the engine counts the timeout from the attempt's start,
-            # and a busy worker may start the step's code late.
-            self._beating[token] = (record, every, time.monotonic(), details or [])
+            # The first beat one interval in: a step shorter than that sends the engine no
+            # heartbeat at all (the engine counts the timeout from the attempt's start; a
+            # step whose code starts late beats at once, in _still_current).
+            self._beating[token] = (record, every, time.monotonic() + every, details or [])
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="tether-heartbeats", daemon=True
