@@ -92,10 +92,14 @@ def _fresh_registry() -> Iterator[None]:
 @pytest.fixture
 async def worker(runtime: Runtime, task_queue: str) -> AsyncIterator[AgentWorker]:
     """An in-process worker on this test's task queue (MCP connections closed after it)."""
-    async with runtime.worker(task_queue=task_queue) as w:
-        yield w
-        watchdog = asyncio.create_task(_dump_tasks_after(60.0))
-    watchdog.cancel()
+    watchdog: asyncio.Task[None] | None = None
+    try:
+        async with runtime.worker(task_queue=task_queue) as w:
+            yield w
+            watchdog = asyncio.create_task(_dump_tasks_after(60.0))
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
     await POOL.close()
 
 
