@@ -132,6 +132,9 @@ async def test_cancel_ends_the_run_cancelled_and_retry_resumes_it(
         with pytest.raises(RunFailedError) as failed:
             await handle.result()
         assert failed.value.error_type == "Cancelled"
+        # The held model call is stopped while the server still holds it: the run ended, so
+        # no attempt will take its answer.
+        await steps_ended(timeout=30, settle=0)
         desc = await handle.describe()
         assert desc.status == "cancelled"
         assert not desc.failures  # a cancelled step is not a step failure
@@ -170,6 +173,7 @@ async def test_terminate_with_a_reason_then_retry(
         with pytest.raises(RunFailedError) as failed:
             await handle.result()
         assert failed.value.error_type == "Terminated"
+        await steps_ended(timeout=30, settle=0)  # the held model call is stopped
         assert (await handle.describe()).status == "terminated"
         with pytest.raises(RunStateError):
             await handle.terminate()

@@ -36,6 +36,7 @@ from temporalio.api.workflowservice.v1 import (
     ResetStickyTaskQueueRequest,
 )
 from temporalio.bridge.proto import ActivityHeartbeat
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError, RPCStatusCode
@@ -630,6 +631,12 @@ def build_activity(
             superseded = details is not None and (details.timed_out or details.not_found)
             if not superseded:
                 task.cancel()  # the run was cancelled, or the worker shuts down
+            elif details is not None and not details.timed_out and info.workflow_id:
+                # "Not found": a next attempt took over (its retry joins this work), or the
+                # run ended (cancelled, terminated) and nothing will: then stop the model or
+                # tool call instead of paying for the rest of it.
+                check = _stop_if_run_ended(activity.client(), info, task)
+                _ending.add(asyncio.create_task(check))
             raise
         finally:
             if unstick is not None and not unstick.done():
@@ -642,6 +649,34 @@ def build_activity(
 
     run_step.__name__ = run_step.__qualname__ = definition.name.replace(".", "_")
     return activity.defn(name=definition.name)(run_step)
+
+
+_ending: set[asyncio.Task[None]] = set()
+
+
+async def _stop_if_run_ended(client: Client, info: activity.Info, work: asyncio.Task[Any]) -> None:
+    """Cancel ``work`` when the run of the step it does is no longer running."""
+    try:
+        handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
+        try:
+            status = (await handle.describe()).status
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            status = None  # gone from the engine (past its retention)
+        if status != WorkflowExecutionStatus.RUNNING:
+            logger.info(
+                "step %s of run %s: the run ended while the step ran; its call is stopped",
+                info.activity_id,
+                info.workflow_id,
+            )
+            work.cancel()
+    except Exception:
+        logger.debug("whether the step's run ended was not learned", exc_info=True)
+    finally:
+        current = asyncio.current_task()
+        if current is not None:
+            _ending.discard(current)
 
 
 def _log_failed_attempt(
