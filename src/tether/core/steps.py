@@ -652,6 +652,8 @@ def build_activity(
 
 
 _ending: set[asyncio.Task[None]] = set()
+"""The checks of :func:`_stop_if_run_ended` in flight (held here: the loop keeps only a weak
+reference to a task)."""
 
 
 async def _stop_if_run_ended(client: Client, info: activity.Info, work: asyncio.Task[Any]) -> None:
