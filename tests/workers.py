@@ -69,7 +69,8 @@ async def wait_until_polling(
                 namespace=client.namespace,
                 task_queue=TaskQueue(name=task_queue),
                 task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
+            ),
+            retry=True,  # CI: the engine once answered one ask "operation was canceled"
         )
         if any(
             since is None or p.last_access_time.ToDatetime(tzinfo=UTC) > since for p in resp.pollers

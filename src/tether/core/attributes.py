@@ -62,7 +62,7 @@ async def registered(client: Any, *, refresh: bool = False) -> bool:
         return _registered[key]
     try:
         resp = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=client.namespace)
+            ListSearchAttributesRequest(namespace=client.namespace), retry=True
         )
         have = dict(resp.custom_attributes)
         ok = all(have.get(n) == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in NAMES)
@@ -104,7 +104,7 @@ async def register(client: Any) -> list[str]:
     )
 
     resp = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace)
+        ListSearchAttributesRequest(namespace=client.namespace), retry=True
     )
     missing = [n for n in NAMES if n not in resp.custom_attributes]
     if missing:

@@ -570,7 +570,8 @@ async def pollers(client: Client, queue: str) -> int:
             namespace=client.namespace,
             task_queue=TaskQueue(name=queue),
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
+        ),
+        retry=True,  # a read: a transient error (UNAVAILABLE, CANCELLED) is asked again
     )
     return len(resp.pollers)
 
