@@ -438,7 +438,7 @@ async def read_events(
             # No worker right now (a crash, a restart) or the first run task has not
             # completed yet: the run goes on, so keep asking. An ended run that no worker
             # answered for will not be answered by asking again.
-            if closed or await _closed(handle):
+            if closed or await run_closed(handle):
                 return
             await asyncio.sleep(max(delay, 0.25))
             continue
@@ -447,7 +447,7 @@ async def read_events(
             # payload the run needs is missing from its store): an ended run's events cannot
             # be read here, so stop (the caller reads how it ended); a running one may
             # reach a worker that can, so keep asking.
-            if await _closed(handle):
+            if await run_closed(handle):
                 return
             await asyncio.sleep(max(delay, 0.25))
             continue
@@ -474,7 +474,7 @@ async def read_events(
                 return  # the run closed without a final event; everything is read
             if loop.time() >= next_check:
                 next_check = loop.time() + idle_interval
-                closed = await _closed(handle)
+                closed = await run_closed(handle)
                 if closed:
                     continue  # one more read: what was published before it closed
             delay = min(delay * 2, idle_interval)
@@ -576,7 +576,8 @@ async def pollers(client: Client, queue: str) -> int:
     return len(resp.pollers)
 
 
-async def _closed(handle: Any) -> bool:
+async def run_closed(handle: Any) -> bool:
+    """Whether the run of ``handle`` has ended (or is gone from the engine)."""
     try:
         desc = await handle.describe()
     except RPCError as exc:

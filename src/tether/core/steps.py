@@ -36,7 +36,7 @@ from temporalio.api.workflowservice.v1 import (
     ResetStickyTaskQueueRequest,
 )
 from temporalio.bridge.proto import ActivityHeartbeat
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError, RPCStatusCode
@@ -45,6 +45,7 @@ from tether.core import registry
 from tether.core.contract import JSON, StepDefinition, StepOutcome, StepRequest, TranscriptRef
 from tether.core.conversation import SegmentWrite, items_from, materialize
 from tether.core.events import EVENTS_TOPIC
+from tether.core.ops import run_closed
 from tether.core.sealed import unseal_tree
 from tether.core.store import (
     MISSING_INPUT_KEY,
@@ -660,13 +661,7 @@ async def _stop_if_run_ended(client: Client, info: activity.Info, work: asyncio.
     """Cancel ``work`` when the run of the step it does is no longer running."""
     try:
         handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
-        try:
-            status = (await handle.describe()).status
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            status = None  # gone from the engine (past its retention)
-        if status != WorkflowExecutionStatus.RUNNING:
+        if await run_closed(handle):
             logger.info(
                 "step %s of run %s: the run ended while the step ran; its call is stopped",
                 info.activity_id,
