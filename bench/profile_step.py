@@ -13,7 +13,12 @@ went to the run side (framework loop, engine SDK, payloads, transcript, events) 
 much to the step side (the provider client building the request, HTTP).
 
 Printed: a table per adapter, milliseconds of worker CPU per model call by bucket, and the
-wall time per model call. --json writes the same numbers.
+wall time per model call, then a summary: the framework's parts (its loop, its provider
+client, HTTP), Tether's own (tether, transcript, events) and the rest (the engine SDK, the
+event loop, payload conversion). `--adapter floor` (or `all`) profiles the bare engine
+floor the same way, over the same window: a workflow of no-op activities, two standing for
+one model call, hosted in this process (no model server); its CPU per call is what the
+engine SDK costs with no framework and no Tether. --json writes the same numbers.
 """
 
 from __future__ import annotations
@@ -49,11 +54,15 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("transcript", ("tether/core/conversation", "tether/core/store")),
     ("events", ("tether/core/events", "workflow_streams")),
     ("payload conversion", ("temporalio/converter", "tether/core/converter", "google/protobuf")),
-    ("framework", ("agents/", "pydantic_ai/", "pydantic_graph/", "pydantic/")),
+    # Before the framework's: Tether's adapters live in tether/adapters/openai_agents/ and
+    # tether/adapters/pydantic_ai/, which the framework's patterns would match too.
     ("tether", ("tether/",)),
+    ("framework", ("agents/", "pydantic_ai/", "pydantic_graph/", "pydantic/")),
     ("engine SDK", ("temporalio/",)),
     ("asyncio", ("asyncio/",)),
 ]
+FRAMEWORK = ("framework", "provider client", "HTTP")
+TETHER = ("tether", "transcript", "events")
 SIDES = (("run", "temporalio/worker/_workflow_instance"), ("step", "temporalio/worker/_activity"))
 OTHER = "other"
 AGENTS = {
@@ -149,40 +158,13 @@ async def profile(adapter: str, args: argparse.Namespace, address: str) -> dict[
             for at in sorted(args.at):
                 await wait_calls(server, at, worker)
                 raw = work / f"{adapter}-{at}.txt"
-                spy = subprocess.Popen(  # noqa: ASYNC220
-                    [
-                        args.py_spy,
-                        "record",
-                        "--pid",
-                        str(worker.pid),
-                        "--rate",
-                        str(args.rate),
-                        "--format",
-                        "raw",
-                        "--output",
-                        str(raw),
-                        "--nonblocking",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                spy = spy_on(args, worker.pid, raw)
                 cpu0, wall0 = cpu_seconds(worker.pid), time.perf_counter()
                 await wait_calls(server, at + args.window, worker)
                 cpu1, wall1 = cpu_seconds(worker.pid), time.perf_counter()
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
-                samples = read_raw(raw)
-                count = sum(samples.values()) or 1
-                cpu_ms = (cpu1 - cpu0) * 1000 / args.window
-                rows.append(
-                    {
-                        "at": at,
-                        "wall_ms": (wall1 - wall0) * 1000 / args.window,
-                        "cpu_ms": cpu_ms,
-                        "buckets": {b: cpu_ms * c / count for b, c in samples.items()},
-                        "samples": sum(samples.values()),
-                    }
-                )
+                rows.append(row_of(at, args.window, raw, cpu1 - cpu0, wall1 - wall0))
                 print(f"  {adapter}: profiled model calls {at}..{at + args.window}", flush=True)
             await handle.result()
         finally:
@@ -193,6 +175,73 @@ async def profile(adapter: str, args: argparse.Namespace, address: str) -> dict[
             else:
                 shutil.rmtree(work, ignore_errors=True)
     return {"adapter": adapter, "rows": rows}
+
+
+def spy_on(args: argparse.Namespace, pid: int, raw: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            *(args.py_spy, "record", "--pid", str(pid), "--rate", str(args.rate)),
+            *("--format", "raw", "--output", str(raw), "--nonblocking"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_activities(starts: list[float], n: int, stall: float = 60.0) -> None:
+    """Until ``n`` no-op activities have started; exits if none starts for ``stall`` s."""
+    while len(starts) < n:
+        if time.perf_counter() - (starts[-1] if starts else time.perf_counter()) > stall:
+            sys.exit(f"the floor stalled after {len(starts)} activities")
+        await asyncio.sleep(0.05)
+
+
+async def profile_floor(args: argparse.Namespace, address: str) -> dict[str, Any]:
+    """The bare engine floor, profiled like the adapters: its worker is this process (the
+    engine is a subprocess), two no-op activities stand for one model call."""
+    from _common import NOOP_STARTS, Floor, noop
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    client = await Client.connect(address)
+    work = Path(tempfile.mkdtemp(prefix="tether-profile-floor-"))
+    total = max(args.at) + args.window + 1
+    rows = []
+    NOOP_STARTS.clear()
+    async with Worker(client, task_queue="profile-floor", workflows=[Floor], activities=[noop]):
+        handle = await client.start_workflow(
+            Floor.run, 2 * total, id=f"profile-floor-{time.time_ns()}", task_queue="profile-floor"
+        )
+        for at in sorted(args.at):
+            await wait_activities(NOOP_STARTS, 2 * at)
+            raw = work / f"floor-{at}.txt"
+            spy = spy_on(args, os.getpid(), raw)
+            cpu0, wall0 = cpu_seconds(os.getpid()), time.perf_counter()
+            await wait_activities(NOOP_STARTS, 2 * (at + args.window))
+            cpu1, wall1 = cpu_seconds(os.getpid()), time.perf_counter()
+            spy.send_signal(signal.SIGINT)
+            await asyncio.to_thread(spy.wait, 60)
+            rows.append(row_of(at, args.window, raw, cpu1 - cpu0, wall1 - wall0))
+            print(f"  floor: profiled model calls {at}..{at + args.window}", flush=True)
+        await handle.result()
+    if args.keep:
+        print(f"  raw py-spy stacks kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"adapter": "floor", "rows": rows}
+
+
+def row_of(at: int, window: int, raw: Path, cpu_s: float, wall_s: float) -> dict[str, Any]:
+    samples = read_raw(raw)
+    count = sum(samples.values()) or 1
+    cpu_ms = cpu_s * 1000 / window
+    return {
+        "at": at,
+        "wall_ms": wall_s * 1000 / window,
+        "cpu_ms": cpu_ms,
+        "buckets": {b: cpu_ms * c / count for b, c in samples.items()},
+        "samples": sum(samples.values()),
+    }
 
 
 async def start(adapter: str, runtime: Any, queue: str) -> Any:
@@ -225,16 +274,27 @@ def print_report(result: dict[str, Any]) -> None:
     print("| **worker CPU** | " + " | ".join(f"{r['cpu_ms']:.1f}" for r in rows) + " |")
     print("| wall time | " + " | ".join(f"{r['wall_ms']:.1f}" for r in rows) + " |")
     print("| samples | " + " | ".join(str(r["samples"]) for r in rows) + " |")
+    print("\nsummed: the framework's parts / Tether's own / the rest (engine SDK, loop, payloads)")
+    for r in rows:
+        b = r["buckets"]
+        framework = sum(v for k, v in b.items() if k.partition(": ")[2] in FRAMEWORK)
+        own = sum(v for k, v in b.items() if k.partition(": ")[2] in TETHER)
+        rest = r["cpu_ms"] - framework - own
+        print(f"  call {r['at']}: {framework:.1f} / {own:.1f} / {rest:.1f} ms of worker CPU")
 
 
 async def main_async(args: argparse.Namespace) -> None:
     from tether.core.devserver import EmbeddedEngine
 
-    adapters = list(AGENTS) if args.adapter == "both" else [args.adapter]
+    choice = {"both": list(AGENTS), "all": ["floor", *AGENTS]}
+    adapters = choice.get(args.adapter, [args.adapter])
     results = []
     async with EmbeddedEngine(persist=False, ui=False) as engine:
         for adapter in adapters:
-            results.append(await profile(adapter, args, engine.address))
+            if adapter == "floor":
+                results.append(await profile_floor(args, engine.address))
+            else:
+                results.append(await profile(adapter, args, engine.address))
     for result in results:
         print_report(result)
     if args.json:
@@ -243,7 +303,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--adapter", choices=[*AGENTS, "both"], default="both")
+    parser.add_argument("--adapter", choices=[*AGENTS, "floor", "both", "all"], default="both")
     parser.add_argument("--at", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--window", type=int, default=10, help="model calls per sample window")
     parser.add_argument("--result-bytes", type=int, default=2000)
