@@ -101,6 +101,76 @@ async def test_chat_request_is_the_same_and_skips_the_walk(walked: list[int]) ->
     assert usual > len(messages) and fast < 50, (usual, fast)
 
 
+def _body_with_everything(n: int) -> dict[str, Any]:
+    """A request body with what JSON encoders may differ on: escapes, non-ASCII text,
+    control characters, floats, big and negative integers, nesting, booleans and nulls."""
+    messages = _chat_messages(n)
+    messages.append({"role": "user", "content": 'quote " slash \\ tab \t nl \n é 漢字 🙂 \x01'})
+    return {
+        "model": "m",
+        "messages": messages,
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "seed": -(2**62),
+        "metadata": {"third": 1 / 3, "big": 123456789.125, "list": [None, True, False]},
+        "stream": False,
+    }
+
+
+def _encoders() -> tuple[Any, Any]:
+    """The client's own body encoder, and the name its request builder calls."""
+    import openai._base_client as base_client
+    from openai._utils._json import openapi_dumps
+
+    assert fast_path_installed()
+    return openapi_dumps, base_client.openapi_dumps
+
+
+def test_request_bodies_are_encoded_with_orjson_to_the_clients_bytes() -> None:
+    client_dumps, hooked = _encoders()
+    body = _body_with_everything(300)
+    assert hooked(body) == client_dumps(body)  # outside the block: the client's own
+    with plain_conversation():
+        fast = hooked(body)
+    assert json.loads(fast) == body
+    assert fast == client_dumps(body)
+    # Floats in exponent form are written without the exponent's padding: the same values.
+    # (which also shows that orjson wrote them: the client writes 1e-07).
+    floats = {"tiny": 1e-7, "huge": 1e16, "neg": -2.5e-12}
+    with plain_conversation():
+        fast = hooked(floats)
+    assert json.loads(fast) == floats
+    assert b'"tiny":1e-7' in fast and b'"tiny":1e-07' in client_dumps(floats)
+
+
+def test_dates_and_models_in_a_body_are_converted_as_the_client_does() -> None:
+    import datetime
+
+    class Options(BaseModel):
+        effort: str = "low"
+        summary: str | None = None
+
+    client_dumps, hooked = _encoders()
+    when = datetime.datetime(2026, 12, 2, 9, 30, 0, 123456, tzinfo=datetime.UTC)
+    body = {"model": "m", "when": when, "reasoning": Options()}
+    with plain_conversation():
+        fast = hooked(body)
+    assert fast == client_dumps(body)
+    assert json.loads(fast)["reasoning"] == {}  # only what was set, as the client sends it
+
+
+def test_a_body_orjson_refuses_is_encoded_by_the_client() -> None:
+    import datetime
+
+    client_dumps, hooked = _encoders()
+    for body in ({"model": "m", "seed": 2**70}, {"model": "m", "metadata": {1: "int key"}}):
+        with plain_conversation():
+            assert hooked(body) == client_dumps(body)
+    # A value the client's encoder refuses is refused the same way.
+    with plain_conversation(), pytest.raises(TypeError, match="date is not JSON serializable"):
+        hooked({"model": "m", "day": datetime.date(2026, 12, 2)})
+
+
 async def test_plain_json_fields_without_renamed_keys_are_sent_as_they_are(
     walked: list[int],
 ) -> None:

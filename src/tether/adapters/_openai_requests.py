@@ -21,6 +21,17 @@ behaves exactly as before. The hook replaces the module-level
 the hook is not installed and requests take the client's usual path
 (:func:`fast_path_installed` says which, and a test pins it for the installed version).
 
+The client then encodes the request body with the standard library's ``json`` and a custom
+encoder class: 10 ms for a 2 MB body (1,000 tool calls with 2 KB results) on a quiet 2-core
+machine, 20-27 ms per request in a loaded worker, and the body grows with every call. Inside
+:func:`plain_conversation`, when ``orjson`` is installed (it comes with the adapters'
+extras), the body is encoded with it instead: 0.7 ms for the same body, the same bytes but
+for floats in exponent form (``1e-7`` for the client's ``1e-07``, the same value). Dates and
+Pydantic models still go through the client's own conversions, and anything ``orjson``
+refuses (an integer beyond 64 bits, a non-string key, a dataclass, a string with a lone
+surrogate) is encoded by the client as before. One difference: a NaN or an infinity is
+sent as ``null`` where the client raises.
+
 The OpenAI Agents SDK copies the conversation twice more before a request
 (``agents.util._json._to_dump_compatible``: a recursive walk turning tuples and other
 iterables into lists, once as it takes the input and once as it builds the request), 50 ms
@@ -32,6 +43,7 @@ new list of the same items instead; anything else is copied as before.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import importlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -42,6 +54,7 @@ _ACTIVE: ContextVar[bool] = ContextVar("tether_plain_conversation", default=Fals
 _FIELDS = ("input", "messages")
 _MODULES = ("openai.resources.responses.responses", "openai.resources.chat.completions.completions")
 _DUMP_MODULES = ("agents.items", "agents.models.openai_responses")
+_BODY_MODULES = ("openai._base_client",)
 _SDK_PLACEHOLDER_ID = "__fake_id__"  # agents.models.fake_id.FAKE_RESPONSES_ID
 Transform = Callable[[object, object], Awaitable[object]]
 
@@ -165,8 +178,43 @@ def _hook(modules: tuple[str, ...], name: str, wrap: Callable[[Any], Any]) -> bo
 
 @functools.cache
 def install() -> bool:
-    """Hook the client's request transform (once per process); whether it is hooked."""
+    """Hook the client's request transform and body encoding (once per process); whether
+    the transform is hooked."""
+    _hook(_BODY_MODULES, "openapi_dumps", _body_hooked)
     return _hook(_MODULES, "async_maybe_transform", _hooked)
+
+
+def _body_default(value: Any) -> Any:
+    """What the client's JSON encoder does with the values JSON has no type for."""
+    import pydantic
+    from openai._compat import model_dump
+
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, pydantic.BaseModel):
+        return model_dump(value, exclude_unset=True, mode="json", by_alias=True)
+    raise TypeError(f"{type(value).__name__} is left to the client's encoder")
+
+
+def _body_hooked(original: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    try:
+        import orjson
+    except ImportError:
+        return original
+    # Dates and dataclasses reach _body_default (as the client's encoder sees them) instead
+    # of orjson's own formats.
+    options = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+    def dumps(obj: Any) -> bytes:
+        if _ACTIVE.get():
+            try:
+                return orjson.dumps(obj, default=_body_default, option=options)
+            except TypeError:  # orjson.JSONEncodeError: the client's encoder decides
+                pass
+        return original(obj)
+
+    dumps.__tether_hook__ = True  # type: ignore[attr-defined]
+    return dumps
 
 
 def _untouched(value: Any) -> bool:
