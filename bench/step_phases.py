@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import shutil
 import statistics
 import sys
 import tempfile
@@ -78,6 +79,7 @@ async def tether_history(adapter: str, calls: int, address: str) -> Any:
         finally:
             worker.proc.stop()
             await runtime.close()
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def phases(history: Any) -> dict[str, list[float]]:

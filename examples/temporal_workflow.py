@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -122,6 +123,7 @@ async def main() -> None:
             engine.stop()
         if server is not None:
             server.stop()
+        shutil.rmtree(home, ignore_errors=True)  # the scratch store of this demo run
 
 
 if __name__ == "__main__":
